@@ -1,0 +1,86 @@
+"""The storage protocol: a backend only moves opaque bytes under validated names.
+
+Guarantees every backend gives (checked by `tests/storage_conformance.py`):
+- `put` is atomic: after it returns the object is fully visible; a crash or error in the middle
+  never leaves a partial object under its final name (temporary names are used and cleaned up).
+- `put` is durable when it returns (local: fsync of file and directory; remote: the server's ack).
+- `get` returns exactly the stored bytes, or the requested range of them; a missing object raises
+  `ObjectNotFound`.
+- `list(prefix)` yields every final name under the prefix (never temporary names), each once.
+- `delete` of a missing object raises `ObjectNotFound`.
+- Errors are `ObjectNotFound`, `TransientStorageError` (safe to retry), `OutOfSpace`, or
+  `StorageError` (permanent). Nothing else escapes a backend.
+
+A backend never sees a key or a plaintext byte: the repository layer encrypts before `put`.
+Names are relative, '/'-separated, and limited to a safe alphabet (see `validate_name`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from dedupe.errors import StorageError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*$")
+
+
+def validate_name(name: str) -> str:
+    """Return `name` if it is a safe object name, else raise StorageError.
+
+    Safe: relative, '/'-separated components of [A-Za-z0-9_.-] that do not start with '.',
+    '-' or '_' (so no '..', no hidden temporaries, no absolute paths), at most 255 characters.
+    """
+    if not isinstance(name, str) or len(name) > 255 or not _NAME_RE.match(name):
+        raise StorageError(f"invalid object name {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What `stat` tells about a stored object."""
+
+    name: str
+    size: int
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """The minimal backend interface. Implementations: local, memory, sftp, s3."""
+
+    url: str
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Read the object (or `length` bytes from `offset`)."""
+        ...
+
+    def put(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False) -> None:
+        """Store atomically and durably. With `exclusive`, raise ObjectExists if the name exists
+        (best effort where the server cannot do it atomically)."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Remove the object."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose name starts with `prefix` (a folder such as 'data/' or '')."""
+        ...
+
+    def stat(self, name: str) -> ObjectInfo:
+        """Size of one object; ObjectNotFound if absent."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """True if the object exists."""
+        ...
+
+    def free_space(self) -> int | None:
+        """Bytes free for new objects, or None when the backend cannot tell (object stores)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
