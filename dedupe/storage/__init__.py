@@ -1,0 +1,39 @@
+"""Storage backends and `open_storage(url)`, the one place a URL becomes a backend."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlparse
+
+from dedupe.errors import UsageError
+from dedupe.storage.base import ObjectInfo, Storage, validate_name
+
+__all__ = ["ObjectInfo", "Storage", "open_storage", "validate_name"]
+
+
+def open_storage(url: str, *, s3_endpoint: str | None = None, create: bool = False) -> Storage:
+    """Return the backend for `url`: a plain path or file://, sftp://, s3://.
+
+    With `create`, a local root folder is created if missing (for `init`).
+    """
+    if not url:
+        raise UsageError("no repository given: use --repo URL or set DEDUPE_REPO")
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        from dedupe.storage.local import LocalStorage
+
+        path = unquote(parsed.path) if scheme == "file" else url
+        path = os.path.abspath(os.path.expanduser(path))
+        if create:
+            os.makedirs(path, exist_ok=True)
+        return LocalStorage(path)
+    if scheme == "sftp":
+        from dedupe.storage.sftp import SFTPStorage  # type: ignore[import-not-found]
+
+        return SFTPStorage.from_url(url, create=create)
+    if scheme == "s3":
+        from dedupe.storage.s3 import S3Storage  # type: ignore[import-not-found]
+
+        return S3Storage.from_url(url, endpoint=s3_endpoint or os.environ.get("DEDUPE_S3_ENDPOINT"))
+    raise UsageError(f"unsupported repository URL scheme {scheme!r} (use a path, sftp:// or s3://)")

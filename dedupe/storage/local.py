@@ -1,0 +1,168 @@
+"""Local-disk backend: objects are files under a root folder.
+
+Writes go to a hidden temporary name in the same folder, are fsynced, renamed over the final
+name, and the folder is fsynced, so an object is either wholly present or absent after a crash.
+ENOSPC is mapped to `OutOfSpace` and the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+
+from dedupe.errors import ObjectExists, ObjectNotFound, OutOfSpace, StorageError
+from dedupe.storage.base import ObjectInfo, validate_name
+
+TEMP_PREFIX = ".tmp-"
+
+
+def _os_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutOfSpace(f"out of disk space while {what}")
+    if exc.errno == errno.ENOENT:
+        return ObjectNotFound(f"not found: {what}")
+    return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so a rename or unlink in it is durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    """Objects as files under `root` (which must exist)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.url = self.root
+        self._made_dirs: set[str] = set()
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, *validate_name(name).split("/"))
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                if offset:
+                    f.seek(offset)
+                if length is None:
+                    return f.read()
+                data = f.read(length)
+        except OSError as exc:
+            raise _os_error(exc, f"reading {name}") from None
+        if len(data) != length:
+            raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
+        return data
+
+    def _ensure_dir(self, folder: str) -> None:
+        if folder in self._made_dirs:
+            return
+        if not os.path.isdir(folder):
+            parent = os.path.dirname(folder)
+            if parent != folder and not os.path.isdir(parent):
+                self._ensure_dir(parent)
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise _os_error(exc, f"creating folder {folder}") from None
+            fsync_dir(os.path.dirname(folder))
+        self._made_dirs.add(folder)
+
+    def put(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False) -> None:
+        path = self._path(name)
+        folder = os.path.dirname(path)
+        self._ensure_dir(folder)
+        tmp = os.path.join(folder, TEMP_PREFIX + secrets.token_hex(8))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if exclusive:
+                # link() fails if the final name exists: an atomic create-if-absent.
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise ObjectExists(f"{name} exists already") from None
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+            fsync_dir(folder)
+        except OSError as exc:
+            _remove_quietly(tmp)
+            raise _os_error(exc, f"writing {name}") from None
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise _os_error(exc, f"deleting {name}") from None
+        fsync_dir(os.path.dirname(path))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        start = self.root if not prefix else os.path.join(self.root, *prefix.strip("/").split("/"))
+        if not os.path.isdir(start):
+            return
+        for folder, dirs, files in os.walk(start):
+            dirs.sort()
+            rel = os.path.relpath(folder, self.root)
+            for fname in sorted(files):
+                if fname.startswith("."):
+                    continue
+                name = fname if rel == "." else f"{rel.replace(os.sep, '/')}/{fname}"
+                try:
+                    size = os.stat(os.path.join(folder, fname)).st_size
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(name, size)
+
+    def list_temporary(self) -> Iterator[str]:
+        """Paths of leftover temporary files from interrupted writes (for gc and check)."""
+        for folder, _dirs, files in os.walk(self.root):
+            for fname in files:
+                if fname.startswith(TEMP_PREFIX):
+                    yield os.path.join(folder, fname)
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(name, os.stat(self._path(name)).st_size)
+        except OSError as exc:
+            raise _os_error(exc, f"reading {name}") from None
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self._path(name))
+
+    def free_space(self) -> int | None:
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def close(self) -> None:
+        pass
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

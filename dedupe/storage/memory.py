@@ -1,0 +1,65 @@
+"""In-memory backend for unit tests: same guarantees as the others, no durability."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from dedupe.errors import ObjectExists, ObjectNotFound, StorageError
+from dedupe.storage.base import ObjectInfo, validate_name
+
+
+class MemoryStorage:
+    """Objects in a dict; thread-safe."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        with self._lock:
+            try:
+                data = self.objects[validate_name(name)]
+            except KeyError:
+                raise ObjectNotFound(f"not found: {name}") from None
+        end = len(data) if length is None else offset + length
+        if end > len(data):
+            raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
+        return data[offset:end]
+
+    def put(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False) -> None:
+        with self._lock:
+            if exclusive and validate_name(name) in self.objects:
+                raise ObjectExists(f"{name} exists already")
+            self.objects[validate_name(name)] = bytes(data)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            try:
+                del self.objects[validate_name(name)]
+            except KeyError:
+                raise ObjectNotFound(f"not found: {name}") from None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        with self._lock:
+            items = sorted((n, len(d)) for n, d in self.objects.items() if n.startswith(prefix))
+        for name, size in items:
+            yield ObjectInfo(name, size)
+
+    def stat(self, name: str) -> ObjectInfo:
+        with self._lock:
+            try:
+                return ObjectInfo(name, len(self.objects[validate_name(name)]))
+            except KeyError:
+                raise ObjectNotFound(f"not found: {name}") from None
+
+    def exists(self, name: str) -> bool:
+        with self._lock:
+            return validate_name(name) in self.objects
+
+    def free_space(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
