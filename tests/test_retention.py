@@ -303,6 +303,16 @@ def test_order_is_by_instant_even_across_offsets() -> None:
     assert [(d.snapshot.id, d.keep) for d in decisions] == [("a", True), ("b", False)]
 
 
+def test_order_is_by_instant_in_the_repeated_hour_of_a_dst_change() -> None:
+    # 25 October 2026: Berlin's 02:00-03:00 happens twice. 02:10 the second time (fold=1,
+    # 01:10 UTC) is newer than 02:30 the first time (00:30 UTC), though its wall clock is earlier.
+    first = SnapshotInfo("first", datetime(2026, 10, 25, 2, 30, tzinfo=BERLIN), "pc", ("/srv",))
+    second_time = datetime(2026, 10, 25, 2, 10, tzinfo=BERLIN, fold=1)
+    second = SnapshotInfo("second", second_time, "pc", ("/srv",))
+    decisions = apply_policy([first, second], Policy(keep_last=1), BERLIN)
+    assert [(d.snapshot.id, d.keep) for d in decisions] == [("second", True), ("first", False)]
+
+
 # --- holds, max-backups, unlimited, keep-within, keep-tag -----------------------------------
 
 
