@@ -211,7 +211,7 @@ def test_missing_policy_file_is_a_usage_error(tmp_path: Path) -> None:
         parse("--policy", str(tmp_path / "absent.toml"))
 
 
-def test_a_namespace_without_policy_flags_gives_an_empty_policy() -> None:
+def test_flags_missing_from_the_namespace_count_as_not_given() -> None:
     partial = argparse.Namespace(keep_last="2")
     assert policy_from_args(partial) == Policy(keep_last=2)
 

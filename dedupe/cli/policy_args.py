@@ -121,10 +121,14 @@ def policy_from_args(namespace: argparse.Namespace) -> Policy:
     cwd = Path.cwd()
     for name in (*_COUNT_SETTINGS, *_OTHER_SETTINGS):
         value = getattr(namespace, name.replace("-", "_"), None)
-        if value is not None:
+        if value is None:
+            continue
+        if name == "holidays":
+            # --holidays names a file; it replaces both of the policy file's holiday settings.
+            settings.pop("holidays", None)
+            settings["holidays-file"] = _Setting(value, "--holidays", cwd)
+        else:
             settings[name] = _Setting(value, f"--{name}", cwd)
-            if name == "holidays":
-                settings.pop("holidays-file", None)
     return _build_policy(settings)
 
 
@@ -259,9 +263,7 @@ def _parse_date(text: str, origin: str) -> date:
 
 
 def _parse_holidays(setting: _Setting) -> frozenset[date]:
-    """`--holidays FILE` on the command line; a list of dates (`holidays = [...]`) in a file."""
-    if setting.origin.startswith("--"):
-        return _read_holidays_file(setting.base_dir / setting.value, setting.origin)
+    """A policy file's `holidays = [...]`: ISO date strings or TOML date literals."""
     value = setting.value
     if not isinstance(value, list):
         raise UsageError(
