@@ -1,0 +1,301 @@
+"""SSH connections for the SFTP backend, made the way OpenSSH users expect.
+
+What is honoured, in order of precedence:
+- the URL `sftp://user@host:port/path`: user and port given there win over `~/.ssh/config`;
+- `~/.ssh/config` (`$HOME` is honoured): `HostName`, `Port`, `User`, `IdentityFile`,
+  `IdentitiesOnly`, `UserKnownHostsFile`;
+- keys: `DEDUPE_SFTP_IDENTITY` (a private key file, tried first), then the config's
+  `IdentityFile`s, then a running ssh-agent (`SSH_AUTH_SOCK`), then the default `~/.ssh/id_*`
+  (unless `IdentitiesOnly yes`). Passphrase-protected keys must be loaded into the agent. Passwords
+  are never used, asked for or logged;
+- host keys: `DEDUPE_SFTP_KNOWN_HOSTS` if set, else the config's `UserKnownHostsFile`, else
+  `~/.ssh/known_hosts`, plus `/etc/ssh/ssh_known_hosts`. An unknown host is refused with a
+  `StorageError` saying how to proceed, unless `DEDUPE_SFTP_ACCEPT_NEW_HOST_KEY=1`, which records
+  the new key in the user known_hosts file (OpenSSH's `accept-new`). A *changed* key is always
+  refused.
+
+The socket gets `TCP_NODELAY` (SFTP is request/response; Nagle would add 40 ms stalls) and the
+SFTP channel a large window so pipelined transfers are not throttled by flow control.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlparse
+
+import paramiko
+
+from dedupe.errors import StorageError, TransientStorageError, UsageError
+
+ENV_IDENTITY = "DEDUPE_SFTP_IDENTITY"
+ENV_KNOWN_HOSTS = "DEDUPE_SFTP_KNOWN_HOSTS"
+ENV_ACCEPT_NEW = "DEDUPE_SFTP_ACCEPT_NEW_HOST_KEY"
+SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+
+# 64 MiB of receive window and 256 KiB packets: enough for many large pipelined reads in flight
+# (OpenSSH caps what it sends at its own limits; smaller servers simply send smaller packets).
+WINDOW_SIZE = 64 * 1024 * 1024
+MAX_PACKET_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where and how to connect, after URL and ~/.ssh/config are merged."""
+
+    alias: str  # the host as written in the URL (what ~/.ssh/config matches)
+    hostname: str  # the host actually dialled (HostName)
+    port: int
+    user: str
+    path: str  # the repository folder on the server ('' means the login folder)
+    identity_files: tuple[str, ...] = ()
+    identities_only: bool = False
+    known_hosts: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def display(self) -> str:
+        """user@host:port, for messages (never contains a secret)."""
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name a host key is recorded under in known_hosts, as OpenSSH writes it."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def parse_sftp_url(
+    url: str,
+    *,
+    identity: str | None = None,
+    known_hosts: str | None = None,
+    ssh_config: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SSHTarget:
+    """Turn `sftp://[user@]host[:port]/path` into an SSHTarget.
+
+    The path is absolute on the server; `/~/sub` (or `/~`) is relative to the login folder.
+    Explicit `identity`/`known_hosts` arguments win over the environment variables.
+    """
+    env = os.environ if environ is None else environ
+    parsed = urlparse(url)
+    if parsed.scheme.lower() != "sftp" or not parsed.hostname:
+        raise UsageError(f"not an sftp URL: {url!r} (use sftp://user@host[:port]/path)")
+    try:
+        url_port = parsed.port
+    except ValueError:
+        raise UsageError(f"bad port in {url!r}") from None
+    path = unquote(parsed.path)
+    if path in ("", "/"):
+        raise UsageError(f"the sftp URL {url!r} needs a folder path (sftp://host/srv/backup)")
+    if path == "/~" or path.startswith("/~/"):
+        path = path[3:].strip("/")
+    else:
+        path = "/" + path.strip("/")
+    alias = parsed.hostname
+    config = _lookup_config(alias, ssh_config)
+    hostname = str(config.get("hostname", alias))
+    port = url_port or int(config.get("port", 22))
+    user = (
+        unquote(parsed.username)
+        if parsed.username
+        else str(config.get("user", "")) or (getpass.getuser())
+    )
+    identities: list[str] = []
+    explicit_identity = identity or env.get(ENV_IDENTITY)
+    if explicit_identity:
+        identities.append(os.path.expanduser(explicit_identity))
+    identities += [os.path.expanduser(p) for p in config.get("identityfile", [])]
+    explicit_known = known_hosts or env.get(ENV_KNOWN_HOSTS)
+    if explicit_known:
+        known = [os.path.expanduser(explicit_known)]
+    elif "userknownhostsfile" in config:
+        known = [os.path.expanduser(p) for p in str(config["userknownhostsfile"]).split()]
+    else:
+        known = [os.path.expanduser("~/.ssh/known_hosts")]
+    return SSHTarget(
+        alias=alias,
+        hostname=hostname,
+        port=port,
+        user=user,
+        path=path,
+        identity_files=tuple(dict.fromkeys(identities)),
+        identities_only=str(config.get("identitiesonly", "no")).lower() == "yes",
+        known_hosts=tuple(known),
+    )
+
+
+def _lookup_config(alias: str, path: str | None) -> dict[str, object]:
+    path = path or os.path.expanduser("~/.ssh/config")
+    if not os.path.exists(path):
+        return {}
+    try:
+        return dict(paramiko.SSHConfig.from_path(path).lookup(alias))
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise StorageError(f"cannot use the SSH config {path}: {exc}") from None
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style SHA256 fingerprint, what `ssh-keygen -lf` prints."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class UnknownHostKey(Exception):
+    """Raised by the refusing policy; turned into a StorageError with advice by `connect`."""
+
+    def __init__(self, key: paramiko.PKey) -> None:
+        super().__init__("unknown host key")
+        self.key = key
+
+
+class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise UnknownHostKey(key)
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's accept-new: record a host that has no key yet (a changed key never gets here)."""
+
+    def __init__(self, known_hosts: str) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        folder = os.path.dirname(self.known_hosts)
+        if folder:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(line)
+
+
+def _transport_factory(sock: socket.socket, **kwargs: object) -> paramiko.Transport:
+    return paramiko.Transport(
+        sock,
+        default_window_size=WINDOW_SIZE,
+        default_max_packet_size=MAX_PACKET_SIZE,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Connection:
+    """One SSH session with its SFTP channel; used by one thread at a time."""
+
+    client: paramiko.SSHClient
+    sftp: paramiko.SFTPClient
+    read_chunk: int = 32768  # request sizes; raised if the server announces higher limits
+    write_chunk: int = 32768
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def close(self) -> None:
+        try:
+            self.sftp.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail any way
+            pass
+        self.client.close()
+
+
+def connect(
+    target: SSHTarget, timeout: float, environ: Mapping[str, str] | None = None
+) -> Connection:
+    """Open, authenticate and start SFTP; StorageError (permanent) or TransientStorageError."""
+    env = os.environ if environ is None else environ
+    try:
+        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+    except OSError as exc:
+        raise TransientStorageError(
+            f"cannot connect to {target.hostname}:{target.port}: {exc.strerror or exc}"
+        ) from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client = paramiko.SSHClient()
+    try:
+        _load_host_keys(client, target)
+        if env.get(ENV_ACCEPT_NEW, "") in ("1", "yes", "true"):
+            client.set_missing_host_key_policy(_AcceptNew(target.known_hosts[0]))
+        else:
+            client.set_missing_host_key_policy(_RefuseUnknown())
+        key_files = [p for p in target.identity_files if os.path.exists(p)]
+        client.connect(
+            target.hostname,
+            port=target.port,
+            username=target.user,
+            sock=sock,
+            key_filename=key_files or None,
+            allow_agent=not target.identities_only or not key_files,
+            look_for_keys=not target.identities_only,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            transport_factory=_transport_factory,  # type: ignore[arg-type]
+        )
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(30)
+        sftp = paramiko.SFTPClient.from_transport(
+            transport, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE
+        )
+        if sftp is None:
+            raise paramiko.SSHException("the server refused the sftp subsystem")
+        channel = sftp.get_channel()
+        assert channel is not None
+        channel.settimeout(timeout)
+        return Connection(client, sftp)
+    except UnknownHostKey as exc:
+        client.close()
+        raise StorageError(_unknown_host_message(target, exc.key)) from None
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise StorageError(
+            f"the SSH host key of {target.known_hosts_name} has CHANGED: the server offers "
+            f"{exc.key.get_name()} {fingerprint(exc.key)} but known_hosts records "
+            f"{fingerprint(exc.expected_key)}. This may be an attack; if the server was really "
+            f"reinstalled, remove the old entry with `ssh-keygen -R '{target.known_hosts_name}'`"
+        ) from None
+    except paramiko.AuthenticationException:
+        client.close()
+        tried = ", ".join(target.identity_files) or "none"
+        raise StorageError(
+            f"SSH authentication failed for {target.display}: no key was accepted (key files: "
+            f"{tried}; ssh-agent: {'yes' if env.get('SSH_AUTH_SOCK') else 'not running'}). Set "
+            f"IdentityFile in ~/.ssh/config or {ENV_IDENTITY}, or add the key to ssh-agent"
+        ) from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        raise TransientStorageError(f"SSH connection to {target.display} failed: {exc}") from None
+
+
+def _load_host_keys(client: paramiko.SSHClient, target: SSHTarget) -> None:
+    if os.path.exists(SYSTEM_KNOWN_HOSTS):
+        try:
+            client.load_system_host_keys(SYSTEM_KNOWN_HOSTS)
+        except (OSError, paramiko.SSHException):
+            pass  # an unreadable system file only means fewer known hosts, as in OpenSSH
+    for path in target.known_hosts:
+        if os.path.exists(path):
+            try:
+                client.load_host_keys(path)
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                raise StorageError(f"cannot read known_hosts file {path}: {exc}") from None
+
+
+def _unknown_host_message(target: SSHTarget, key: paramiko.PKey) -> str:
+    files = " or ".join(target.known_hosts)
+    return (
+        f"the SSH host {target.known_hosts_name} is not known: its {key.get_name()} key "
+        f"{fingerprint(key)} is not in {files}. Verify the fingerprint with the server's "
+        f"administrator, then connect once with `ssh -p {target.port} {target.user}@"
+        f"{target.hostname}` to record it, or set {ENV_ACCEPT_NEW}=1 to accept a new host's key"
+    )
