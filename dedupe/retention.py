@@ -170,11 +170,11 @@ class SnapshotInfo:
         return (self.host, tuple(sorted(set(self.paths))))
 
 
-def _check_count(name: str, value: int | None, minimum: int = 0) -> None:
+def _check_count(name: str, value: int | None) -> None:
     if value is None or value == UNLIMITED:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum} or unlimited, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0 or unlimited, not {value!r}")
 
 
 @dataclass(frozen=True)

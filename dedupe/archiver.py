@@ -1,0 +1,306 @@
+"""Snapshot creation: walk the sources, store file contents and trees, return the root tree.
+
+Paths are handled as bytes throughout, so names that are not UTF-8 round-trip exactly. The root
+tree stands for `/`; each source path is reached through its real parent folders. Unreadable or
+vanishing files are reported through `warn` and left out (the caller exits 3); everything else is
+saved. A file that changes while it is read is saved as read, with a warning, and not cached.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import os
+import pwd
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from dedupe.chunker import Chunker
+from dedupe.filescache import FilesCache
+from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
+from dedupe.repo.writer import BlobWriter
+
+Progress = Callable[[int, int], None]  # (bytes read so far, files so far)
+Warn = Callable[[str], None]
+
+
+@dataclass
+class ArchiveStats:
+    files: int = 0
+    dirs: int = 0
+    bytes_read: int = 0
+    bytes_total: int = 0
+    files_unchanged: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Excluder:
+    """`--exclude GLOB`: a pattern without '/' matches a name anywhere; one with '/' matches
+    the whole absolute path (and everything under a matched folder is left out with it)."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.by_name = [p for p in patterns if "/" not in p]
+        self.by_path = [p.rstrip("/") for p in patterns if "/" in p]
+
+    def excluded(self, path: bytes, name: bytes) -> bool:
+        if not self.by_name and not self.by_path:
+            return False
+        name_s = os.fsdecode(name)
+        if any(fnmatch.fnmatchcase(name_s, p) for p in self.by_name):
+            return True
+        path_s = os.fsdecode(path)
+        return any(fnmatch.fnmatchcase(path_s, p) for p in self.by_path)
+
+
+def _owner(uid: int, cache: dict[int, str | None]) -> str | None:
+    if uid not in cache:
+        try:
+            cache[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            cache[uid] = None
+    return cache[uid]
+
+
+def _group(gid: int, cache: dict[int, str | None]) -> str | None:
+    if gid not in cache:
+        try:
+            cache[gid] = grp.getgrgid(gid).gr_name
+        except KeyError:
+            cache[gid] = None
+    return cache[gid]
+
+
+class Archiver:
+    """Stores one snapshot's data through a BlobWriter."""
+
+    def __init__(
+        self,
+        writer: BlobWriter,
+        chunker: Chunker,
+        files_cache: FilesCache | None = None,
+        excludes: Iterable[str] = (),
+        warn: Warn = lambda msg: None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.writer = writer
+        self.chunker = chunker
+        self.cache = files_cache
+        self.excluder = Excluder(excludes)
+        self.warn = warn
+        self.progress = progress
+        self.stats = ArchiveStats()
+        self._users: dict[int, str | None] = {}
+        self._groups: dict[int, str | None] = {}
+
+    # --- public ----------------------------------------------------------------------------
+
+    def archive_paths(self, paths: Iterable[bytes]) -> bytes:
+        """Store the given absolute paths; return the root tree id."""
+        roots = _normalise(paths)
+        if roots == [b"/"]:
+            root = self._store_dir(b"/")
+            return root if root is not None else self.writer.add(encode_tree([]))
+        layout: dict = {}
+        for path in roots:  # no root lies under another, so no None is ever descended into
+            parts = [p for p in path.split(b"/") if p]
+            node = layout
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = None  # None: archive the real thing here
+        return self._store_virtual(b"/", layout)
+
+    def archive_stream(self, name: bytes, stream: BinaryIO, mtime_ns: int) -> bytes:
+        """Store a stream (stdin) as the file `/name`; return the root tree id."""
+        content, size = self._store_content(stream.readinto, None)  # type: ignore[arg-type]
+        self.stats.files += 1
+        node = Node(
+            name=name,
+            type=FILE,
+            mode=0o600,
+            mtime_ns=mtime_ns,
+            uid=os.getuid(),
+            gid=os.getgid(),
+            size=size,
+            content=tuple(content),
+        )
+        return self.writer.add(encode_tree([node]))
+
+    # --- walking ---------------------------------------------------------------------------
+
+    def _store_virtual(self, path: bytes, layout: dict) -> bytes:
+        """A folder on the way to the sources: only the listed children, with real metadata."""
+        nodes = []
+        for name, sub in sorted(layout.items()):
+            child = path.rstrip(b"/") + b"/" + name
+            if sub is None:
+                node = self._node_for(child, name)
+            else:
+                try:
+                    st = os.lstat(child)
+                except OSError as exc:
+                    self._error(child, exc)
+                    continue
+                node = self._dir_node(name, st, self._store_virtual(child, sub))
+            if node is not None:
+                nodes.append(node)
+        self.stats.dirs += 1
+        return self.writer.add(encode_tree(nodes))
+
+    def _node_for(self, path: bytes, name: bytes, st: os.stat_result | None = None) -> Node | None:
+        try:
+            if st is None:
+                st = os.lstat(path)
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            return self._file_node(path, name, st)
+        if stat.S_ISDIR(mode):
+            subtree = self._store_dir(path)
+            return None if subtree is None else self._dir_node(name, st, subtree)
+        if stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(path)
+            except OSError as exc:
+                self._error(path, exc)
+                return None
+            return Node(
+                name=name,
+                type=SYMLINK,
+                mode=stat.S_IMODE(mode),
+                mtime_ns=st.st_mtime_ns,
+                uid=st.st_uid,
+                gid=st.st_gid,
+                user=_owner(st.st_uid, self._users),
+                group=_group(st.st_gid, self._groups),
+                target=target,
+            )
+        self.warn(f"skipping {os.fsdecode(path)}: not a regular file, folder or symlink")
+        return None
+
+    def _dir_node(self, name: bytes, st: os.stat_result, subtree: bytes) -> Node:
+        return Node(
+            name=name,
+            type=DIR,
+            mode=stat.S_IMODE(st.st_mode),
+            mtime_ns=st.st_mtime_ns,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            user=_owner(st.st_uid, self._users),
+            group=_group(st.st_gid, self._groups),
+            subtree=subtree,
+        )
+
+    def _store_dir(self, path: bytes) -> bytes | None:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        nodes = []
+        for entry in entries:
+            child = entry.path
+            if self.excluder.excluded(child, entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                self._error(child, exc)
+                continue
+            node = self._node_for(child, entry.name, st)
+            if node is not None:
+                nodes.append(node)
+        self.stats.dirs += 1
+        return self.writer.add(encode_tree(nodes))
+
+    # --- files -----------------------------------------------------------------------------
+
+    def _file_node(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
+        content = None
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(path)
+            cached = self.cache.lookup(key, st)
+            if cached is not None and all(self.writer.has(b) for b in cached):
+                content = cached
+                size = st.st_size
+                self.stats.files_unchanged += 1
+                self.cache.remember(key, st, cached)
+        if content is None:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+            except PermissionError:
+                try:  # O_NOATIME is refused on files we do not own
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                except OSError as exc:
+                    self._error(path, exc)
+                    return None
+            except OSError as exc:
+                self._error(path, exc)
+                return None
+            try:
+                with open(fd, "rb", buffering=0, closefd=True) as f:
+                    content, size = self._store_content(f.readinto, st.st_size)
+                    after = os.fstat(f.fileno())
+            except OSError as exc:
+                self._error(path, exc)
+                return None
+            changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size) or (
+                size != st.st_size
+            )
+            if changed:
+                self.warn(f"{os.fsdecode(path)} changed while it was read; saved as read")
+                st = after
+            elif self.cache is not None and key is not None:
+                self.cache.remember(key, st, content)
+        self.stats.files += 1
+        self.stats.bytes_total += size
+        if self.progress is not None:
+            self.progress(self.stats.bytes_read, self.stats.files)
+        return Node(
+            name=name,
+            type=FILE,
+            mode=stat.S_IMODE(st.st_mode),
+            mtime_ns=st.st_mtime_ns,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            user=_owner(st.st_uid, self._users),
+            group=_group(st.st_gid, self._groups),
+            size=size,
+            content=tuple(content),
+        )
+
+    def _store_content(
+        self, readinto: Callable[[memoryview], int], size_hint: int | None
+    ) -> tuple[list[bytes], int]:
+        ids = []
+        size = 0
+        add = self.writer.add
+        for chunk in self.chunker.chunks(readinto, size_hint):
+            ids.append(add(chunk))
+            size += len(chunk)
+            self.stats.bytes_read += len(chunk)
+            if self.progress is not None and size_hint and size_hint > 16 << 20:
+                self.progress(self.stats.bytes_read, self.stats.files)
+        return ids, size
+
+    def _error(self, path: bytes, exc: OSError) -> None:
+        message = f"cannot read {os.fsdecode(path)}: {exc.strerror or exc}"
+        self.stats.errors.append(message)
+        self.warn(message)
+
+
+def _normalise(paths: Iterable[bytes]) -> list[bytes]:
+    """Absolute, normalised, without paths that lie under another given path."""
+    absolute = sorted({os.path.normpath(os.path.abspath(p)) for p in paths})
+    kept: list[bytes] = []
+    for path in absolute:
+        if path == b"/":
+            return [b"/"]
+        if not any(path.startswith(k.rstrip(b"/") + b"/") for k in kept):
+            kept.append(path)
+    return kept

@@ -1,0 +1,94 @@
+"""Content-defined chunking: FastCDC (pyfastcdc, compiled, GIL released) with a secret seed.
+
+The seed alters the gear table, so chunk boundaries (and therefore sizes) depend on a per-
+repository secret. Chunks are yielded as memoryviews into freshly allocated blocks: a consumer may
+keep them (e.g. hand them to a worker thread) without copying; a block is freed when its last
+chunk view is dropped. Cutting restarts at every chunk boundary, so reading in blocks gives
+exactly the cut points of one continuous pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pyfastcdc import FastCDC
+
+BLOCK_SIZE = 8 * 1024 * 1024
+
+# 64 KiB: the speed issue's measurements on database dumps (1-2 % scattered row updates) show
+# 64 KiB chunks re-store ~22 % of a dump per night against ~77 % for 1 MiB, at a per-chunk cost
+# the pipeline can afford. Users with different data choose with `init --chunk-size`.
+DEFAULT_AVG = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ChunkerParams:
+    """Minimum, average and maximum chunk size in bytes."""
+
+    min_size: int
+    avg_size: int
+    max_size: int
+
+    @classmethod
+    def for_average(cls, avg: int) -> ChunkerParams:
+        return cls(max(64, avg // 4), avg, avg * 4)
+
+    def validate(self) -> ChunkerParams:
+        if not (256 <= self.avg_size <= 4 * 1024 * 1024):
+            raise ValueError("average chunk size must be between 256 B and 4 MiB")
+        if not (64 <= self.min_size <= self.avg_size <= self.max_size <= 16 * 1024 * 1024):
+            raise ValueError("chunk sizes must satisfy 64 <= min <= avg <= max <= 16 MiB")
+        return self
+
+
+ReadInto = Callable[[memoryview], int]
+
+
+class Chunker:
+    """Splits byte streams into content-defined chunks."""
+
+    def __init__(self, params: ChunkerParams, seed: int) -> None:
+        params.validate()
+        self.params = params
+        self._cdc = FastCDC(
+            params.avg_size,
+            min_size=params.min_size,
+            max_size=params.max_size,
+            normalized_chunking=1,
+            seed=seed,
+        )
+
+    def chunks(self, readinto: ReadInto, size_hint: int | None = None) -> Iterator[memoryview]:
+        """Yield the chunks of the stream read by `readinto` until it returns 0.
+
+        `size_hint` (the file size, if known) lets a small file be read into a buffer of its
+        own size instead of a full block.
+        """
+        carry = b""
+        remaining_hint = size_hint
+        while True:
+            want = BLOCK_SIZE if remaining_hint is None else min(BLOCK_SIZE, remaining_hint + 1)
+            buf = bytearray(len(carry) + max(want, 1))
+            view = memoryview(buf)
+            view[: len(carry)] = carry
+            filled = len(carry)
+            eof = False
+            while filled < len(buf):
+                n = readinto(view[filled:])
+                if not n:
+                    eof = True
+                    break
+                filled += n
+            if remaining_hint is not None:
+                remaining_hint = max(0, remaining_hint - (filled - len(carry)))
+            data = view[:filled]
+            if eof:
+                if filled:
+                    yield from (c.data for c in self._cdc.cut_buf(data))
+                return
+            pieces = [c.data for c in self._cdc.cut_buf(data)]
+            # The last piece ends at the block's end, not at a real cut point: cut it again
+            # together with the next block.
+            carry = bytes(pieces.pop())
+            yield from pieces

@@ -1,0 +1,154 @@
+"""`dedupe snapshot`: back up paths or a stream into a new snapshot."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import socket
+import sys
+from datetime import datetime
+
+from dedupe import snapshots
+from dedupe.archiver import Archiver
+from dedupe.cli.context import Context, human_bytes
+from dedupe.errors import DedupeError, PartialSnapshot, UsageError
+from dedupe.filescache import FilesCache, default_cache_dir
+from dedupe.model.snapshot import Snapshot
+from dedupe.model.tree import valid_name
+from dedupe.repo.writer import BlobWriter
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "snapshot", parents=[common], help="back up files, folders or a stream", aliases=["backup"]
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders, or - for stdin")
+    p.add_argument("--stdin-name", metavar="NAME", help="name of the stream read from stdin")
+    p.add_argument("--tag", action="append", default=[], metavar="T", help="tag (repeatable)")
+    p.add_argument("--host", metavar="H", help="host name to record (default: this host)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out matching names or paths (repeatable)",
+    )
+    p.add_argument("--time", metavar="ISO8601", help="record this time instead of now")
+    p.set_defaults(handler=cmd_snapshot)
+
+
+def parse_time(text: str | None) -> datetime:
+    """The snapshot time: given (a naive time is local), or now; always with an offset."""
+    if text is None:
+        return datetime.now().astimezone()
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"invalid --time {text!r}: use ISO 8601, e.g. 2026-05-29T22:00") from None
+    return when.astimezone() if when.tzinfo is None else when
+
+
+def cmd_snapshot(ctx: Context) -> int:
+    args = ctx.args
+    when = parse_time(args.time)
+    stdin_mode = args.paths == ["-"]
+    if "-" in args.paths and not stdin_mode:
+        raise UsageError("'-' (stdin) cannot be combined with other paths")
+    if stdin_mode:
+        if not args.stdin_name:
+            raise UsageError("reading stdin needs --stdin-name NAME")
+        name = os.fsencode(args.stdin_name.strip("/"))
+        if not valid_name(name):
+            raise UsageError("--stdin-name must be a plain file name")
+        paths = (b"/" + name,)
+    else:
+        if args.stdin_name:
+            raise UsageError("--stdin-name is only for '-' (stdin)")
+        paths = tuple(os.path.normpath(os.path.abspath(os.fsencode(p))) for p in args.paths)
+        for path, given in zip(paths, args.paths, strict=True):
+            if not os.path.lexists(path):
+                raise UsageError(f"{given}: no such file or folder")
+
+    repo = ctx.repo()
+    with repo.lock(exclusive=False):
+        _ = repo.index  # load before the clock starts on data
+        cache_folder = os.path.join(default_cache_dir(), repo.settings.repo_id.hex())
+        files_cache = None if stdin_mode else FilesCache(cache_folder, repo.hash)
+        writer = BlobWriter(repo, workers=max(2, os.cpu_count() or 2))
+        bar = ctx.progress_bar(None, "snapshot")
+        last = [0]
+
+        def progress(bytes_read: int, files: int) -> None:
+            if bar is not None:
+                bar.update(bytes_read - last[0])
+                last[0] = bytes_read
+
+        archiver = Archiver(writer, repo.chunker(), files_cache, args.exclude, ctx.warn, progress)
+        try:
+            if stdin_mode:
+                mtime_ns = int(when.timestamp() * 1_000_000_000)
+                tree = archiver.archive_stream(name, sys.stdin.buffer, mtime_ns)
+            else:
+                tree = archiver.archive_paths(paths)
+            writer.flush()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        stats = archiver.stats
+        snap = Snapshot(
+            id=snapshots.new_snapshot_id(),
+            time=when,
+            host=args.host or socket.gethostname(),
+            user=_user(),
+            paths=paths,
+            tags=tuple(args.tag),
+            tree=tree,
+            summary={
+                "files": stats.files,
+                "dirs": stats.dirs,
+                "bytes_read": stats.bytes_read,
+                "bytes_total": stats.bytes_total,
+                "blobs_new": writer.stats.blobs_new,
+                "raw_bytes_new": writer.stats.raw_bytes_new,
+            },
+        )
+        manifest_bytes = snapshots.save(repo, snap)
+        if files_cache is not None:
+            files_cache.save()
+    bytes_added = writer.stats.stored_bytes + manifest_bytes
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "id": snap.id,
+                "time": snap.time.isoformat(),
+                "files": stats.files,
+                "dirs": stats.dirs,
+                "bytes_read": stats.bytes_read,
+                "bytes_total": stats.bytes_total,
+                "bytes_added": bytes_added,
+                "errors": stats.errors,
+            }
+        )
+    else:
+        ctx.info(
+            f"{stats.files} files ({human_bytes(stats.bytes_total)}), read "
+            f"{human_bytes(stats.bytes_read)}, added {human_bytes(bytes_added)}"
+        )
+        ctx.out(f"snapshot {snap.id} saved")
+    if stats.errors:
+        raise PartialSnapshot(
+            f"snapshot {snap.id[:8]} was saved, but {len(stats.errors)} file(s) could not be read "
+            "(listed above)"
+        )
+    return 0
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, DedupeError):
+        return str(os.getuid())

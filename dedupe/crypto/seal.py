@@ -1,0 +1,57 @@
+"""Authenticated encryption of objects and keyed blob ids.
+
+`Sealer.seal` = random 24-byte nonce + XSalsa20-Poly1305 (libsodium secretbox). `open` verifies
+the MAC; failure raises DamageError. Both release the GIL inside libsodium, so threads scale.
+"""
+
+from __future__ import annotations
+
+import blake3
+import nacl.bindings
+import nacl.exceptions
+import nacl.secret
+import nacl.utils
+
+from dedupe.errors import DamageError
+
+NONCE_BYTES = nacl.secret.SecretBox.NONCE_SIZE
+OVERHEAD = NONCE_BYTES + nacl.secret.SecretBox.MACBYTES
+
+
+class Sealer:
+    """Seals and opens objects under one 32-byte key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != nacl.secret.SecretBox.KEY_SIZE:
+            raise ValueError("sealing key must be 32 bytes")
+        self._key = key
+
+    def seal(self, plaintext: bytes | memoryview) -> bytes:
+        nonce = nacl.utils.random(NONCE_BYTES)
+        return nonce + nacl.bindings.crypto_secretbox(bytes(plaintext), nonce, self._key)
+
+    def open(self, sealed: bytes | memoryview, what: str = "object") -> bytes:
+        if len(sealed) < OVERHEAD:
+            raise DamageError(f"{what} is truncated")
+        sealed = bytes(sealed)
+        try:
+            return nacl.bindings.crypto_secretbox_open(
+                sealed[NONCE_BYTES:], sealed[:NONCE_BYTES], self._key
+            )
+        except nacl.exceptions.CryptoError:
+            raise DamageError(f"{what} failed authentication (damaged or tampered)") from None
+
+
+class IdHasher:
+    """Keyed BLAKE3: blob ids that reveal nothing without the key."""
+
+    def __init__(self, id_key: bytes) -> None:
+        self._key = id_key
+
+    def __call__(self, data: bytes | memoryview) -> bytes:
+        return blake3.blake3(data, key=self._key).digest()
+
+
+def content_hash(data: bytes | memoryview) -> bytes:
+    """Unkeyed BLAKE3, for names of packs and index files (their bytes are ciphertext)."""
+    return blake3.blake3(data).digest()

@@ -1,0 +1,226 @@
+"""An open repository: unlocked keys, settings, the index, blob reads and object names.
+
+`Repository.init` creates one; `Repository.open` unlocks one. Writing blobs goes through
+`dedupe.repo.writer.BlobWriter`; snapshot manifests are stored here as sealed bytes whose
+structure belongs to `dedupe.model.snapshot`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from dedupe.chunker import Chunker, ChunkerParams
+from dedupe.crypto import keys
+from dedupe.errors import (
+    DamageError,
+    DedupeError,
+    FormatError,
+    NoRepository,
+    ObjectNotFound,
+    UsageError,
+    WrongPassword,
+)
+from dedupe.repo import config as config_mod
+from dedupe.repo import lock as lock_mod
+from dedupe.repo.blob import BlobCodec, parse_compression
+from dedupe.repo.index import ChunkIndex, Location, decode_index, encode_index
+from dedupe.repo.pack import BlobEntry
+from dedupe.storage.base import Storage
+
+PasswordSource = Callable[[], bytes]
+
+
+def pack_name(pack_id: bytes) -> str:
+    hexid = pack_id.hex()
+    return f"data/{hexid[:2]}/{hexid}"
+
+
+def pack_id_from_name(name: str) -> bytes | None:
+    """The pack id of a `data/xx/<64 hex>` name, or None for anything else."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != "data" or len(parts[2]) != 64 or parts[1] != parts[2][:2]:
+        return None
+    try:
+        return bytes.fromhex(parts[2])
+    except ValueError:
+        return None
+
+
+class Repository:
+    """An unlocked repository."""
+
+    def __init__(
+        self, storage: Storage, key: keys.MasterKey, settings: config_mod.Settings, key_name: str
+    ) -> None:
+        self.storage = storage
+        self.key = key
+        self.settings = settings
+        self.key_name = key_name
+        self.sealer = key.sealer()
+        self.hash = key.id_hasher()
+        try:
+            level = parse_compression(settings.compression)
+        except ValueError as exc:
+            raise FormatError(f"repository config: {exc}") from None
+        self.blobs = BlobCodec(self.sealer, self.hash, level)
+        self._index: ChunkIndex | None = None
+        self.index_names: list[str] = []
+
+    # --- creation and unlocking ------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls, storage: Storage, password: bytes, chunk_avg: int, compression: str
+    ) -> Repository:
+        """Create a new repository (the storage root must be empty of a repository)."""
+        if storage.exists("config"):
+            raise UsageError(f"a repository already exists at {storage.url}")
+        try:
+            params = ChunkerParams.for_average(chunk_avg).validate()
+            parse_compression(compression)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        repo_id = secrets.token_bytes(16)
+        key = keys.MasterKey.generate(repo_id)
+        settings = config_mod.Settings(repo_id, params, compression)
+        key_name = f"keys/{secrets.token_hex(8)}"
+        # Key file first: a repository "exists" once config is there, and must then be openable.
+        storage.put(key_name, keys.encode_key_file(key, password), exclusive=True)
+        storage.put("config", config_mod.encode_config(settings, key.sealer()), exclusive=True)
+        return cls(storage, key, settings, key_name)
+
+    @classmethod
+    def open(cls, storage: Storage, password: PasswordSource) -> Repository:
+        """Unlock the repository with the password; NoRepository, WrongPassword or damage."""
+        try:
+            raw_config = storage.get("config")
+        except ObjectNotFound:
+            raise NoRepository(f"there is no dedupe repository at {storage.url}") from None
+        repo_id, box = config_mod.read_envelope(raw_config)
+        key_names = [info.name for info in storage.list("keys/")]
+        if not key_names:
+            raise WrongPassword(f"the repository at {storage.url} has no key file")
+        secret = password()
+        opened: tuple[keys.MasterKey, str] | None = None
+        for name in key_names:
+            try:
+                key_file = keys.decode_key_file(storage.get(name))
+                opened = (key_file.unlock(secret), name)
+                break
+            except (WrongPassword, FormatError, ObjectNotFound):
+                continue
+        if opened is None:
+            raise WrongPassword("wrong password: no key file of this repository opens with it")
+        key, key_name = opened
+        if key.repo_id != repo_id:
+            raise DamageError("the key file belongs to another repository")
+        settings = config_mod.decode_settings(box, repo_id, key.sealer())
+        return cls(storage, key, settings, key_name)
+
+    def change_password(self, new_password: bytes) -> str:
+        """Write a key file for the new password, then delete the old one. Returns its name."""
+        new_name = f"keys/{secrets.token_hex(8)}"
+        # The new key file is durable before the old one goes: an interruption leaves a
+        # repository that opens with the old or the new password, never neither.
+        self.storage.put(new_name, keys.encode_key_file(self.key, new_password), exclusive=True)
+        try:
+            self.storage.delete(self.key_name)
+        except ObjectNotFound:
+            pass
+        self.key_name = new_name
+        return new_name
+
+    def chunker(self) -> Chunker:
+        return Chunker(self.settings.chunker, self.key.chunker_seed)
+
+    # --- locks -------------------------------------------------------------------------------
+
+    def lock(self, exclusive: bool, wait: float = 0.0) -> lock_mod.Lock:
+        return lock_mod.acquire(self.storage, self.sealer, exclusive, wait)
+
+    # --- index -------------------------------------------------------------------------------
+
+    @property
+    def index(self) -> ChunkIndex:
+        if self._index is None:
+            self._index = self.load_index()
+        return self._index
+
+    def load_index(self) -> ChunkIndex:
+        """Read every index file. Superseded files (left by an interrupted gc) are skipped."""
+        files = {}
+        for info in self.storage.list("index/"):
+            name = info.name.split("/")[-1]
+            try:
+                files[name] = decode_index(self.storage.get(info.name), self.sealer, name)
+            except ObjectNotFound:
+                continue
+        superseded = {s for f in files.values() for s in f.supersedes}
+        index = ChunkIndex()
+        self.index_names = []
+        for name, index_file in files.items():
+            if name in superseded:
+                continue
+            self.index_names.append(name)
+            for pack_id, entries in index_file.packs:
+                index.add_pack(pack_id, entries)
+        return index
+
+    def write_index(
+        self, packs: list[tuple[bytes, list[BlobEntry]]], supersedes: list[str] = ()
+    ) -> tuple[str, int]:
+        """Write one index file naming `packs` (which must already be durable): (name, size)."""
+        from dedupe.crypto.seal import content_hash
+
+        data = encode_index(packs, list(supersedes), self.sealer)
+        name = content_hash(data).hex()
+        self.storage.put(f"index/{name}", data)
+        self.index_names.append(name)
+        return name, len(data)
+
+    # --- blobs -------------------------------------------------------------------------------
+
+    def locate(self, blob_id: bytes) -> Location:
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise DamageError(f"blob {blob_id.hex()[:16]} is missing from the index")
+        return loc
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        """The verified plaintext of a blob (DamageError if missing or damaged)."""
+        loc = self.locate(blob_id)
+        try:
+            sealed = self.storage.get(pack_name(loc.pack_id), loc.offset, loc.length)
+        except ObjectNotFound:
+            raise DamageError(f"pack {loc.pack_id.hex()[:16]} is missing") from None
+        except DedupeError as exc:
+            if "short read" in str(exc):
+                raise DamageError(f"pack {loc.pack_id.hex()[:16]} is truncated") from None
+            raise
+        return self.blobs.decode(sealed, blob_id, loc.raw_length)
+
+    # --- snapshot manifests (sealed bytes; structure in dedupe.model.snapshot) --------------
+
+    def snapshot_names(self) -> list[str]:
+        names = []
+        for info in self.storage.list("snapshots/"):
+            name = info.name.split("/")[-1]
+            if len(name) == 64:
+                names.append(name)
+        return names
+
+    def load_manifest(self, snapshot_id: str) -> bytes:
+        try:
+            data = self.storage.get(f"snapshots/{snapshot_id}")
+        except ObjectNotFound:
+            raise UsageError(f"no snapshot {snapshot_id}") from None
+        return self.sealer.open(data, f"snapshot {snapshot_id[:8]}")
+
+    def save_manifest(self, snapshot_id: str, plaintext: bytes) -> int:
+        data = self.sealer.seal(plaintext)
+        self.storage.put(f"snapshots/{snapshot_id}", data)
+        return len(data)
+
+    def delete_manifest(self, snapshot_id: str) -> None:
+        self.storage.delete(f"snapshots/{snapshot_id}")

@@ -1,0 +1,261 @@
+"""Restore: recreate a snapshot's files under a target folder, never outside it.
+
+Every file system call is made relative to an open descriptor of the folder being filled
+(`dir_fd`, `O_NOFOLLOW`), and folders are entered with `O_DIRECTORY | O_NOFOLLOW`. A name can
+only be one path component (checked when trees are decoded and again here), so neither `..`, an
+absolute name, nor a symlink planted earlier in the same restore can lead a write outside the
+target. Blob reads are verified; the first that fails stops the restore with a message naming the
+file. Decryption and decompression run in worker threads ahead of the writer; each file is
+written sequentially.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from dedupe.errors import DamageError, DedupeError, FormatError
+from dedupe.model.tree import DIR, FILE, Node, valid_name
+from dedupe.repo.repository import Repository
+from dedupe.treewalk import load_tree
+
+Progress = Callable[[int], None]
+
+PREFETCH_BYTES = 64 << 20
+MAX_DEPTH = 400
+MAX_STEPS = 50_000_000
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes_written: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Step:
+    """One thing to create: `path` is the list of components below the target."""
+
+    kind: str
+    path: tuple[bytes, ...]
+    node: Node
+
+
+def _selected(path: tuple[bytes, ...], includes: list[tuple[bytes, ...]]) -> tuple[bool, bool]:
+    """(restore this entry, descend into it) for the include filters."""
+    if not includes:
+        return True, True
+    for inc in includes:
+        if path[: len(inc)] == inc:
+            return True, True
+        if inc[: len(path)] == path:
+            return False, True
+    return False, False
+
+
+def plan(repo: Repository, root: bytes, includes: list[bytes]) -> list[_Step]:
+    """Walk the snapshot's trees (in order) and list what to create."""
+    inc_parts = [tuple(p for p in inc.split(b"/") if p) for inc in includes]
+    steps: list[_Step] = []
+
+    def walk(tree_id: bytes, prefix: tuple[bytes, ...], depth: int) -> None:
+        # A tree that contains itself, or a few trees that name each other many times over,
+        # must fail instead of recursing or multiplying without end.
+        if depth > MAX_DEPTH or len(steps) > MAX_STEPS:
+            raise FormatError("snapshot trees nest implausibly (hostile or damaged)")
+        for node in load_tree(repo, tree_id):
+            if not valid_name(node.name):  # decode_tree checks too; never trust one layer
+                raise FormatError(f"invalid name {node.name!r} in snapshot")
+            path = prefix + (node.name,)
+            take, descend = _selected(path, inc_parts)
+            if node.type == DIR:
+                if take or descend:
+                    steps.append(_Step("dir", path, node))
+                    walk(node.subtree, path, depth + 1)  # type: ignore[arg-type]
+                    steps.append(_Step("dir_done", path, node))
+            elif take:
+                steps.append(_Step("file" if node.type == FILE else "symlink", path, node))
+
+    walk(root, (), 0)
+    return steps
+
+
+class Restorer:
+    """Restores one snapshot (or part of it) under `target`."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        target: str,
+        workers: int = 2,
+        progress: Progress | None = None,
+        warn: Callable[[str], None] = lambda m: None,
+    ) -> None:
+        self.repo = repo
+        self.target = os.path.abspath(target)
+        self.workers = workers
+        self.progress = progress
+        self.warn = warn
+        self.stats = RestoreStats()
+        self._is_root = os.geteuid() == 0
+
+    def restore(self, root: bytes, includes: list[bytes] = ()) -> RestoreStats:
+        steps = plan(self.repo, root, list(includes))
+        os.makedirs(self.target, exist_ok=True)
+        top = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY)
+        fds: list[int] = [top]
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
+            blobs = self._prefetch(pool, steps)
+            try:
+                for step in steps:
+                    if step.kind == "dir":
+                        fds.append(self._enter_dir(fds[-1], step))
+                    elif step.kind == "dir_done":
+                        fd = fds.pop()
+                        self._set_meta(fd, step.node, is_dir=True)
+                        os.close(fd)
+                        self.stats.dirs += 1
+                    elif step.kind == "file":
+                        self._write_file(fds[-1], step, blobs)
+                    else:
+                        self._make_symlink(fds[-1], step)
+            finally:
+                for fd in reversed(fds):
+                    os.close(fd)
+                blobs.close()
+        return self.stats
+
+    # --- content prefetch ------------------------------------------------------------------
+
+    def _prefetch(self, pool: ThreadPoolExecutor, steps: list[_Step]) -> Iterator[bytes]:
+        """Yield every file's blobs in order, decoded by the pool ahead of the writer."""
+        read = self.repo.read_blob
+        locate = self.repo.locate
+
+        def generator() -> Iterator[bytes]:
+            window: deque[tuple[Future, int]] = deque()
+            ahead = 0
+            for step in steps:
+                if step.kind != "file":
+                    continue
+                for blob_id in step.node.content:
+                    size = locate(blob_id).raw_length if blob_id in self.repo.index else 0
+                    while window and ahead + size > PREFETCH_BYTES:
+                        fut, fsize = window.popleft()
+                        ahead -= fsize
+                        yield fut.result()
+                    window.append((pool.submit(read, blob_id), size))
+                    ahead += size
+            while window:
+                fut, _ = window.popleft()
+                yield fut.result()
+
+        return generator()
+
+    # --- creating things -------------------------------------------------------------------
+
+    def _display(self, step: _Step) -> str:
+        return "/" + os.fsdecode(b"/".join(step.path))
+
+    def _enter_dir(self, parent: int, step: _Step) -> int:
+        name = step.node.name
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            pass
+        try:
+            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise DamageError(
+                    f"refusing to restore into {self._display(step)}: it exists and is not a "
+                    "folder (a symlink there could lead outside the target)"
+                ) from None
+            raise DedupeError(f"cannot create {self._display(step)}: {exc.strerror}") from None
+
+    def _write_file(self, parent: int, step: _Step, blobs: Iterator[bytes]) -> None:
+        node = step.node
+        name = node.name
+        try:
+            os.unlink(name, dir_fd=parent)  # replace whatever is there; never write through it
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise DedupeError(
+                f"cannot restore file {self._display(step)}: a folder is there"
+            ) from None
+        except OSError as exc:
+            if exc.errno != errno.EISDIR:
+                raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
+            raise DedupeError(
+                f"cannot restore file {self._display(step)}: a folder is there"
+            ) from None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(name, flags, 0o600, dir_fd=parent)
+        written = 0
+        try:
+            for _ in node.content:
+                try:
+                    data = next(blobs)
+                except DamageError as exc:
+                    raise DamageError(f"cannot restore {self._display(step)}: {exc}") from None
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                written += len(data)
+                if written > node.size:
+                    raise DamageError(f"{self._display(step)}: content larger than recorded")
+            if written != node.size:
+                raise DamageError(f"{self._display(step)}: content size does not match")
+            self._set_meta(fd, node, is_dir=False)
+        except BaseException:
+            os.close(fd)
+            try:  # never leave a wrong file looking right
+                os.unlink(name, dir_fd=parent)
+            except OSError:
+                pass
+            raise
+        os.close(fd)
+        self.stats.files += 1
+        self.stats.bytes_written += written
+        if self.progress is not None:
+            self.progress(written)
+
+    def _make_symlink(self, parent: int, step: _Step) -> None:
+        node = step.node
+        try:
+            os.unlink(node.name, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
+        os.symlink(node.target, node.name, dir_fd=parent)  # type: ignore[arg-type]
+        if self._is_root:
+            try:
+                os.chown(node.name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
+            except OSError:
+                pass
+        try:
+            os.utime(
+                node.name, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent, follow_symlinks=False
+            )
+        except OSError:
+            pass
+        self.stats.symlinks += 1
+
+    def _set_meta(self, fd: int, node: Node, is_dir: bool) -> None:
+        if self._is_root:
+            try:
+                os.fchown(fd, node.uid, node.gid)
+            except OSError as exc:
+                self.warn(f"cannot set owner of {os.fsdecode(node.name)}: {exc.strerror}")
+        os.fchmod(fd, node.mode)
+        os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
