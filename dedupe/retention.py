@@ -131,8 +131,10 @@ class Duration:
         parts = zip((self.years, self.months, self.days, self.hours), "ymdh", strict=True)
         return "".join(f"{amount}{unit}" for amount, unit in parts if amount)
 
-    def start_before(self, moment: datetime, tz: tzinfo) -> datetime:
-        """The instant (in UTC) this span before `moment`, with calendar steps in `tz`."""
+    def start_before(self, moment: datetime, tz: tzinfo | None) -> datetime:
+        """The instant (in UTC) this span before `moment`, with calendar steps in `tz`.
+
+        `tz=None` is the system's local zone: a naive wall time converts as local time."""
         local = moment.astimezone(tz)
         month_index = local.year * 12 + local.month - 1 - (self.years * 12 + self.months)
         year, month0 = divmod(month_index, 12)
@@ -359,8 +361,14 @@ class _Entry:
     local_day: date
 
 
-def apply_policy(snapshots: Iterable[SnapshotInfo], policy: Policy, tz: tzinfo) -> list[Decision]:
+def apply_policy(
+    snapshots: Iterable[SnapshotInfo], policy: Policy, tz: tzinfo | None
+) -> list[Decision]:
     """Decide keep or remove for every snapshot; calendar questions are answered in `tz`.
+
+    `tz=None` means the system's local zone, judged per instant, so summer and winter time are
+    both right (a fixed offset such as `datetime.now().astimezone().tzinfo` would not be); this is
+    what the CLI wants. Tests and `plan` pass an explicit zone.
 
     Returns one decision per snapshot, grouped by `SnapshotInfo.group_key` (groups in sorted
     order) and newest first within a group. The result depends only on the arguments, not on
@@ -379,7 +387,7 @@ def apply_policy(snapshots: Iterable[SnapshotInfo], policy: Policy, tz: tzinfo) 
     return decisions
 
 
-def _decide_group(entries: list[_Entry], policy: Policy, tz: tzinfo) -> list[Decision]:
+def _decide_group(entries: list[_Entry], policy: Policy, tz: tzinfo | None) -> list[Decision]:
     """Apply every rule to one group, `entries` newest first."""
     reasons: list[list[Reason]] = [[] for _ in entries]
     for index, entry in enumerate(entries):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -293,6 +294,23 @@ def test_month_end_and_business_day_are_judged_in_local_time() -> None:
         "sunday": ("month end 2026-02",),
         "friday-night": ("month end 2026-01",),
     }
+
+
+def test_tz_none_is_the_system_zone_with_its_summer_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        # 22:30 UTC is 23:30 in winter but 00:30 the next day in summer (CEST, +02:00).
+        winter = snap("2026-01-14T22:30", tz=UTC, snapshot_id="winter")
+        summer = snap("2026-07-14T22:30", tz=UTC, snapshot_id="summer")
+        decisions = apply_policy([winter, summer], Policy(keep_daily=2), None)
+        assert [d.texts for d in decisions] == [("daily 2026-07-15",), ("daily 2026-01-14",)]
+        newest = datetime(2026, 3, 31, 12, tzinfo=UTC)  # 14:00 CEST
+        start = Duration.parse("1m").start_before(newest, None)
+        assert start == datetime(2026, 2, 28, 13, tzinfo=UTC)  # 14:00 CET
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_order_is_by_instant_even_across_offsets() -> None:
