@@ -115,6 +115,7 @@ class Archiver:
         """Store a stream (stdin) as the file `/name`; return the root tree id."""
         content, size = self._store_content(stream.readinto, None)  # type: ignore[arg-type]
         self.stats.files += 1
+        self.stats.bytes_total += size
         node = Node(
             name=name,
             type=FILE,

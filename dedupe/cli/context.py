@@ -36,7 +36,9 @@ class Context:
             print(text)
 
     def emit_json(self, value: Any) -> None:
-        json.dump(value, sys.stdout, indent=2, ensure_ascii=False)
+        # ASCII escapes keep the output valid JSON even for file names that are not UTF-8
+        # (they appear as \udcXX surrogates, which os.fsencode turns back into the bytes).
+        json.dump(value, sys.stdout, indent=2, ensure_ascii=True)
         sys.stdout.write("\n")
 
     def info(self, text: str) -> None:

@@ -4,7 +4,8 @@ Compose them around any backend (usually `MemoryStorage` or `LocalStorage`), e.g
 `RetryingStorage(FailNthCall(MemoryStorage(), "put", n=2))`:
 - `FailNthCall`: the nth call (1-based) of one operation, and `times - 1` more after it, raises a
   chosen error without reaching the backend (so a failed put stores nothing, as a real backend
-  promises); `DropConnection` is the same with `TransientStorageError`.
+  promises), or with `after=True` once the backend did the work (a lost reply);
+  `DropConnection` is the same with `TransientStorageError`.
 - `InterruptedList`: a listing that breaks after k names, as a connection lost mid-pagination.
 - `TruncatedRead` / `FlippedByte`: reads that lose their last bytes or have one byte flipped, as
   damaged media or a buggy server would deliver them (the layers above must notice).
@@ -42,7 +43,10 @@ ErrorFactory = Callable[[], BaseException]
 
 
 class FailNthCall(StorageWrapper):
-    """Calls n .. n+times-1 of operation `op` raise `error` (an exception or a factory of one)."""
+    """Calls n .. n+times-1 of operation `op` raise `error` (an exception or a factory of one).
+
+    With `after`, the failing calls reach the backend first and raise afterwards.
+    """
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class FailNthCall(StorageWrapper):
         n: int = 1,
         error: BaseException | ErrorFactory | None = None,
         times: int = 1,
+        after: bool = False,
     ) -> None:
         if op not in OPERATIONS:
             raise ValueError(f"unknown storage operation {op!r}")
@@ -58,6 +63,7 @@ class FailNthCall(StorageWrapper):
         self.op = op
         self.n = n
         self.times = times
+        self.after = after
         self.calls = 0
         self.failures = 0
         self._error = error or (lambda: TransientStorageError(f"injected failure of {op}"))
@@ -76,9 +82,12 @@ class FailNthCall(StorageWrapper):
                 self.calls += 1
                 fail = self.n <= self.calls < self.n + self.times
                 self.failures += fail
-            if fail:
+            if fail and not self.after:
                 raise self._make_error()
-            return target(*args, **kwargs)
+            result = target(*args, **kwargs)
+            if fail:
+                raise self._make_error()  # the call happened, its reply was "lost"
+            return result
 
         return faulty
 
