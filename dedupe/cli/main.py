@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
+import pkgutil
 import sys
 
+import dedupe.cli
 from dedupe import __version__
-from dedupe.cli import cmd_read, cmd_repo, cmd_snapshot
 from dedupe.cli.context import Context
 from dedupe.errors import DedupeError, OutOfSpace, UsageError
 
-COMMAND_MODULES = [cmd_repo, cmd_snapshot, cmd_read]
+
+def command_modules() -> list:
+    """Every `dedupe.cli.cmd_*` module; each has `register(subparsers, common)`."""
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(dedupe.cli.__path__) if m.name.startswith("cmd_")
+    )
+    return [importlib.import_module(f"dedupe.cli.{name}") for name in names]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dedupe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in COMMAND_MODULES:
+    for module in command_modules():
         module.register(sub, common)
     return parser
 
