@@ -20,7 +20,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import blake3
@@ -105,6 +105,8 @@ def plan_files(seed: int, total: int) -> list[FileSpec]:
         used = 0
         while used < budget:
             spec = makers[group](rng, len(specs), BASE_TIME - rng.randint(1, 3 * 365) * DAY)
+            # Small corpora (CI, tests) cap file sizes so one big file cannot blow the budget.
+            spec = replace(spec, size=min(spec.size, max(4096, budget // 8)))
             specs.append(spec)
             used += spec.size
     return specs

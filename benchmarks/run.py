@@ -183,6 +183,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--small", action="store_true", help="CI preset: ~240 MB corpus, 1 rep")
     ap.add_argument("--keep-corpus", action="store_true", help="keep the generated corpus")
     ap.add_argument("--no-ceilings", action="store_true", help="skip component ceilings")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit 1 if any tool step fails or a restore does not match")
     args = ap.parse_args(argv)
     args.size = parse_size(args.size or ("240M" if args.small else "2G"))
     args.reps = args.reps or (1 if args.small else 3)
@@ -190,7 +192,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; returns 0 even when peers were skipped (notes say why)."""
+    """Run the comparison; skipped peers are notes, failures count only with --strict."""
     args = parse_args(argv)
     notes: list[str] = ["warm page cache for all tools (corpus just written/copied)"]
     skipped: dict[str, str] = {}
@@ -253,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(f"raw results: {args.out}")
-    return 0
+    failed = [r for r in result["runs"]
+              if "error" in r or not r.get("restore_check", {}).get("ok", True)]
+    return 1 if args.strict and failed else 0
 
 
 if __name__ == "__main__":
