@@ -203,9 +203,15 @@ class SFTPStorage:
         path = self._path(name)
 
         def op(conn: Connection) -> bytes:
-            with conn.sftp.open(path, "rb") as f:
-                end = f.stat().st_size if length is None else offset + length
-                data = sftpio.read_range(conn, f.handle, offset, max(0, end - offset))
+            try:
+                with conn.sftp.open(path, "rb") as f:
+                    end = f.stat().st_size if length is None else offset + length
+                    data = sftpio.read_range(conn, f.handle, offset, max(0, end - offset))
+            except OSError as exc:
+                # OpenSSH opens a folder for reading and fails the read with a bare "Failure".
+                if exc.errno is None and conn.alive() and not sftpio.is_file(conn.sftp, path):
+                    raise ObjectNotFound(f"not found: {name}") from None
+                raise
             if length is not None and len(data) != length:
                 raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
             return data

@@ -1,0 +1,484 @@
+"""Every backend against the conformance suite, on real servers, plus backend-specific failures.
+
+SFTP runs against a private OpenSSH sshd and S3 against SeaweedFS (`tests/servers.py`); nothing
+is mocked. Faults that a real server cannot be made to produce on demand come from the wrappers in
+`dedupe.storage.faults`; dropped connections come from killing the server's session processes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from dedupe.errors import (
+    NoRepository,
+    ObjectExists,
+    ObjectNotFound,
+    OutOfSpace,
+    StorageError,
+    TransientStorageError,
+)
+from dedupe.storage import open_storage
+from dedupe.storage.faults import (
+    DropConnection,
+    FailNthCall,
+    FlippedByte,
+    InterruptedList,
+    OutOfSpaceAfter,
+    RecordingStorage,
+    TruncatedRead,
+)
+from dedupe.storage.local import LocalStorage
+from dedupe.storage.memory import MemoryStorage
+from dedupe.storage.retry import RetryingStorage
+from dedupe.storage.s3 import S3Storage
+from dedupe.storage.sftp import SFTPStorage
+from tests.servers import S3Server, SFTPServer
+from tests.storage_conformance import StorageConformance
+
+# --- the suite on every backend ----------------------------------------------------------------
+
+
+class TestLocal(StorageConformance):
+    @pytest.fixture
+    def storage(self, tmp_path: Any) -> Iterator[LocalStorage]:
+        root = tmp_path / "repo"
+        root.mkdir()
+        yield LocalStorage(str(root))
+
+    @pytest.mark.xfail(reason="LocalStorage treats a folder as an object (exists/stat)")
+    def test_folder_names_are_not_objects(self, storage: Any) -> None:
+        super().test_folder_names_are_not_objects(storage)
+
+
+class TestMemory(StorageConformance):
+    @pytest.fixture
+    def storage(self) -> Iterator[MemoryStorage]:
+        yield MemoryStorage()
+
+
+class TestRetryingFaultyMemory(StorageConformance):
+    """The suite still passes when every first get and put drops and is retried."""
+
+    @pytest.fixture
+    def storage(self) -> Iterator[RetryingStorage]:
+        faulty = DropConnection(DropConnection(MemoryStorage(), "get"), "put", n=1, times=2)
+        yield RetryingStorage(faulty, base_delay=0.001)  # type: ignore[arg-type]
+
+
+def _sftp(server: SFTPServer, **kwargs: Any) -> SFTPStorage:
+    path = f"{server.root}/{uuid.uuid4().hex}"
+    return SFTPStorage.from_url(
+        server.url(path),
+        create=True,
+        identity=server.identity,
+        known_hosts=server.known_hosts,
+        **kwargs,
+    )
+
+
+class TestSFTP(StorageConformance):
+    @pytest.fixture
+    def storage(self, sftp_server: SFTPServer) -> Iterator[SFTPStorage]:
+        storage = _sftp(sftp_server)
+        yield storage
+        storage.close()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_server: S3Server) -> str:
+    bucket = "dedupe-tests"
+    with pytest.MonkeyPatch.context() as mp:
+        _s3_env(mp, s3_server)
+        S3Storage(bucket, endpoint=s3_server.endpoint).create_bucket()
+    return bucket
+
+
+def _s3_env(mp: pytest.MonkeyPatch, server: S3Server) -> None:
+    """Credentials from the environment only; no stray ~/.aws files or profiles."""
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
+        mp.delenv(var, raising=False)
+    mp.setenv("AWS_CONFIG_FILE", os.devnull)
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    for key, value in server.env().items():
+        mp.setenv(key, value)
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    _s3_env(monkeypatch, s3_server)
+    return s3_server
+
+
+class TestS3(StorageConformance):
+    @pytest.fixture
+    def storage(self, s3_env: S3Server, s3_bucket: str) -> Iterator[S3Storage]:
+        storage = S3Storage(s3_bucket, f"repo-{uuid.uuid4().hex}", endpoint=s3_env.endpoint)
+        yield storage
+        storage.close()
+
+
+# --- SFTP specifics ----------------------------------------------------------------------------
+
+
+def _wait_for_temporary(folder: str, min_size: int, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.scandir(folder) if os.path.isdir(folder) else []:
+            if entry.name.startswith(".tmp-") and entry.stat().st_size >= min_size:
+                return entry.path
+        time.sleep(0.001)
+    raise AssertionError("the upload never started")
+
+
+def test_sftp_put_cut_midway_leaves_nothing_visible(sftp_server: SFTPServer) -> None:
+    storage = _sftp(sftp_server, reconnect_attempts=0)
+    try:
+        storage.put("packs/other", b"before")
+        server_dir = storage.target.path + "/packs"
+        data = b"\x5a" * (256 * 1024 * 1024)
+        errors: list[BaseException] = []
+
+        def upload() -> None:
+            try:
+                storage.put("packs/big", data)
+            except BaseException as exc:  # noqa: BLE001 - inspected below
+                errors.append(exc)
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        _wait_for_temporary(server_dir, 1024 * 1024)
+        sftp_server.drop_connections()
+        thread.join(60)
+        assert len(errors) == 1 and isinstance(errors[0], TransientStorageError), errors
+        # A fresh connection sees no half object, only the hidden temporary it left behind.
+        assert not storage.exists("packs/big")
+        assert [i.name for i in storage.list()] == ["packs/other"]
+        assert any(".tmp-" in p for p in storage.list_temporary())
+        assert not os.path.exists(server_dir + "/big")
+        storage.put("packs/big", b"complete")
+        assert storage.get("packs/big") == b"complete"
+    finally:
+        storage.close()
+
+
+def test_sftp_reconnects_after_dropped_connections(sftp_server: SFTPServer) -> None:
+    storage = _sftp(sftp_server)
+    try:
+        storage.put("a", b"one")
+        sftp_server.drop_connections()
+        time.sleep(0.2)
+        assert storage.get("a") == b"one"  # the dead pooled connection is replaced
+        sftp_server.drop_connections()
+        time.sleep(0.2)
+        storage.put("b", b"two")
+        assert sorted(i.name for i in storage.list()) == ["a", "b"]
+    finally:
+        storage.close()
+
+
+def test_sftp_socket_has_tcp_nodelay(sftp_server: SFTPServer) -> None:
+    storage = _sftp(sftp_server)
+    try:
+        storage.put("x", b"x")
+        conn = storage._pool.acquire()
+        try:
+            sock = conn.client.get_transport().sock  # type: ignore[union-attr]
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            storage._pool.release(conn)
+        assert (storage.free_space() or 0) > 0
+    finally:
+        storage.close()
+
+
+def _host_only_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> str:
+    """A HOME with nothing in it, no agent, no dedupe variables: only what the test gives."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("SSH_AUTH_SOCK", "DEDUPE_SFTP_IDENTITY", "DEDUPE_SFTP_KNOWN_HOSTS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("DEDUPE_SFTP_ACCEPT_NEW_HOST_KEY", raising=False)
+    return str(home)
+
+
+def test_sftp_unknown_host_is_refused_then_accepted_on_request(
+    sftp_server: SFTPServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _host_only_env(monkeypatch, tmp_path)
+    known = tmp_path / "known_hosts"
+    url = sftp_server.url(f"{sftp_server.root}/hostkeys")
+    storage = SFTPStorage.from_url(url, identity=sftp_server.identity, known_hosts=str(known))
+    with pytest.raises(StorageError) as refused:
+        storage.exists("x")
+    message = str(refused.value)
+    assert "not known" in message and "SHA256:" in message
+    assert "DEDUPE_SFTP_ACCEPT_NEW_HOST_KEY" in message
+    assert not isinstance(refused.value, TransientStorageError)
+    assert not known.exists()
+
+    monkeypatch.setenv("DEDUPE_SFTP_ACCEPT_NEW_HOST_KEY", "1")
+    storage = SFTPStorage.from_url(
+        url, create=True, identity=sftp_server.identity, known_hosts=str(known)
+    )
+    storage.put("x", b"1")
+    storage.close()
+    assert f"[127.0.0.1]:{sftp_server.port} ssh-ed25519 " in known.read_text()
+
+    monkeypatch.delenv("DEDUPE_SFTP_ACCEPT_NEW_HOST_KEY")
+    storage = SFTPStorage.from_url(url, identity=sftp_server.identity, known_hosts=str(known))
+    assert storage.get("x") == b"1"  # recorded: accepted without the variable now
+    storage.close()
+
+
+def test_sftp_changed_host_key_is_refused_even_with_accept_new(
+    sftp_server: SFTPServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _host_only_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("DEDUPE_SFTP_ACCEPT_NEW_HOST_KEY", "1")
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    key_type, key_b64 = (tmp_path / "other_key.pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sftp_server.port} {key_type} {key_b64}\n")
+    url = sftp_server.url(f"{sftp_server.root}/changed")
+    storage = SFTPStorage.from_url(url, identity=sftp_server.identity, known_hosts=str(known))
+    with pytest.raises(StorageError, match="CHANGED"):
+        storage.exists("x")
+
+
+def test_sftp_wrong_key_gets_a_clear_message(
+    sftp_server: SFTPServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _host_only_env(monkeypatch, tmp_path)
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    url = sftp_server.url(f"{sftp_server.root}/auth")
+    storage = SFTPStorage.from_url(url, identity=str(stranger), known_hosts=sftp_server.known_hosts)
+    with pytest.raises(StorageError, match="authentication failed") as failed:
+        storage.exists("x")
+    assert not isinstance(failed.value, TransientStorageError)
+
+
+def test_sftp_uses_ssh_config_and_known_hosts_from_home(
+    sftp_server: SFTPServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _host_only_env(monkeypatch, tmp_path)
+    ssh_dir = os.path.join(home, ".ssh")
+    os.makedirs(ssh_dir, mode=0o700)
+    with open(os.path.join(ssh_dir, "config"), "w") as f:
+        f.write(
+            f"Host backupbox\n  HostName 127.0.0.1\n  Port {sftp_server.port}\n"
+            f"  User {sftp_server.user}\n  IdentityFile {sftp_server.identity}\n"
+        )
+    with open(sftp_server.known_hosts) as src, open(os.path.join(ssh_dir, "known_hosts"), "w") as f:
+        f.write(src.read())
+    storage = open_storage(f"sftp://backupbox{sftp_server.root}/viaconfig", create=True)
+    try:
+        storage.put("data/x", b"via config")
+        assert storage.get("data/x") == b"via config"
+    finally:
+        storage.close()
+
+
+def test_open_storage_sftp_with_environment(
+    sftp_server: SFTPServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _host_only_env(monkeypatch, tmp_path)
+    for key, value in sftp_server.env().items():
+        monkeypatch.setenv(key, value)
+    storage = open_storage(sftp_server.url(f"{sftp_server.root}/viaenv"), create=True)
+    try:
+        storage.put("k", b"v")
+        assert [i.name for i in storage.list()] == ["k"]
+    finally:
+        storage.close()
+
+
+# --- S3 specifics ------------------------------------------------------------------------------
+
+
+def test_s3_failed_multipart_upload_leaves_nothing(s3_env: S3Server, s3_bucket: str) -> None:
+    storage = S3Storage(
+        s3_bucket, f"mp-{uuid.uuid4().hex}", endpoint=s3_env.endpoint, part_size=5 << 20
+    )
+    parts_sent = 0
+
+    def cut_the_line(**_kwargs: Any) -> None:
+        nonlocal parts_sent
+        parts_sent += 1
+        if parts_sent == 3:
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=s3_env.endpoint)
+
+    storage._client.meta.events.register("before-call.s3.UploadPart", cut_the_line)
+    with pytest.raises(TransientStorageError):
+        storage.put("packs/big", os.urandom(30 << 20))
+    assert not storage.exists("packs/big")
+    assert list(storage.list()) == []
+    assert storage.list_uploads() == []  # aborted, not left to be billed
+    storage._client.meta.events.unregister("before-call.s3.UploadPart", cut_the_line)
+    storage.put("packs/big", b"small now")
+    with pytest.raises(ObjectExists):
+        storage.put("packs/big", os.urandom(20 << 20), exclusive=True)  # multipart + condition
+    assert storage.get("packs/big") == b"small now"
+
+
+def test_s3_if_none_match_is_honoured_by_the_server(s3_env: S3Server, s3_bucket: str) -> None:
+    storage = S3Storage(s3_bucket, f"inm-{uuid.uuid4().hex}", endpoint=s3_env.endpoint)
+    storage.put("locks/a", b"first")
+    with pytest.raises(botocore.exceptions.ClientError) as refused:  # no HEAD shortcut here
+        storage._client.put_object(
+            Bucket=s3_bucket, Key=f"{storage.prefix}/locks/a", Body=b"second", IfNoneMatch="*"
+        )
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+
+
+def test_s3_small_pages_still_list_everything(s3_env: S3Server, s3_bucket: str) -> None:
+    storage = S3Storage(
+        s3_bucket, f"pages-{uuid.uuid4().hex}", endpoint=s3_env.endpoint, list_page_size=7
+    )
+    names = [f"index/{i:03d}" for i in range(30)]
+    for name in names:
+        storage.put(name, b"i")
+    assert [i.name for i in storage.list("index/")] == names
+
+
+def test_s3_missing_bucket_is_no_repository(s3_env: S3Server) -> None:
+    storage = S3Storage.from_url("s3://no-such-bucket-here/repo", endpoint=s3_env.endpoint)
+    with pytest.raises(NoRepository):
+        storage.get("config")
+    created = S3Storage.from_url(
+        f"s3://made-by-init-{uuid.uuid4().hex[:8]}/repo", endpoint=s3_env.endpoint, create=True
+    )
+    created.put("config", b"c")
+    assert created.get("config") == b"c"
+
+
+def test_s3_wrong_credentials_get_a_clear_message(
+    s3_env: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    storage = open_storage(f"s3://{s3_bucket}/repo")  # endpoint from DEDUPE_S3_ENDPOINT
+    for call in (lambda: storage.get("config"), lambda: list(storage.list(""))):
+        with pytest.raises(StorageError) as refused:
+            call()
+        message = str(refused.value)
+        assert "AWS_ACCESS_KEY_ID" in message and "not-the-secret" not in message
+        assert not isinstance(refused.value, TransientStorageError)
+        assert refused.value.exit_code == 1
+    assert storage.free_space() is None
+
+
+# --- retry and fault wrappers ------------------------------------------------------------------
+
+
+def _retrying(inner: Any, **kwargs: Any) -> RetryingStorage:
+    return RetryingStorage(inner, base_delay=0.001, sleep=lambda _s: None, **kwargs)
+
+
+def test_retry_rereads_after_a_dropped_get() -> None:
+    memory = MemoryStorage()
+    memory.put("p", b"0123456789")
+    faulty = DropConnection(memory, "get", n=1, times=3)
+    assert _retrying(faulty).get("p", 2, 5) == b"23456"
+    assert faulty.calls == 4
+
+
+@pytest.mark.parametrize(
+    "error", [StorageError("permanent"), ObjectNotFound("gone"), OutOfSpace("full")]
+)
+def test_retry_leaves_non_transient_errors_alone(error: StorageError) -> None:
+    faulty = FailNthCall(MemoryStorage(), "stat", error=error)
+    with pytest.raises(type(error)):
+        _retrying(faulty).stat("x")
+    assert faulty.calls == 1
+
+
+def test_retry_gives_up_after_attempts_and_time() -> None:
+    faulty = DropConnection(MemoryStorage(), "exists", times=100)
+    with pytest.raises(TransientStorageError, match="gave up after 3 attempts"):
+        _retrying(faulty, attempts=3).exists("x")
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    bounded = RetryingStorage(
+        DropConnection(MemoryStorage(), "exists", times=100),
+        attempts=100, base_delay=1.0, max_delay=4.0, max_elapsed=20.0,
+        sleep=sleep, clock=lambda: now[0],
+    )  # fmt: skip
+    with pytest.raises(TransientStorageError):
+        bounded.exists("x")
+    assert now[0] <= 20.0
+
+
+def test_retry_resolves_lost_replies() -> None:
+    memory = MemoryStorage()
+    lost_put = FailNthCall(memory, "put", after=True)  # stored, but the reply never came
+    _retrying(lost_put).put("snap", b"mine", exclusive=True)
+    assert memory.get("snap") == b"mine"
+    memory.put("other", b"theirs")
+    with pytest.raises(ObjectExists):  # someone else's bytes are never taken for ours
+        _retrying(FailNthCall(memory, "put", after=True)).put("other", b"mine", exclusive=True)
+    _retrying(FailNthCall(memory, "delete", after=True)).delete("snap")
+    assert not memory.exists("snap")
+    with pytest.raises(ObjectNotFound):
+        _retrying(memory).delete("snap")
+
+
+def test_retry_restarts_an_interrupted_listing_without_duplicates() -> None:
+    memory = MemoryStorage()
+    for i in range(10):
+        memory.put(f"data/{i}", b"x")
+    listed = [i.name for i in _retrying(InterruptedList(memory, after=4, times=2)).list("data/")]
+    assert sorted(listed) == [f"data/{i}" for i in range(10)]
+
+
+def test_a_failed_put_stores_nothing() -> None:
+    memory = MemoryStorage()
+    with pytest.raises(TransientStorageError):
+        DropConnection(memory, "put").put("data/x", b"partial?")
+    assert not memory.exists("data/x") and list(memory.list()) == []
+
+
+def test_damaged_reads() -> None:
+    memory = MemoryStorage()
+    memory.put("p", b"abcdef")
+    assert TruncatedRead(memory, drop=2).get("p") == b"abcd"
+    flipped = FlippedByte(memory, n=2)
+    assert flipped.get("p") == b"abcdef"
+    assert flipped.get("p") == b"abcdeg"
+    assert flipped.get("p") == b"abcdef"
+
+
+def test_out_of_space_after_limit() -> None:
+    disk = OutOfSpaceAfter(MemoryStorage(), limit=100)
+    disk.put("a", b"x" * 60)
+    with pytest.raises(OutOfSpace):
+        disk.put("b", b"x" * 50)
+    assert not disk.exists("b")
+    assert disk.free_space() == 40
+    disk.delete("a")
+    disk.put("b", b"x" * 90)
+    assert disk.free_space() == 10
+
+
+def test_recording_storage_and_delegation(tmp_path: Any) -> None:
+    local = LocalStorage(str(tmp_path))
+    recorder = RecordingStorage(local)
+    recorder.put("a", b"1")
+    assert recorder.get("a") == b"1"
+    assert recorder.calls == [("put", "a"), ("get", "a")]
+    assert list(recorder.list_temporary()) == []  # extras of the backend pass through
+    assert _retrying(recorder).root == local.root
