@@ -1,0 +1,186 @@
+"""`dedupe forget POLICY`: remove the snapshots a retention policy does not keep.
+
+The decisions come from the pure `dedupe.retention.apply_policy`; this module only loads the
+snapshots, shows the verdicts and deletes manifests. A real run holds the exclusive lock from
+loading to the last deletion, so the verdicts are made on exactly the snapshots that exist while
+it deletes: a concurrent `hold` (which also takes the exclusive lock) either happens before the
+snapshots are loaded, and is honoured, or waits until forget is done. A dry run takes no lock and
+writes nothing. Only manifests are deleted; the data comes back with `gc` (`--gc`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+from dedupe import snapshots
+from dedupe.cli.context import Context, human_bytes
+from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
+from dedupe.errors import DamageError, DedupeError, ObjectNotFound, UsageError
+from dedupe.model.snapshot import Snapshot
+from dedupe.repo.repository import Repository
+from dedupe.retention import Decision, Policy, SnapshotInfo, apply_policy, decisions_to_json
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "forget",
+        parents=[common],
+        help="remove snapshots that a retention policy does not keep",
+        description="Remove the snapshots that no rule of the policy keeps (held snapshots are "
+        "always kept). Only snapshot manifests are removed; 'dedupe gc' (or --gc) returns the "
+        "disk space.",
+    )
+    p.add_argument(
+        "--dry-run", "-n", action="store_true", help="show what would be removed; change nothing"
+    )
+    p.add_argument("--gc", action="store_true", help="run gc after forgetting")
+    add_policy_arguments(p)
+    p.set_defaults(handler=cmd_forget)
+
+
+def snapshot_info(snap: Snapshot) -> SnapshotInfo:
+    """What the policy needs of a snapshot: paths as display strings define its group."""
+    return SnapshotInfo(
+        id=snap.id,
+        time=snap.time,
+        host=snap.host,
+        paths=tuple(snap.display_paths()),
+        tags=frozenset(snap.tags),
+        held=snap.held,
+        hold_reason=snap.hold_reason,
+    )
+
+
+def cmd_forget(ctx: Context) -> int:
+    args = ctx.args
+    # The policy is checked before the repository is even opened: a refused policy must never
+    # get as far as deleting anything, and a usage error should not cost a password prompt.
+    policy = policy_from_args(args)
+    if not policy.has_keep_rule():
+        raise UsageError(
+            "the policy has no keep rule, so forget would remove every snapshot that is not "
+            "held; nothing was removed. Give at least one --keep-* option (or a --policy file "
+            "with one), e.g. --keep-last 10"
+        )
+    repo = ctx.repo()
+    damaged: list[str] = []
+    if args.dry_run:
+        decisions = _decide(repo, policy, damaged)
+        removed: list[Decision] = []
+    else:
+        with repo.lock(exclusive=True):
+            decisions = _decide(repo, policy, damaged)
+            removed = _delete_removed(repo, decisions)
+    gc_result: dict[str, Any] | None = None
+    gc_error: DedupeError | None = None
+    if not ctx.json:
+        _print_table(ctx, policy, decisions, args.dry_run)
+    if args.gc and args.dry_run:
+        ctx.info("gc skipped: this was a dry run, so nothing was forgotten")
+    elif args.gc:
+        # gc takes its own exclusive lock: ours was released above, so it does not block itself.
+        try:
+            gc_result = run_gc(ctx)
+        except DedupeError as exc:
+            gc_error = exc
+    if ctx.json:
+        result: dict[str, Any] = decisions_to_json(decisions) | {"dry_run": bool(args.dry_run)}
+        if gc_result is not None:
+            result["gc"] = gc_result
+        ctx.emit_json(result)
+    elif gc_result is not None and "freed_bytes" in gc_result:
+        ctx.out(f"gc: freed {human_bytes(gc_result['freed_bytes'])}")
+    for text in damaged:
+        ctx.warn(text)
+    if gc_error is not None:
+        raise gc_error
+    if damaged:
+        raise DamageError(
+            f"{len(damaged)} snapshot manifest(s) are damaged and were left alone; "
+            f"{len(removed)} other snapshot(s) were removed. Run 'dedupe check'"
+        )
+    return 0
+
+
+def _decide(repo: Repository, policy: Policy, damaged: list[str]) -> list[Decision]:
+    """The policy's verdict on every readable snapshot (damaged manifests go to `damaged`).
+
+    Leaving an unreadable manifest out can only make the policy keep more, never less: every
+    rule counts buckets that have a snapshot and max-backups counts what is kept, so one snapshot
+    fewer never turns another's keep into a remove. The damaged manifest itself is not touched.
+    """
+    return apply_policy([snapshot_info(s) for s in snapshots.load_all(repo, damaged)], policy, None)
+
+
+def _delete_removed(repo: Repository, decisions: Iterable[Decision]) -> list[Decision]:
+    """Delete the manifest of every snapshot the policy removes; each deletion is atomic.
+
+    An interruption leaves some of them deleted and the rest intact, which is what a rerun of
+    the same policy would decide anyway (a dry run and a real run agree).
+    """
+    removed = []
+    for decision in decisions:
+        if decision.keep or decision.snapshot.held:  # held: belt and braces, never removed
+            continue
+        try:
+            repo.delete_manifest(decision.snapshot.id)
+        except ObjectNotFound:
+            pass  # already gone (removed by hand): the outcome is the same
+        removed.append(decision)
+    return removed
+
+
+def _print_table(ctx: Context, policy: Policy, decisions: list[Decision], dry_run: bool) -> None:
+    """One block per (host, paths) group, newest first, with the reasons of each verdict."""
+    ctx.out(f"policy: {policy.describe()}")
+    for (host, paths), group in itertools.groupby(decisions, key=lambda d: d.snapshot.group_key):
+        rows = list(group)
+        kept = sum(1 for d in rows if d.keep)
+        ctx.out("")
+        ctx.out(
+            f"host {host}, paths {' '.join(paths)}: keep {kept}, remove {len(rows) - kept} "
+            f"of {len(rows)}"
+        )
+        ctx.out(f"  {'ID':<8}  {'TIME':<20}  {'ACTION':<6}  REASONS")
+        for d in rows:
+            local = d.snapshot.time.astimezone()
+            ctx.out(
+                f"  {d.snapshot.id[:8]:<8}  {local.strftime('%a %Y-%m-%d %H:%M'):<20}  "
+                f"{'keep' if d.keep else 'remove':<6}  {', '.join(d.texts)}".rstrip()
+            )
+    kept = sum(1 for d in decisions if d.keep)
+    removed = len(decisions) - kept
+    ctx.out("")
+    if dry_run:
+        ctx.out(f"dry run: would keep {kept}, remove {removed} snapshot(s); nothing was changed")
+    else:
+        ctx.out(f"kept {kept}, removed {removed} snapshot(s)")
+        if removed:
+            ctx.out("run 'dedupe gc' to recover the disk space they used")
+
+
+def run_gc(ctx: Context) -> dict[str, Any]:
+    """The glue to gc (`dedupe.gc`, issue 4), kept in this one function so it can follow that
+    module's API: it runs gc on the repository and returns the contract's gc JSON object.
+
+    Assumed API until gc lands: `dedupe.gc.run(repo)` takes its own exclusive lock and returns a
+    dict or a dataclass with at least `freed_bytes`.
+    """
+    try:
+        gc_module = importlib.import_module("dedupe.gc")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dedupe.gc":
+            raise
+        raise DedupeError(
+            "gc is not available yet; the snapshots were forgotten, but their space is only "
+            "recovered once gc exists"
+        ) from None
+    result = gc_module.run(ctx.repo())
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.asdict(result)
+    return dict(result)
