@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -242,28 +244,39 @@ def read_state(root: Path) -> CorpusState | None:
     return CorpusState(**json.loads(path.read_text()))
 
 
-def generate(root: Path, size: int, night: int = 0, seed: int = 1) -> CorpusState:
-    """Bring DIR to ``night``: build night 0 if DIR has no corpus, then replay later nights."""
+def _write_dump_job(root: Path, seed: int, size: int, night: int) -> None:
+    """Top-level (picklable) so the dump can be written by a second process."""
     pools = build_pools(seed)
+    write_dump(root / DUMP_NAME, plan_dump(seed, size // 2, pools), night, pools)
+    os.utime(root / DUMP_NAME, (BASE_TIME + night * DAY,) * 2)
+
+
+def generate(root: Path, size: int, night: int = 0, seed: int = 1) -> CorpusState:
+    """Bring DIR to ``night``: build night 0 if DIR has no corpus, then replay later nights.
+
+    The dump (half the bytes, CPU-bound) is written by a second process while this one writes
+    the file tree, which roughly halves generation time on two cores.
+    """
     state = read_state(root)
     if state is not None and (state.seed, state.size) != (seed, size):
         raise SystemExit(f"{root} holds a corpus with seed {state.seed} size {state.size}; "
                          "use an empty directory")
     if state is not None and state.night > night:
         raise SystemExit(f"{root} is already at night {state.night}; regenerate into an empty dir")
-    plan = plan_dump(seed, size // 2, pools)
-    if state is None:
-        root.mkdir(parents=True, exist_ok=True)
-        for spec in plan_files(seed, size):
-            _write(root, spec.relpath, render(spec, seed, pools), spec.mtime)
-        start = 1
-    else:
-        start = state.night + 1
-    for nt in range(start, night + 1):
-        apply_night(root, seed, size, nt, pools)
-    if state is None or start <= night:
-        write_dump(root / DUMP_NAME, plan, night, pools)
-        os.utime(root / DUMP_NAME, (BASE_TIME + night * DAY,) * 2)
+    root.mkdir(parents=True, exist_ok=True)
+    start = 1 if state is None else state.night + 1
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        dump_job = None
+        if state is None or start <= night:
+            dump_job = pool.submit(_write_dump_job, root, seed, size, night)
+        pools = build_pools(seed)
+        if state is None:
+            for spec in plan_files(seed, size):
+                _write(root, spec.relpath, render(spec, seed, pools), spec.mtime)
+        for nt in range(start, night + 1):
+            apply_night(root, seed, size, nt, pools)
+        if dump_job is not None:
+            dump_job.result()
     new_state = CorpusState(seed, size, night)
     (root / STATE_NAME).write_text(json.dumps(asdict(new_state)) + "\n")
     os.utime(root / STATE_NAME, (BASE_TIME + night * DAY,) * 2)
