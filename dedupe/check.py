@@ -1,0 +1,475 @@
+"""Repository verification: the structure always, every stored byte with `read_data`.
+
+What `check` guarantees:
+- It never modifies the repository (the caller may hold a shared lock; nothing else is written).
+- It does not stop at the first problem: every finding is collected, as an error (damage: the
+  CLI exits 14) or a warning (leftovers such as unindexed packs, stale locks, temporary files).
+- Every damaged or missing blob is mapped back through the trees to the snapshots and file paths
+  that use it, so the message says what a restore would lose.
+- `read_data` streams one pack per worker thread (memory is bounded by a few packs) and verifies
+  BLAKE3(pack) against its name and every blob's MAC, size and keyed id.
+
+Listing order matters: snapshots, then index files, then packs, the reverse of the write order
+(packs, index, snapshot). A snapshot that completes while check runs is therefore either not seen
+at all or seen with everything it references already listed; it never looks damaged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from dedupe.check_data import PackVerdict, Subset, verify_pack
+from dedupe.crypto import keys
+from dedupe.crypto.seal import content_hash
+from dedupe.errors import DamageError, DedupeError, ObjectNotFound
+from dedupe.model.snapshot import Snapshot
+from dedupe.model.tree import DIR, FILE, Node, decode_tree
+from dedupe.repo import lock as lock_mod
+from dedupe.repo.index import ChunkIndex, decode_index
+from dedupe.repo.pack import BlobEntry, decode_header, header_span
+from dedupe.repo.repository import Repository, pack_id_from_name, pack_name
+from dedupe.snapshots import load as load_snapshot
+from dedupe.treewalk import MAX_DEPTH
+
+__all__ = ["CheckReport", "Subset", "run_check"]
+
+# Paths listed per damaged snapshot; the count of the rest is still reported.
+MAX_PATHS_PER_SNAPSHOT = 1000
+HEADER_READERS = 8  # header reads are small and latency-bound (sftp, s3): more threads than cores
+
+ProgressFactory = Callable[[int], Callable[[int], None] | None]
+
+
+@dataclass
+class CheckReport:
+    """Everything check found, and how much it looked at."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    damaged_blobs: set[bytes] = field(default_factory=set)
+    # snapshot id -> display paths (files, or folders whose tree is unreadable) that lose data
+    damaged_snapshots: dict[str, list[str]] = field(default_factory=dict)
+    snapshot_info: dict[str, str] = field(default_factory=dict)
+    snapshots: int = 0
+    index_files: int = 0
+    packs: int = 0
+    blobs_indexed: int = 0
+    trees: int = 0
+    data_blobs_referenced: int = 0
+    packs_read: int = 0
+    bytes_read: int = 0
+    blobs_verified: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+            "damaged_snapshots": [
+                {"id": sid, "paths": paths} for sid, paths in self.damaged_snapshots.items()
+            ],
+            "snapshots": self.snapshots,
+            "index_files": self.index_files,
+            "packs": self.packs,
+            "blobs": self.blobs_indexed,
+            "packs_read": self.packs_read,
+            "bytes_read": self.bytes_read,
+            "blobs_verified": self.blobs_verified,
+        }
+
+    def damage_message(self) -> str:
+        """The text of the DamageError the CLI raises: each error, then what it costs."""
+        lines = [f"check found {len(self.errors)} problem(s):"]
+        lines += [f"  {e}" for e in self.errors]
+        for sid, paths in self.damaged_snapshots.items():
+            label = self.snapshot_info.get(sid, sid[:8])
+            lines.append(f"snapshot {label} is damaged; affected paths:")
+            lines += [f"  {p}" for p in paths]
+        if not self.damaged_snapshots and self.damaged_blobs:
+            lines.append("no snapshot references the damaged data")
+        return "\n".join(lines)
+
+
+class _Checker:
+    def __init__(
+        self,
+        repo: Repository,
+        read_data: bool,
+        subset: Subset | None,
+        workers: int,
+        progress: ProgressFactory | None,
+        own_lock: str | None,
+    ) -> None:
+        self.repo = repo
+        self.storage = repo.storage
+        self.read_data = read_data
+        self.subset = subset
+        self.workers = max(1, workers)
+        self.progress = progress
+        self.own_lock = own_lock
+        self.report = CheckReport()
+        self.snaps: list[Snapshot] = []
+        self.index = ChunkIndex()
+        self.index_packs: dict[bytes, dict[bytes, BlobEntry]] = {}
+        self.pack_sizes: dict[bytes, int] = {}
+        self.header_only_blobs: set[bytes] = set()
+
+    def error(self, text: str) -> None:
+        self.report.errors.append(text)
+
+    def warn(self, text: str) -> None:
+        self.report.warnings.append(text)
+
+    def run(self) -> CheckReport:
+        self._check_keys()
+        self._load_snapshots()
+        self._load_index()
+        self._list_packs()
+        self._check_packs()
+        self._check_trees()
+        if self.read_data:
+            self._read_packs()
+        self._check_locks_and_leftovers()
+        if self.report.damaged_blobs:
+            self._map_damage()
+        return self.report
+
+    # --- keys, snapshots, index --------------------------------------------------------------
+
+    def _check_keys(self) -> None:
+        # The repository opened, so config and one key file are sound; the others must decode.
+        for info in self.storage.list("keys/"):
+            try:
+                keys.decode_key_file(self.storage.get(info.name))
+            except ObjectNotFound:
+                continue
+            except DedupeError as exc:
+                self.error(f"key file {info.name} is damaged: {exc}")
+
+    def _load_snapshots(self) -> None:
+        for name in self.repo.snapshot_names():
+            try:
+                snap = load_snapshot(self.repo, name)
+            except DamageError as exc:
+                self.error(f"snapshot {name[:8]}: manifest is damaged: {exc}")
+                continue
+            except DedupeError:  # deleted while we listed (forget running elsewhere)
+                continue
+            self.snaps.append(snap)
+            self.report.snapshot_info[snap.id] = (
+                f"{snap.short_id()} ({snap.time.isoformat(timespec='seconds')}, {snap.host})"
+            )
+        self.snaps.sort(key=lambda s: (s.time, s.id))
+        self.report.snapshots = len(self.snaps)
+
+    def _load_index(self) -> None:
+        files = {}
+        for info in self.storage.list("index/"):
+            name = info.name.split("/")[-1]
+            try:
+                data = self.storage.get(info.name)
+            except ObjectNotFound:
+                continue
+            if content_hash(data).hex() != name:
+                self.error(f"index file {name[:16]} does not match its name (damaged)")
+            try:
+                files[name] = decode_index(data, self.repo.sealer, name[:16])
+            except DedupeError as exc:
+                self.error(f"{exc}")
+        superseded = {s for f in files.values() for s in f.supersedes}
+        for name, index_file in files.items():
+            if name in superseded:
+                self.warn(f"index file {name[:16]} is superseded (left by an interrupted gc)")
+                continue
+            self.report.index_files += 1
+            for pack_id, entries in index_file.packs:
+                self.index.add_pack(pack_id, entries)
+                per_pack = self.index_packs.setdefault(pack_id, {})
+                for e in entries:
+                    per_pack.setdefault(e.blob_id, e)
+        self.report.blobs_indexed = len(self.index)
+
+    def _list_packs(self) -> None:
+        for info in self.storage.list("data/"):
+            pack_id = pack_id_from_name(info.name)
+            if pack_id is None:
+                self.warn(f"unexpected object {info.name} in data/")
+                continue
+            self.pack_sizes[pack_id] = info.size
+        self.report.packs = len(self.pack_sizes)
+
+    # --- packs against the index -------------------------------------------------------------
+
+    def _mark_damaged(self, blob_ids: Iterable[bytes]) -> None:
+        self.report.damaged_blobs.update(blob_ids)
+
+    def _check_packs(self) -> None:
+        for pack_id, entries in self.index_packs.items():
+            if pack_id not in self.pack_sizes:
+                self.error(
+                    f"pack {pack_id.hex()[:16]} is missing ({len(entries)} blobs the index names)"
+                )
+                self._mark_damaged(entries)
+        unindexed = [p for p in self.pack_sizes if p not in self.index_packs]
+        if unindexed:
+            self.warn(
+                f"{len(unindexed)} pack(s) are named by no index file (left by an interrupted "
+                "snapshot, or their index file is lost; 'dedupe repair index' re-reads them)"
+            )
+        with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="check-header") as pool:
+            ids = sorted(self.pack_sizes)
+            for pack_id, result in zip(ids, _bounded_map(pool, self._read_header, ids, 32)):
+                self._compare_header(pack_id, result)
+
+    def _read_header(self, pack_id: bytes) -> list[BlobEntry] | DedupeError:
+        """The pack's header entries, or the error reading it (returned so one bad pack does
+        not stop the others)."""
+        size = self.pack_sizes[pack_id]
+        name = pack_name(pack_id)
+        try:
+            tail = self.storage.get(name, size - 4, 4) if size >= 4 else b""
+            offset, length = header_span(size, tail)
+            sealed = self.storage.get(name, offset, length)
+            return decode_header(sealed, self.repo.sealer, size)
+        except DedupeError as exc:
+            return exc
+
+    def _compare_header(self, pack_id: bytes, result: list[BlobEntry] | DedupeError) -> None:
+        short = pack_id.hex()[:16]
+        indexed = self.index_packs.get(pack_id)
+        size = self.pack_sizes[pack_id]
+        if isinstance(result, DedupeError):
+            if indexed is None:
+                self.warn(f"unindexed pack {short} has an unreadable header: {result}")
+                return
+            self.error(f"pack {short}: header unreadable: {result}")
+            # Without a header, only entries past the end of the file are certainly lost.
+            self._mark_damaged(b for b, e in indexed.items() if e.offset + e.length > size - 4)
+            return
+        if indexed is None:
+            self.header_only_blobs.update(e.blob_id for e in result if e.blob_id not in self.index)
+            return
+        in_header = {e.blob_id: e for e in result}
+        wrong = [b for b, e in indexed.items() if in_header.get(b) != e]
+        if wrong:
+            self.error(
+                f"pack {short}: {len(wrong)} of {len(indexed)} index entries disagree with the "
+                "pack's header (damaged, or packs renamed)"
+            )
+            self._mark_damaged(wrong)
+        extra = [b for b in in_header if b not in indexed]
+        if extra:
+            self.warn(f"pack {short}: {len(extra)} blob(s) in its header are not in the index")
+            self.header_only_blobs.update(b for b in extra if b not in self.index)
+
+    # --- snapshots' trees --------------------------------------------------------------------
+
+    def _read_blob(self, blob_id: bytes) -> bytes:
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise DamageError(f"blob {blob_id.hex()[:16]} is missing from the index")
+        try:
+            sealed = self.storage.get(pack_name(loc.pack_id), loc.offset, loc.length)
+        except DedupeError as exc:
+            raise DamageError(f"pack {loc.pack_id.hex()[:16]} cannot be read: {exc}") from None
+        return self.repo.blobs.decode(sealed, blob_id, loc.raw_length)
+
+    def _load_tree(self, tree_id: bytes) -> list[Node]:
+        return decode_tree(self._read_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+
+    def _check_trees(self) -> None:
+        """Every tree of every snapshot decodes, has no cycle, and every blob is indexed.
+
+        Each distinct tree is read once (iterative DFS; grey = on the current path)."""
+        done: set[bytes] = set()
+        missing: set[bytes] = set()
+        for snap in self.snaps:
+            stack: list[tuple[bytes, int, Iterator[bytes] | None]] = [(snap.tree, 0, None)]
+            grey: set[bytes] = set()
+            while stack:
+                tree_id, depth, children = stack[-1]
+                if children is None:
+                    if tree_id in done:
+                        stack.pop()
+                        continue
+                    subtrees = self._visit_tree(snap, tree_id, depth, missing)
+                    grey.add(tree_id)
+                    children = iter(subtrees)
+                    stack[-1] = (tree_id, depth, children)
+                child = next(children, None)
+                if child is None:
+                    stack.pop()
+                    grey.discard(tree_id)
+                    done.add(tree_id)
+                elif child in grey:
+                    self.error(f"snapshot {snap.short_id()}: tree {child.hex()[:16]} contains "
+                               "itself (hostile or damaged)")
+                    self._mark_damaged([child])
+                elif child not in done:
+                    stack.append((child, depth + 1, None))
+        self.report.trees = len(done)
+        if missing:
+            hint = ""
+            if missing & self.header_only_blobs:
+                hint = (
+                    f" ({len(missing & self.header_only_blobs)} of them are in unindexed packs: "
+                    "'dedupe repair index' recovers them)"
+                )
+            self.error(f"{len(missing)} blob(s) the snapshots reference are missing{hint}")
+
+    def _visit_tree(
+        self, snap: Snapshot, tree_id: bytes, depth: int, missing: set[bytes]
+    ) -> list[bytes]:
+        """Check one tree; return its subtrees."""
+        if depth > MAX_DEPTH:
+            self.error(f"snapshot {snap.short_id()}: trees nest implausibly deep")
+            self._mark_damaged([tree_id])
+            return []
+        if tree_id not in self.index:
+            missing.add(tree_id)
+            self._mark_damaged([tree_id])
+            return []
+        try:
+            nodes = self._load_tree(tree_id)
+        except DamageError as exc:
+            self.error(f"snapshot {snap.short_id()}: {exc}")
+            self._mark_damaged([tree_id])
+            return []
+        subtrees = []
+        for node in nodes:
+            if node.type == FILE:
+                self.report.data_blobs_referenced += len(node.content)
+                for blob_id in node.content:
+                    if blob_id not in self.index:
+                        missing.add(blob_id)
+                        self.report.damaged_blobs.add(blob_id)
+            elif node.type == DIR and node.subtree is not None:
+                subtrees.append(node.subtree)
+        return subtrees
+
+    # --- read data ---------------------------------------------------------------------------
+
+    def _read_packs(self) -> None:
+        ids = sorted(self.pack_sizes)
+        if self.subset is not None:
+            ids = self.subset.select(ids)
+        total = sum(self.pack_sizes[p] for p in ids)
+        advance = self.progress(total) if self.progress is not None else None
+
+        def task(pack_id: bytes) -> PackVerdict:
+            entries = list(self.index_packs.get(pack_id, {}).values())
+            return verify_pack(self.storage, self.repo.blobs, pack_id, entries)
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="check-data") as pool:
+            # A window of workers + 1 packs in flight: both cores busy, memory a few packs.
+            for pack_id, verdict in zip(
+                ids, _bounded_map(pool, task, ids, self.workers + 1), strict=True
+            ):
+                self.report.packs_read += 1
+                self.report.bytes_read += verdict.bytes_read
+                self.report.blobs_verified += verdict.blobs_ok
+                for text in verdict.errors:
+                    self.error(f"pack {pack_id.hex()[:16]}: {text}")
+                self._mark_damaged(verdict.damaged)
+                if advance is not None:
+                    advance(self.pack_sizes[pack_id])
+
+    # --- locks and leftovers -----------------------------------------------------------------
+
+    def _check_locks_and_leftovers(self) -> None:
+        locks, broken = lock_mod.list_locks(self.storage, self.repo.sealer)
+        host = lock_mod.socket.gethostname()
+        now = lock_mod.time.time()
+        for lock in locks:
+            if lock.name == self.own_lock:
+                continue
+            if lock.is_stale(now, host):
+                self.warn(f"stale {lock.describe()} ('dedupe unlock' removes it)")
+            else:
+                self.warn(f"the repository is in use: {lock.describe()}")
+        for name in broken:
+            self.warn(f"unreadable lock object {name} ('dedupe unlock' removes it)")
+        list_temporary = getattr(self.storage, "list_temporary", None)
+        if list_temporary is not None:
+            leftovers = list(list_temporary())
+            if leftovers:
+                self.warn(
+                    f"{len(leftovers)} temporary file(s) left by interrupted writes "
+                    f"(e.g. {os.path.basename(leftovers[0])}); 'dedupe gc' removes them"
+                )
+
+    # --- damage -> snapshots and paths -------------------------------------------------------
+
+    def _map_damage(self) -> None:
+        """Walk every snapshot again and list the paths that use a damaged blob.
+
+        Each distinct tree is read at most once more: clean trees are remembered as clean,
+        affected ones by their relative affected paths."""
+        damaged = self.report.damaged_blobs
+        memo: dict[bytes, list[bytes]] = {}
+
+        def affected(tree_id: bytes, ancestors: frozenset[bytes], depth: int) -> list[bytes]:
+            if tree_id in memo:
+                return memo[tree_id]
+            if tree_id in damaged or tree_id in ancestors or depth > MAX_DEPTH:
+                return [b"/ (folder unreadable)"]
+            try:
+                nodes = self._load_tree(tree_id)
+            except DamageError:
+                return [b"/ (folder unreadable)"]
+            found: list[bytes] = []
+            inner = ancestors | {tree_id}
+            for node in nodes:
+                if len(found) > MAX_PATHS_PER_SNAPSHOT:
+                    break
+                if node.type == FILE and any(b in damaged for b in node.content):
+                    found.append(b"/" + node.name)
+                elif node.type == DIR and node.subtree is not None:
+                    found += [b"/" + node.name + p for p in affected(node.subtree, inner, depth + 1)]
+            memo[tree_id] = found
+            return found
+
+        for snap in self.snaps:
+            paths = affected(snap.tree, frozenset(), 0)
+            if not paths:
+                continue
+            shown = [os.fsdecode(p) for p in paths[:MAX_PATHS_PER_SNAPSHOT]]
+            if len(paths) > MAX_PATHS_PER_SNAPSHOT:
+                shown.append("... and more")
+            self.report.damaged_snapshots[snap.id] = shown
+
+
+def _bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable, items: list, window: int
+) -> Iterator[object]:
+    """Like pool.map, in order, but with at most `window` tasks submitted ahead."""
+    pending: list[Future] = []
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.pop(0).result()
+    for fut in pending:
+        yield fut.result()
+
+
+def run_check(
+    repo: Repository,
+    read_data: bool = False,
+    subset: Subset | None = None,
+    workers: int | None = None,
+    progress: ProgressFactory | None = None,
+    own_lock: str | None = None,
+) -> CheckReport:
+    """Verify `repo`; `subset` limits which packs read_data reads. Never raises for damage:
+    the report lists it (callers decide the exit code). `own_lock` is the caller's lock name,
+    not reported as a user of the repository."""
+    workers = workers or os.cpu_count() or 2
+    checker = _Checker(repo, read_data or subset is not None, subset, workers, progress, own_lock)
+    return checker.run()
