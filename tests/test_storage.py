@@ -482,3 +482,27 @@ def test_recording_storage_and_delegation(tmp_path: Any) -> None:
     assert recorder.calls == [("put", "a"), ("get", "a")]
     assert list(recorder.list_temporary()) == []  # extras of the backend pass through
     assert _retrying(recorder).root == local.root
+
+
+def test_sftp_full_disk_is_out_of_space(sftp_server: SFTPServer) -> None:
+    """A real ENOSPC: the repository folder is a 4 MiB tmpfs (needs root; skipped otherwise)."""
+    storage = _sftp(sftp_server)
+    mount_point = storage.target.path
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount_point],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        storage.close()
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        storage.put("data/small", b"s" * 1000)
+        with pytest.raises(OutOfSpace):
+            storage.put("data/big", os.urandom(6 * 1024 * 1024))
+        assert [i.name for i in storage.list()] == ["data/small"]
+        assert list(storage.list_temporary()) == []  # the partial temporary was removed
+        storage.put("data/after", b"there is room for this")
+        assert storage.get("data/after") == b"there is room for this"
+    finally:
+        storage.close()
+        subprocess.run(["umount", "-l", mount_point], check=False)

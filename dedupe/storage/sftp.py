@@ -34,7 +34,13 @@ from typing import TypeVar
 import paramiko
 from paramiko.sftp import CMD_EXTENDED
 
-from dedupe.errors import ObjectExists, ObjectNotFound, StorageError, TransientStorageError
+from dedupe.errors import (
+    ObjectExists,
+    ObjectNotFound,
+    OutOfSpace,
+    StorageError,
+    TransientStorageError,
+)
 from dedupe.storage import sftpio
 from dedupe.storage.base import ObjectInfo, validate_name
 from dedupe.storage.sshconn import Connection, SSHTarget, connect, parse_sftp_url
@@ -175,7 +181,7 @@ class SFTPStorage:
                 assert conn is not None
                 self._pool.discard(conn)
                 raise TransientStorageError(f"{what}: connection lost ({exc})") from None
-            except StorageError:
+            except (StorageError, OutOfSpace):
                 if conn is not None:
                     self._pool.release(conn)
                 raise
@@ -248,9 +254,13 @@ class SFTPStorage:
                 self._replace(sftp, tmp, path)
         except BaseException as exc:
             if conn.alive():
+                # Ask about space while our temporary still holds what it got: that is when a
+                # full disk shows. OpenSSH reports ENOSPC only as a bare "Failure".
+                full = isinstance(exc, OSError) and exc.errno is None
+                full = full and sftpio.too_full(conn, folder, len(data))
                 sftpio.remove_quietly(sftp, tmp)
-                if isinstance(exc, OSError) and exc.errno is None:
-                    sftpio.raise_if_full(conn, folder, len(data), name)
+                if full:
+                    raise OutOfSpace(f"the SFTP server ran out of space writing {name}") from None
             elif renaming and exclusive:
                 # The rename may or may not have happened: retrying blindly could report
                 # ObjectExists for our own write, so let the caller decide (RetryingStorage does).

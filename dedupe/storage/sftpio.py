@@ -25,7 +25,6 @@ from paramiko.sftp import (
     int64,
 )
 
-from dedupe.errors import OutOfSpace
 from dedupe.storage.sshconn import Connection
 
 IO_CHUNK = 32768  # the SFTP read/write size every server accepts
@@ -170,13 +169,13 @@ def statvfs_free(conn: Connection, path: str) -> int | None:
     return int(bavail * frsize)
 
 
-def raise_if_full(conn: Connection, folder: str, needed: int, name: str) -> None:
+def too_full(conn: Connection, folder: str, needed: int) -> bool:
+    """True if the server says it has less room than `needed` bytes (False if it cannot say)."""
     try:
         free = statvfs_free(conn, folder)
-    except Exception:  # noqa: BLE001 - only a diagnosis; the original error is raised anyway
-        return
-    if free is not None and free < max(needed, 1):
-        raise OutOfSpace(f"the SFTP server is out of disk space while writing {name}")
+    except Exception:  # noqa: BLE001 - only a diagnosis; the caller has an error to raise anyway
+        return False
+    return free is not None and free < max(needed, 1)
 
 
 def remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
