@@ -226,3 +226,7 @@ class StorageConformance:
     def test_free_space(self, storage: Storage) -> None:
         free = storage.free_space()
         assert free is None or (isinstance(free, int) and free >= 0)
+
+    def test_list_with_a_file_as_prefix_is_empty(self, storage: Storage) -> None:
+        storage.put("config", b"c")
+        assert _names(storage, "config/") == []

@@ -147,10 +147,11 @@ def is_file(sftp: paramiko.SFTPClient, path: str) -> bool:
 
 
 def listdir(conn: Connection, path: str) -> list[paramiko.SFTPAttributes]:
+    """Entries of a folder; none if it is missing or not a folder (as a local listing would)."""
     try:
         return conn.sftp.listdir_attr(path)
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
+        if exc.errno == errno.ENOENT or (exc.errno is None and not is_dir(conn.sftp, path)):
             return []
         raise
 
