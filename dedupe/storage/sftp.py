@@ -186,7 +186,8 @@ class SFTPStorage:
                     self._pool.release(conn)
                 raise
             except Exception as exc:
-                assert conn is not None
+                if conn is None:  # connect() failed in a way it does not know about
+                    raise StorageError(f"{what}: cannot open an SFTP session: {exc}") from None
                 err = _map_error(exc, conn, what)
                 if isinstance(err, TransientStorageError):
                     self._pool.discard(conn)
