@@ -18,17 +18,24 @@ from dedupe.errors import (
     FormatError,
     NoRepository,
     ObjectNotFound,
+    OutOfSpace,
     UsageError,
     WrongPassword,
 )
 from dedupe.repo import config as config_mod
 from dedupe.repo import lock as lock_mod
+from dedupe.repo import reserve
 from dedupe.repo.blob import BlobCodec, parse_compression
 from dedupe.repo.index import ChunkIndex, Location, decode_index, encode_index
 from dedupe.repo.pack import BlobEntry
 from dedupe.storage.base import Storage
 
 PasswordSource = Callable[[], bytes]
+
+# Present while a gc has deleted (or may be deleting) garbage packs that older index files still
+# name; see `load_index` and the "gc" section of docs/FORMAT.md. Zero bytes, so it can be written
+# on a full disk.
+GC_PENDING = "gc-pending"
 
 
 def pack_name(pack_id: bytes) -> str:
@@ -88,6 +95,7 @@ class Repository:
         # Key file first: a repository "exists" once config is there, and must then be openable.
         storage.put(key_name, keys.encode_key_file(key, password), exclusive=True)
         storage.put("config", config_mod.encode_config(settings, key.sealer()), exclusive=True)
+        reserve.ensure(storage)  # lets forget and gc start on a disk that later fills up
         return cls(storage, key, settings, key_name)
 
     @classmethod
@@ -137,7 +145,13 @@ class Repository:
     # --- locks -------------------------------------------------------------------------------
 
     def lock(self, exclusive: bool, wait: float = 0.0) -> lock_mod.Lock:
-        return lock_mod.acquire(self.storage, self.sealer, exclusive, wait)
+        try:
+            return lock_mod.acquire(self.storage, self.sealer, exclusive, wait)
+        except OutOfSpace:
+            # Only maintenance (exclusive) may spend the reserve: it is about to free space.
+            if not exclusive or not reserve.release(self.storage):
+                raise
+            return lock_mod.acquire(self.storage, self.sealer, exclusive, wait)
 
     # --- index -------------------------------------------------------------------------------
 
@@ -157,6 +171,12 @@ class Repository:
             except ObjectNotFound:
                 continue
         superseded = {s for f in files.values() for s in f.supersedes}
+        present: set[bytes | None] | None = None
+        if self.storage.exists(GC_PENDING):
+            # An interrupted gc deleted garbage packs that these files still name. Their blobs
+            # are referenced by no snapshot, but a writer trusting the entries would dedupe
+            # against chunks that are gone (borg#9748), so packs that are absent are dropped.
+            present = {pack_id_from_name(i.name) for i in self.storage.list("data/")}
         index = ChunkIndex()
         self.index_names = []
         for name, index_file in files.items():
@@ -164,7 +184,8 @@ class Repository:
                 continue
             self.index_names.append(name)
             for pack_id, entries in index_file.packs:
-                index.add_pack(pack_id, entries)
+                if present is None or pack_id in present:
+                    index.add_pack(pack_id, entries)
         return index
 
     def write_index(

@@ -171,4 +171,9 @@ class BlobWriter:
 
     def _write_index(self) -> None:
         packs, self._unindexed = self._unindexed, []
-        self.stats.stored_bytes += self.repo.write_index(packs)[1]
+        try:
+            self.stats.stored_bytes += self.repo.write_index(packs)[1]
+        except BaseException:
+            # Still unindexed (e.g. the disk filled up): `abort` must delete these packs.
+            self._unindexed = packs + self._unindexed
+            raise

@@ -1,0 +1,105 @@
+"""`dedupe gc`: delete data no snapshot references and recover the disk space (`dedupe.gc`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from dedupe import gc
+from dedupe.cli.context import Context, human_bytes
+from dedupe.errors import DamageError, UsageError
+
+
+def parse_percent(text: str) -> float:
+    """'10', '10%', '0', '2.5' -> a fraction of 1."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise UsageError(f"invalid --max-unused {text!r}: give a percentage, e.g. 10") from None
+    if not 0.0 <= value <= 100.0:
+        raise UsageError("--max-unused must be between 0 and 100 (percent)")
+    return value / 100.0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "gc",
+        parents=[common],
+        help="delete data no snapshot references and recover the disk space",
+        description=(
+            "Delete data no snapshot references. Packs with no used data are deleted first "
+            "(that needs no free space); packs with more than --max-unused percent unused are "
+            "rewritten, as far as the free space allows. Safe to interrupt: run it again."
+        ),
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="show what would be freed, change nothing"
+    )
+    p.add_argument(
+        "--max-unused",
+        default="10",
+        metavar="PCT",
+        help="rewrite packs with more than PCT percent unused (default 10; 0 reclaims everything)",
+    )
+    p.set_defaults(handler=cmd_gc)
+
+
+def cmd_gc(ctx: Context) -> int:
+    max_unused = parse_percent(ctx.args.max_unused)
+    repo = ctx.repo()
+    bars: dict[str, object] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            for other in bars.values():
+                if other is not None:
+                    other.close()  # type: ignore[attr-defined]
+            unit = "B" if phase == "repack" else (" trees" if phase == "mark" else " packs")
+            bar = bars[phase] = ctx.progress_bar(total or None, f"gc {phase}", unit)
+        if bar is not None:
+            bar.n = done  # type: ignore[attr-defined]
+            bar.refresh()  # type: ignore[attr-defined]
+
+    try:
+        result = gc.run(repo, max_unused, ctx.args.dry_run, progress)
+    finally:
+        for bar in bars.values():
+            if bar is not None:
+                bar.close()  # type: ignore[attr-defined]
+    if ctx.json:
+        ctx.emit_json(dataclasses.asdict(result))
+    else:
+        _print_summary(ctx, result)
+    if result.damaged_packs:
+        raise DamageError(
+            f"{len(result.damaged_packs)} pack(s) could not be read or verified and were left "
+            "alone; run 'dedupe check --read-data'"
+        )
+    return 0
+
+
+def _print_summary(ctx: Context, r: gc.GcResult) -> None:
+    verb = "would free" if r.dry_run else "freed"
+    ctx.out(
+        f"{verb} {human_bytes(r.freed_bytes)}: {human_bytes(r.stored_bytes_before)} -> "
+        f"{human_bytes(r.stored_bytes_after)}"
+    )
+    ctx.out(
+        f"packs {'to delete' if r.dry_run else 'deleted'}: {r.packs_deleted}, "
+        f"{'to rewrite' if r.dry_run else 'rewritten'}: {r.packs_rewritten}"
+        + ("" if r.dry_run else f" (into {r.packs_written} new, {human_bytes(r.bytes_written)})")
+    )
+    ctx.out(f"still unused: {human_bytes(r.unused_bytes)} (below --max-unused or left for space)")
+    if r.packs_left_for_space:
+        ctx.out(
+            f"{r.packs_left_for_space} pack(s) were not rewritten for lack of free space; run "
+            "gc again once there is room, or lower what the repository holds"
+        )
+    if r.missing_blobs:
+        ctx.warn(
+            f"{r.missing_blobs} chunk(s) that snapshots reference are in no pack; "
+            "run 'dedupe check'"
+        )
+    if r.dry_run:
+        ctx.out("dry run: nothing was changed")

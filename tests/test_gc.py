@@ -1,0 +1,393 @@
+"""gc through the library on real local repositories: planning, freeing, repacking, leftovers,
+full-disk ordering (the `gc-pending` marker) and the space pre-flight estimate."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dedupe import gc, snapshots, space
+from dedupe.archiver import Archiver
+from dedupe.crypto import kdf
+from dedupe.errors import DedupeError, OutOfSpace
+from dedupe.gcplan import PackInfo, make_plan
+from dedupe.model.snapshot import Snapshot
+from dedupe.repo import config as config_mod
+from dedupe.repo import reserve
+from dedupe.repo.pack import BlobEntry, PackBuilder
+from dedupe.repo.repository import GC_PENDING, Repository, pack_name
+from dedupe.repo.writer import BlobWriter
+from dedupe.storage.faults import FailNthCall, OutOfSpaceAfter
+from dedupe.storage.local import LocalStorage
+from dedupe.treewalk import walk
+
+PASSWORD = b"gc tests"
+SMALL_PACKS = 1 << 20  # the smallest a config allows
+T0 = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def cheap_kdf(monkeypatch):
+    monkeypatch.setattr(
+        kdf,
+        "params_for_new_keys",
+        kdf.KdfParams(ops=kdf.pwhash.argon2id.OPSLIMIT_MIN, mem=kdf.pwhash.argon2id.MEMLIMIT_MIN),
+    )
+
+
+def new_repo(root: str, pack_size: int = SMALL_PACKS, chunk_avg: int = 16384) -> Repository:
+    """A repository with small packs, so a few MiB make many packs (tests only)."""
+    os.makedirs(root, exist_ok=True)
+    storage = LocalStorage(root)
+    repo = Repository.init(storage, PASSWORD, chunk_avg, "zstd:3")
+    settings = dataclasses.replace(repo.settings, pack_size=pack_size)
+    storage.put("config", config_mod.encode_config(settings, repo.sealer))
+    return reopen(storage)
+
+
+def reopen(storage) -> Repository:
+    return Repository.open(storage, lambda: PASSWORD)
+
+
+def take_snapshot(repo: Repository, path: str, when: datetime = T0) -> Snapshot:
+    writer = BlobWriter(repo)
+    archiver = Archiver(writer, repo.chunker())
+    try:
+        tree = archiver.archive_paths([os.fsencode(path)])
+        writer.flush()
+    except BaseException:
+        writer.abort()
+        raise
+    snap = Snapshot(
+        id=snapshots.new_snapshot_id(),
+        time=when,
+        host="test",
+        user="test",
+        paths=(os.fsencode(path),),
+        tags=(),
+        tree=tree,
+        summary={"raw_bytes_new": writer.stats.raw_bytes_new},
+    )
+    snapshots.save(repo, snap)
+    return snap
+
+
+def contents(repo: Repository, snap: Snapshot) -> dict[bytes, bytes]:
+    """path -> file bytes, read back through a freshly loaded index."""
+    repo = reopen(repo.storage)
+    out = {}
+    for path, node in walk(repo, snap.tree):
+        if node.type == "f":
+            out[path] = b"".join(repo.read_blob(b) for b in node.content)
+    return out
+
+
+def write_files(folder: str, count: int, size: int, seed: int) -> None:
+    rng = random.Random(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+        with open(os.path.join(folder, f"f{i:04d}"), "wb") as f:
+            f.write(rng.randbytes(size))
+
+
+def stored(repo: Repository) -> int:
+    return gc.stored_bytes(repo.storage)
+
+
+def data_files(root: str) -> set[str]:
+    return {n for _d, _s, files in os.walk(os.path.join(root, "data")) for n in files}
+
+
+# --- the pure plan -----------------------------------------------------------------------------
+
+
+def entry(blob: int, offset: int, length: int = 100) -> BlobEntry:
+    return BlobEntry(bytes([blob]) * 32, offset, length, length)
+
+
+def pack(pid: int, blobs: list[int], indexed: bool = True) -> PackInfo:
+    entries = tuple(entry(b, i * 100) for i, b in enumerate(blobs))
+    return PackInfo(bytes([pid]) * 32, 100 * len(blobs) + 50, entries, indexed)
+
+
+def ids(*blobs: int) -> set[bytes]:
+    return {bytes([b]) * 32 for b in blobs}
+
+
+def test_plan_deletes_garbage_repacks_above_threshold_keeps_the_rest():
+    packs = [pack(1, [1, 2]), pack(2, [3, 4, 5, 6, 7, 8, 9, 10]), pack(3, [11, 12, 13, 14])]
+    live = ids(3, 4, 5, 6, 7, 8, 9, 11)  # pack 1 dead, pack 2 7/8 live, pack 3 1/4 live
+    plan = make_plan(packs, live, 0.10)
+    assert [p.pack_id[0] for p in plan.delete] == [1]
+    assert [r.pack.pack_id[0] for r in plan.repack] == [3, 2]  # most freed per written first
+    assert plan.keep == ()
+    plan = make_plan(packs, live, 0.50)
+    assert [r.pack.pack_id[0] for r in plan.repack] == [3]
+    assert [p.pack_id[0] for p in plan.keep] == [2]
+    assert plan.unused_kept_bytes == 100
+
+
+def test_plan_zero_threshold_repacks_any_unused_byte_but_not_full_packs():
+    plan = make_plan([pack(1, [1, 2, 3]), pack(2, [4, 5])], ids(1, 2, 4, 5), 0.0)
+    assert [r.pack.pack_id[0] for r in plan.repack] == [1]
+    assert [p.pack_id[0] for p in plan.keep] == [2]
+
+
+def test_plan_keeps_one_copy_of_a_duplicate_and_prefers_indexed_packs():
+    packs = [pack(1, [1, 2, 3]), pack(2, [3]), pack(3, [1], indexed=False)]
+    plan = make_plan(packs, ids(1, 2, 3), 0.10)
+    assert [p.pack_id[0] for p in plan.keep] == [1]
+    assert [p.pack_id[0] for p in plan.delete] == [2]
+    assert [p.pack_id[0] for p in plan.orphans] == [3]
+    assert plan.live_blobs == 3 and not plan.missing
+
+
+def test_plan_adopts_an_unindexed_pack_holding_the_only_copy_and_reports_missing():
+    plan = make_plan([pack(1, [1]), pack(2, [2], indexed=False)], ids(1, 2, 9), 0.10)
+    assert [p.pack_id[0] for p in plan.adopted] == [2]
+    assert plan.missing == frozenset(ids(9))
+
+
+# --- gc on real repositories -------------------------------------------------------------------
+
+
+def test_gc_frees_forgotten_snapshot_and_the_rest_restores(tmp_path):
+    repo = new_repo(str(tmp_path / "repo"))
+    write_files(str(tmp_path / "old"), 8, 200_000, seed=1)
+    write_files(str(tmp_path / "new"), 8, 200_000, seed=2)
+    old = take_snapshot(repo, str(tmp_path / "old"))
+    new = take_snapshot(repo, str(tmp_path / "new"), T0 + timedelta(days=1))
+    expected = contents(repo, new)
+    snapshots.delete(repo, old)
+    before = stored(repo)
+    with repo.lock(exclusive=True):
+        result = gc.run_gc(repo)
+    assert result.freed_bytes > 1_500_000 and result.packs_deleted > 0
+    assert result.stored_bytes_before == before and result.stored_bytes_after == stored(repo)
+    assert contents(repo, new) == expected
+    again = gc.run(reopen(repo.storage))
+    assert again.freed_bytes == 0 and again.packs_deleted == again.packs_rewritten == 0
+
+
+def test_dry_run_changes_nothing(tmp_path):
+    repo = new_repo(str(tmp_path / "repo"))
+    write_files(str(tmp_path / "a"), 4, 100_000, seed=3)
+    snap = take_snapshot(repo, str(tmp_path / "a"))
+    snapshots.delete(repo, snap)
+    listing = sorted((i.name, i.size) for i in repo.storage.list(""))
+    result = gc.run_gc(repo, max_unused=0.0, dry_run=True)
+    assert result.dry_run and result.freed_bytes > 300_000 and result.packs_deleted > 0
+    assert sorted((i.name, i.size) for i in repo.storage.list("")) == listing
+
+
+def test_repack_of_half_forgotten_small_files_returns_80_percent(tmp_path):
+    """400 small files; half of them removed and the old snapshot forgotten."""
+    repo = new_repo(str(tmp_path / "repo"), pack_size=16 << 20)
+    src = str(tmp_path / "src")
+    write_files(src, 400, 12_000, seed=4)
+    first = take_snapshot(repo, src)
+    gone = sum(os.path.getsize(os.path.join(src, f"f{i:04d}")) for i in range(0, 400, 2))
+    for i in range(0, 400, 2):
+        os.unlink(os.path.join(src, f"f{i:04d}"))
+    second = take_snapshot(repo, src, T0 + timedelta(days=1))
+    expected = contents(repo, second)
+    snapshots.delete(repo, first)
+    default = gc.run_gc(repo, dry_run=True)
+    assert default.packs_rewritten >= 1  # half unused: above 10 %
+    result = gc.run(repo, max_unused=0.0)
+    assert result.packs_rewritten >= 1 and result.packs_written >= 1
+    assert result.freed_bytes >= 0.8 * gone
+    assert contents(repo, second) == expected
+
+
+def test_default_threshold_leaves_a_mostly_used_pack(tmp_path):
+    repo = new_repo(str(tmp_path / "repo"), pack_size=16 << 20)
+    src = str(tmp_path / "src")
+    write_files(src, 20, 20_000, seed=5)
+    first = take_snapshot(repo, src)
+    os.unlink(os.path.join(src, "f0000"))
+    take_snapshot(repo, src, T0 + timedelta(days=1))
+    snapshots.delete(repo, first)
+    result = gc.run(repo)  # 1 of 20 unused: 5 % < 10 %
+    assert result.packs_rewritten == 0 and result.unused_bytes > 15_000
+
+
+def test_leftovers_of_interrupted_writes_are_deleted(tmp_path):
+    root = str(tmp_path / "repo")
+    repo = new_repo(root)
+    write_files(str(tmp_path / "a"), 2, 50_000, seed=6)
+    take_snapshot(repo, str(tmp_path / "a"))
+    builder = PackBuilder()
+    builder.add(b"\x01" * 32, repo.blobs.encode(b"orphan data"), 11)
+    orphan_id, data = builder.finish(repo.sealer)
+    repo.storage.put(pack_name(orphan_id), data)  # a pack no index names
+    tmp = os.path.join(root, "data", ".tmp-0123456789abcdef")
+    with open(tmp, "wb") as f:
+        f.write(b"x" * 5000)
+    result = gc.run(repo)
+    assert result.packs_deleted == 1 and result.temporary_files_deleted == 1
+    assert not os.path.exists(tmp) and not repo.storage.exists(pack_name(orphan_id))
+
+
+def test_pack_whose_index_file_was_lost_is_adopted(tmp_path):
+    repo = new_repo(str(tmp_path / "repo"))
+    write_files(str(tmp_path / "a"), 3, 100_000, seed=7)
+    snap = take_snapshot(repo, str(tmp_path / "a"))
+    expected = contents(repo, snap)
+    for info in list(repo.storage.list("index/")):
+        repo.storage.delete(info.name)
+    result = gc.run(reopen(repo.storage))
+    assert result.packs_deleted == 0 and result.missing_blobs == 0
+    assert contents(repo, snap) == expected
+
+
+def test_full_disk_order_deletes_first_and_marker_hides_deleted_packs(tmp_path):
+    """On a disk too full for the index write, garbage packs go first under `gc-pending`.
+    Interrupted right there, readers ignore entries of the deleted packs: a new snapshot of the
+    forgotten data stores it again instead of deduplicating against chunks that are gone."""
+    root = str(tmp_path / "repo")
+    repo = new_repo(root)
+    write_files(str(tmp_path / "a"), 6, 100_000, seed=8)
+    write_files(str(tmp_path / "b"), 2, 100_000, seed=9)
+    old = take_snapshot(repo, str(tmp_path / "a"))
+    keep = take_snapshot(repo, str(tmp_path / "b"))
+    snapshots.delete(repo, old)
+    full = OutOfSpaceAfter(repo.storage, 0)  # free_space() is 0; only empty objects fit
+    repo_full = Repository(full, repo.key, repo.settings, repo.key_name)
+    with pytest.raises(OutOfSpace):
+        gc.run_gc(repo_full)  # the marker fits, the index write after the deletes does not
+    assert repo.storage.exists(GC_PENDING)
+    assert len(data_files(root)) < 6  # garbage already deleted
+    fresh = reopen(repo.storage)
+    assert contents(fresh, keep) == contents(repo, keep)
+    again = take_snapshot(fresh, str(tmp_path / "a"), T0 + timedelta(days=2))
+    assert contents(fresh, again) == {
+        os.fsencode(str(tmp_path / "a" / n)): (tmp_path / "a" / n).read_bytes()
+        for n in os.listdir(tmp_path / "a")
+    }
+    result = gc.run(reopen(repo.storage))  # finishes the job and removes the marker
+    assert not repo.storage.exists(GC_PENDING) and result.missing_blobs == 0
+
+
+def half_forgotten(tmp_path, seed: int) -> tuple[Repository, Snapshot]:
+    """Two packs, each about half unused, and the snapshot that is kept."""
+    repo = new_repo(str(tmp_path / "repo"))
+    src = str(tmp_path / "src")
+    write_files(src, 60, 20_000, seed=seed)
+    first = take_snapshot(repo, src)
+    for i in range(0, 60, 2):
+        os.unlink(os.path.join(src, f"f{i:04d}"))
+    second = take_snapshot(repo, src, T0 + timedelta(days=1))
+    snapshots.delete(repo, first)
+    return repo, second
+
+
+def test_repacks_run_in_batches_that_fit_the_free_space(tmp_path):
+    repo, kept = half_forgotten(tmp_path, seed=10)
+    expected = contents(repo, kept)
+    # Room for one repack beyond the margin at a time: each batch frees space for the next.
+    limited = OutOfSpaceAfter(repo.storage, (1 << 20) + 450_000)
+    result = gc.run(Repository(limited, repo.key, repo.settings, "k"), max_unused=0.0)
+    assert result.packs_rewritten == 2 and result.packs_left_for_space == 0
+    assert result.packs_written == 2  # one per batch
+    assert contents(repo, kept) == expected
+
+
+def test_repacks_stop_when_free_space_runs_out_and_report_it(tmp_path):
+    repo, kept = half_forgotten(tmp_path, seed=11)
+    expected = contents(repo, kept)
+    listing = sorted((i.name, i.size) for i in repo.storage.list("data/"))
+    limited = OutOfSpaceAfter(repo.storage, 1 << 20)  # not even one repack fits
+    result = gc.run(Repository(limited, repo.key, repo.settings, "k"), max_unused=0.0)
+    assert result.packs_rewritten == 0 and result.packs_left_for_space == 2
+    assert result.unused_bytes > 500_000
+    assert sorted((i.name, i.size) for i in repo.storage.list("data/")) == listing
+    finish = gc.run(reopen(repo.storage), max_unused=0.0)
+    assert finish.packs_left_for_space == 0 and finish.unused_bytes == 0
+    assert contents(repo, kept) == expected
+
+
+def test_gc_refuses_to_delete_when_a_tree_is_unreadable(tmp_path):
+    repo = new_repo(str(tmp_path / "repo"))
+    write_files(str(tmp_path / "a"), 2, 50_000, seed=11)
+    take_snapshot(repo, str(tmp_path / "a"))
+    for info in list(repo.storage.list("data/")):
+        repo.storage.delete(info.name)
+    listing = sorted(i.name for i in repo.storage.list(""))
+    with pytest.raises(DedupeError):
+        gc.run(reopen(repo.storage))
+    assert sorted(i.name for i in repo.storage.list("") if not i.name.startswith("locks/")) == [
+        n for n in listing if not n.startswith("locks/")
+    ]
+
+
+class FullWhileReserveExists:
+    """A disk that is full until the space reserve is deleted."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.url = inner.url
+
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+
+    def put(self, name, data, exclusive=False):
+        if self.inner.exists(reserve.RESERVE_NAME):
+            raise OutOfSpace(f"out of disk space while writing {name} (injected)")
+        return self.inner.put(name, data, exclusive)
+
+
+def test_exclusive_lock_spends_the_reserve_on_a_full_disk(tmp_path):
+    repo = new_repo(str(tmp_path / "repo"))
+    assert repo.storage.exists(reserve.RESERVE_NAME)
+    repo_full = Repository(FullWhileReserveExists(repo.storage), repo.key, repo.settings, "k")
+    with pytest.raises(OutOfSpace):
+        repo_full.lock(exclusive=False)  # a snapshot never spends it
+    assert repo.storage.exists(reserve.RESERVE_NAME)
+    with repo_full.lock(exclusive=True):
+        assert not repo.storage.exists(reserve.RESERVE_NAME)
+    gc.run(reopen(repo.storage))
+    assert repo.storage.exists(reserve.RESERVE_NAME)  # written back once there is room
+
+
+def test_writer_deletes_its_packs_when_the_index_write_fails(tmp_path):
+    root = str(tmp_path / "repo")
+    repo = new_repo(root)
+    write_files(str(tmp_path / "a"), 4, 100_000, seed=12)
+    failing = FailNthCall(repo.storage, "put", n=1, error=OutOfSpace("disk full (injected)"))
+
+    class IndexPutFails:
+        url = repo.storage.url
+
+        def __getattr__(self, attr):
+            return getattr(repo.storage, attr)
+
+        def put(self, name, data, exclusive=False):
+            target = failing if name.startswith("index/") else repo.storage
+            return target.put(name, data, exclusive)
+
+    broken = Repository(IndexPutFails(), repo.key, repo.settings, repo.key_name)
+    with pytest.raises(OutOfSpace):
+        take_snapshot(broken, str(tmp_path / "a"))
+    assert data_files(root) == set()
+
+
+def test_preflight_warns_when_free_space_is_below_the_estimate(tmp_path):
+    repo = new_repo(str(tmp_path / "repo"))
+    src = str(tmp_path / "src")
+    write_files(src, 5, 1_000_000, seed=13)
+    paths = [os.fsencode(src)]
+    assert space.estimate_snapshot_bytes(repo, paths) >= 5_000_000  # first run: source size
+    assert space.preflight_warning(repo, paths) is None  # the test disk has room
+    small = Repository(OutOfSpaceAfter(repo.storage, 2_000_000), repo.key, repo.settings, "k")
+    warnings: list[str] = []
+    space.warn_if_low_space(small, paths, False, warnings.append)
+    assert len(warnings) == 1 and "forget" in warnings[0] and "gc" in warnings[0]
+    take_snapshot(repo, src)
+    history = space.estimate_snapshot_bytes(repo, paths)
+    assert 5_000_000 <= history <= 5_000_000 * 1.25 + (8 << 20)  # from the last run's growth
+    assert space.estimate_snapshot_bytes(repo, [b"/stdin-name"], stdin_mode=True) is None
