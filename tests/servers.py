@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import glob
 import json
 import os
 import shutil
@@ -215,6 +216,7 @@ class S3Server:
     secret_key: str
     workdir: str
     proc: subprocess.Popen[bytes] = field(repr=False)
+    ports: dict[str, int] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         """Variables that point a `dedupe` subprocess (or boto3) at this server."""
@@ -273,6 +275,20 @@ _WEED_PORT_FLAGS = [
 ]
 
 
+def _remove_weed_sockets(ports: dict[str, int]) -> None:
+    """weed puts its gRPC unix sockets in /tmp whatever TMPDIR says, and SIGKILL leaves them."""
+    for port in ports.values():
+        for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def stop_s3_server(server: S3Server) -> None:
+    """SIGKILL the server and remove what it leaves outside its workdir."""
+    _kill(server.proc)
+    _remove_weed_sockets(server.ports)
+
+
 def start_s3_server(workdir: str) -> S3Server:
     """Start SeaweedFS in `workdir`; raise RuntimeError with the reason if it does not come up."""
     weed = find_weed()
@@ -301,8 +317,9 @@ def start_s3_server(workdir: str) -> S3Server:
             )
         if _wait_for_port(ports["s3.port"], proc, 30, b""):
             endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-            return S3Server(endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, workdir, proc)
+            return S3Server(endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, workdir, proc, ports)
         _kill(proc)
+        _remove_weed_sockets(ports)
         last_log = _tail(log_path)
     raise RuntimeError(f"weed mini did not start: {last_log}")
 
@@ -320,5 +337,5 @@ def s3_server() -> Iterator[S3Server]:
     try:
         yield server
     finally:
-        _kill(server.proc)
+        stop_s3_server(server)
         shutil.rmtree(workdir, ignore_errors=True)
