@@ -25,6 +25,7 @@ from dedupe.errors import (
     OutOfSpace,
     StorageError,
     TransientStorageError,
+    UsageError,
 )
 from dedupe.storage import open_storage
 from dedupe.storage.faults import (
@@ -394,3 +395,22 @@ def test_sftp_full_disk_is_out_of_space(sftp_server: SFTPServer) -> None:
     finally:
         storage.close()
         subprocess.run(["umount", "-l", mount_point], check=False)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sftp://host", "sftp://host/", "sftp://user:secret@host/path", "sftp://host:notaport/x"],
+)
+def test_sftp_bad_urls_are_usage_errors(url: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        SFTPStorage.from_url(url)
+    assert "secret" not in str(refused.value)
+
+
+def test_sftp_url_paths() -> None:
+    from dedupe.storage.sshconn import parse_sftp_url
+
+    absolute = parse_sftp_url("sftp://u@h:2222/srv/backup/", ssh_config=os.devnull)
+    assert (absolute.user, absolute.hostname, absolute.port) == ("u", "h", 2222)
+    assert absolute.path == "/srv/backup"
+    assert parse_sftp_url("sftp://u@h/~/backups", ssh_config=os.devnull).path == "backups"

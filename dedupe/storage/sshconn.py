@@ -89,6 +89,11 @@ def parse_sftp_url(
         url_port = parsed.port
     except ValueError:
         raise UsageError(f"bad port in {url!r}") from None
+    if parsed.password is not None:
+        raise UsageError(
+            "sftp URLs must not carry a password (it would show in process lists and logs): "
+            "use an SSH key or ssh-agent"
+        )
     path = unquote(parsed.path)
     if path in ("", "/"):
         raise UsageError(f"the sftp URL {url!r} needs a folder path (sftp://host/srv/backup)")
