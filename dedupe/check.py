@@ -225,7 +225,9 @@ class _Checker:
             )
         with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="check-header") as pool:
             ids = sorted(self.pack_sizes)
-            for pack_id, result in zip(ids, _bounded_map(pool, self._read_header, ids, 32)):
+            for pack_id, result in zip(
+                ids, _bounded_map(pool, self._read_header, ids, 32), strict=True
+            ):
                 self._compare_header(pack_id, result)
 
     def _read_header(self, pack_id: bytes) -> list[BlobEntry] | DedupeError:
@@ -309,8 +311,10 @@ class _Checker:
                     grey.discard(tree_id)
                     done.add(tree_id)
                 elif child in grey:
-                    self.error(f"snapshot {snap.short_id()}: tree {child.hex()[:16]} contains "
-                               "itself (hostile or damaged)")
+                    self.error(
+                        f"snapshot {snap.short_id()}: tree {child.hex()[:16]} contains "
+                        "itself (hostile or damaged)"
+                    )
                     self._mark_damaged([child])
                 elif child not in done:
                     stack.append((child, depth + 1, None))
@@ -432,7 +436,8 @@ class _Checker:
                 if node.type == FILE and any(b in damaged for b in node.content):
                     found.append(b"/" + node.name)
                 elif node.type == DIR and node.subtree is not None:
-                    found += [b"/" + node.name + p for p in affected(node.subtree, inner, depth + 1)]
+                    below = affected(node.subtree, inner, depth + 1)
+                    found += [b"/" + node.name + p for p in below]
             memo[tree_id] = found
             return found
 

@@ -109,7 +109,8 @@ class Subset:
         ordered = sorted(pack_ids)
         if self.buckets:
             count = len(ordered)
-            return [p for i, p in enumerate(ordered) if i * self.buckets // count == self.bucket - 1]
+            n = self.bucket - 1
+            return [p for i, p in enumerate(ordered) if i * self.buckets // count == n]
         want = math.ceil(len(ordered) * self.percent / 100)
         seed = self.seed.encode()
         ranked = sorted(ordered, key=lambda p: content_hash(seed + p))

@@ -70,6 +70,10 @@ def decode_snapshot(data: bytes, expected_id: str) -> Snapshot:
     if not all(isinstance(p, bytes) for p in paths) or not all(isinstance(t, str) for t in tags):
         raise FormatError(f"{what}: malformed paths or tags")
     summary = codec.opt_field(obj, "summary", dict, what, {})
+    # Counters only: the CLI does arithmetic on them (sizes, progress totals).
+    for key, value in summary.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise FormatError(f"{what}: malformed summary field {key!r}")
     return Snapshot(
         id=sid,
         time=when,

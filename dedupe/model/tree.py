@@ -75,21 +75,26 @@ def _node_from_map(item: object, what: str) -> Node:
     if not valid_name(name):
         raise FormatError(f"{what}: invalid file name {name!r}")
     kind = codec.field(item, "t", str, what)
+    mtime_ns = codec.field(item, "mt", int, what)
+    uid, gid = codec.field(item, "u", int, what), codec.field(item, "g", int, what)
+    # Restore hands these to utime/chown: out of the kernel's ranges they would raise there.
+    if not (-(2**63) <= mtime_ns < 2**63 and 0 <= uid < 2**32 and 0 <= gid < 2**32):
+        raise FormatError(f"{what}: time or owner out of range")
     common = dict(
         name=name,
         type=kind,
         mode=codec.field(item, "m", int, what) & 0o7777,
-        mtime_ns=codec.field(item, "mt", int, what),
-        uid=codec.field(item, "u", int, what),
-        gid=codec.field(item, "g", int, what),
+        mtime_ns=mtime_ns,
+        uid=uid,
+        gid=gid,
         user=codec.opt_field(item, "un", str, what),
         group=codec.opt_field(item, "gn", str, what),
     )
     if kind == FILE:
         size = codec.field(item, "s", int, what)
         content = tuple(codec.blob_id(c, what) for c in codec.field(item, "c", list, what))
-        if size < 0:
-            raise FormatError(f"{what}: negative size")
+        if not 0 <= size < 2**63:
+            raise FormatError(f"{what}: size out of range")
         return Node(**common, size=size, content=content)
     if kind == DIR:
         return Node(**common, subtree=codec.blob_id(codec.field(item, "st", bytes, what), what))

@@ -74,7 +74,13 @@ class BlobCodec:
                 # allocate whatever a hostile frame claims.
                 if zstandard.frame_content_size(frame) != raw_length:
                     raise DamageError(f"blob {blob_id.hex()[:16]} has the wrong size")
-                data = self._decompressor().decompress(frame, max_output_size=raw_length)
+                # decompress() would allocate the claimed size up front (up to 2 GiB an index
+                # entry may claim) even when the frame holds a few bytes; a decompressobj grows
+                # with the output actually produced, which zstd caps at the claimed size.
+                stream = self._decompressor().decompressobj()
+                data = stream.decompress(frame)
+                if not stream.eof:
+                    raise DamageError(f"blob {blob_id.hex()[:16]} is truncated")
             except zstandard.ZstdError:
                 raise DamageError(f"blob {blob_id.hex()[:16]} does not decompress") from None
         else:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dedupe import codec
 from dedupe.crypto.seal import Sealer
-from dedupe.errors import DedupeError, ObjectNotFound, RepositoryLocked
+from dedupe.errors import DedupeError, FormatError, ObjectNotFound, RepositoryLocked
 from dedupe.storage.base import Storage
 
 REFRESH_EVERY = 300.0
@@ -83,12 +83,19 @@ def _encode(sealer: Sealer, host: str, pid: int, start: int, exclusive: bool) ->
 def decode_lock(name: str, data: bytes, sealer: Sealer) -> LockInfo:
     what = f"lock {name}"
     obj = codec.check_version(codec.unpack(sealer.open(data, what), what), what)
+    pid = codec.field(obj, "pid", int, what)
+    pid_start = codec.field(obj, "pid_start", int, what)
+    when = float(codec.field(obj, "time", (int, float), what))
+    # describe() formats the time and is_stale() reads /proc/<pid>: keep both in range
+    # (a NaN or a year-300000 time would raise there, not here).
+    if not (0 <= pid < 2**32 and 0 <= pid_start < 2**64 and 0.0 <= when < 2.0**36):
+        raise FormatError(f"{what}: pid or time out of range")
     return LockInfo(
         name,
         codec.field(obj, "host", str, what),
-        codec.field(obj, "pid", int, what),
-        codec.field(obj, "pid_start", int, what),
-        float(codec.field(obj, "time", (int, float), what)),
+        pid,
+        pid_start,
+        when,
         codec.field(obj, "exclusive", bool, what),
     )
 

@@ -42,6 +42,10 @@ def entry_from_list(item: object, pack_size: int | None, what: str) -> BlobEntry
             raise FormatError(f"{what}: malformed blob entry")
     if length <= 40 or raw_length > 1 << 31:
         raise FormatError(f"{what}: implausible blob size")
+    # A pack is at most about 1 GiB (the config's cap on pack_size): anything past 4 GiB is
+    # hostile, and the compact index stores these fields in 32 bits.
+    if offset >= 1 << 32 or length >= 1 << 32:
+        raise FormatError(f"{what}: blob entry lies beyond any plausible pack")
     if pack_size is not None and offset + length > pack_size:
         raise FormatError(f"{what}: blob entry points past the end of the pack")
     return BlobEntry(blob_id, offset, length, raw_length)
