@@ -6,8 +6,11 @@ they name are durable, and are replaced (gc) by writing a superseding file befor
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from dedupe import codec
 from dedupe.crypto.seal import Sealer
@@ -28,42 +31,154 @@ class Location:
 class ChunkIndex:
     """blob id -> location, for every blob the repository's index files name.
 
-    Packs are numbered internally so each entry stores a small int instead of a 32-byte pack id.
+    Compact by design (a few TB in small chunks is tens of millions of entries): the bulk lives in
+    sorted numpy arrays, 56 bytes per blob (8-byte id prefix for the search, the full 32-byte
+    id, and four 32-bit fields: pack number, offset, length, raw length). Blobs added since the
+    last merge sit in a small dict; `merge` folds them in. Pack ids are stored once each.
     """
+
+    MERGE_AT = 1 << 20
 
     def __init__(self) -> None:
         self._pack_ids: list[bytes] = []
         self._pack_numbers: dict[bytes, int] = {}
-        self._entries: dict[bytes, tuple[int, int, int, int]] = {}
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._ids = np.empty((0, 32), dtype=np.uint8)
+        self._fields = np.empty((0, 4), dtype=np.uint32)
+        self._recent: dict[bytes, tuple[int, int, int, int]] = {}
+        self._views()
 
-    def add_pack(self, pack_id: bytes, entries: Iterable[BlobEntry]) -> None:
+    def _pack_number(self, pack_id: bytes) -> int:
         number = self._pack_numbers.get(pack_id)
         if number is None:
             number = self._pack_numbers[pack_id] = len(self._pack_ids)
             self._pack_ids.append(pack_id)
-        table = self._entries
+        return number
+
+    def add_pack(self, pack_id: bytes, entries: Iterable[BlobEntry]) -> None:
+        number = self._pack_number(pack_id)
+        recent = self._recent
         for e in entries:
-            if e.blob_id not in table:
-                table[e.blob_id] = (number, e.offset, e.length, e.raw_length)
+            if e.blob_id not in recent and self._find(e.blob_id) < 0:
+                recent[e.blob_id] = (number, e.offset, e.length, e.raw_length)
+        if len(recent) >= self.MERGE_AT:
+            self.merge()
+
+    def add_bulk(self, pack_id: bytes, ids: bytes, fields: np.ndarray) -> None:
+        """Add many entries at once: `ids` is n*32 bytes, `fields` an (n, 3) array of offset,
+        length, raw length. Duplicates of known blobs are dropped at the next merge."""
+        number = self._pack_number(pack_id)
+        n = len(ids) // 32
+        block = np.empty((n, 4), dtype=np.uint32)
+        block[:, 0] = number
+        block[:, 1:] = fields
+        self._pending_bulk.append((np.frombuffer(ids, dtype=np.uint8).reshape(n, 32), block))
+
+    @property
+    def _pending_bulk(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        bulk = self.__dict__.get("_bulk")
+        if bulk is None:
+            bulk = self.__dict__["_bulk"] = []
+        return bulk
+
+    def merge(self) -> None:
+        """Fold recent and bulk entries into the sorted arrays (first entry of an id wins)."""
+        parts_ids = [self._ids]
+        parts_fields = [self._fields]
+        if self._recent:
+            n = len(self._recent)
+            parts_ids.append(
+                np.frombuffer(b"".join(self._recent.keys()), dtype=np.uint8).reshape(n, 32)
+            )
+            parts_fields.append(np.array(list(self._recent.values()), dtype=np.uint32))
+        for ids, fields in self._pending_bulk:
+            parts_ids.append(ids)
+            parts_fields.append(fields)
+        if len(parts_ids) == 1:
+            return
+        ids = np.concatenate(parts_ids)
+        fields = np.concatenate(parts_fields)
+        del parts_ids, parts_fields
+        self._recent = {}
+        self._pending_bulk.clear()
+        keys = ids[:, :8].copy().view("<u8").reshape(-1)
+        # Sort by prefix, then by the full id, keeping the first occurrence of each id (stable).
+        order = np.lexsort((np.arange(len(keys)), keys))
+        keys, ids, fields = keys[order], ids[order], fields[order]
+        if len(keys) > 1:
+            same_key = keys[1:] == keys[:-1]
+            if same_key.any():
+                dup = np.zeros(len(keys), dtype=bool)
+                for i in np.nonzero(same_key)[0] + 1:
+                    # equal prefixes are rare: compare full ids against earlier equal keys
+                    j = i - 1
+                    while j >= 0 and keys[j] == keys[i]:
+                        if not dup[j] and (ids[j] == ids[i]).all():
+                            dup[i] = True
+                            break
+                        j -= 1
+                keep = ~dup
+                keys, ids, fields = keys[keep], ids[keep], fields[keep]
+        self._keys, self._ids, self._fields = keys, ids, fields
+        self._views()
+
+    def _views(self) -> None:
+        # Plain memoryviews: bisect and slicing on them cost about a microsecond, where numpy
+        # scalar calls cost several.
+        self._key_view = (
+            memoryview(
+                np.ascontiguousarray(self._keys).tobytes()
+                if not len(self._keys)
+                else np.ascontiguousarray(self._keys)
+            )
+            .cast("B")
+            .cast("Q")
+        )
+        self._id_view = memoryview(np.ascontiguousarray(self._ids).reshape(-1))
+
+    def _find(self, blob_id: bytes) -> int:
+        keys = self._key_view
+        n = len(keys)
+        if not n:
+            return -1
+        key = int.from_bytes(blob_id[:8], "little")
+        i = bisect.bisect_left(keys, key)
+        ids = self._id_view
+        while i < n and keys[i] == key:
+            if ids[i * 32 : i * 32 + 32] == blob_id:
+                return i
+            i += 1
+        return -1
 
     def __contains__(self, blob_id: bytes) -> bool:
-        return blob_id in self._entries
+        if self._pending_bulk:
+            self.merge()
+        return blob_id in self._recent or self._find(blob_id) >= 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        if self._pending_bulk:
+            self.merge()
+        return len(self._keys) + len(self._recent)
 
     def lookup(self, blob_id: bytes) -> Location | None:
-        item = self._entries.get(blob_id)
+        if self._pending_bulk:
+            self.merge()
+        item = self._recent.get(blob_id)
         if item is None:
-            return None
-        number, offset, length, raw_length = item
+            i = self._find(blob_id)
+            if i < 0:
+                return None
+            number, offset, length, raw_length = (int(v) for v in self._fields[i])
+        else:
+            number, offset, length, raw_length = item
         return Location(self._pack_ids[number], offset, length, raw_length)
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
-        for blob_id in self._entries:
-            loc = self.lookup(blob_id)
-            assert loc is not None
-            yield blob_id, loc
+        self.merge()
+        pack_ids = self._pack_ids
+        for i in range(len(self._keys)):
+            number, offset, length, raw_length = (int(v) for v in self._fields[i])
+            yield self._ids[i].tobytes(), Location(pack_ids[number], offset, length, raw_length)
 
     def pack_ids(self) -> list[bytes]:
         return list(self._pack_ids)

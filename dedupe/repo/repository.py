@@ -10,6 +10,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
+import numpy as np
+
 from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.crypto import keys
 from dedupe.errors import (
@@ -184,8 +186,15 @@ class Repository:
                 continue
             self.index_names.append(name)
             for pack_id, entries in index_file.packs:
-                if present is None or pack_id in present:
-                    index.add_pack(pack_id, entries)
+                if entries and (present is None or pack_id in present):
+                    index.add_bulk(
+                        pack_id,
+                        b"".join(e.blob_id for e in entries),
+                        np.array(
+                            [(e.offset, e.length, e.raw_length) for e in entries], dtype=np.uint32
+                        ),
+                    )
+        index.merge()
         return index
 
     def write_index(
