@@ -79,7 +79,11 @@ def _md5(data: bytes | memoryview) -> str:
 
 
 class S3Storage:
-    """Objects as keys under `prefix/` in one bucket."""
+    """Objects as keys under `prefix/` in one bucket.
+
+    Thread-safe (one boto3 client, `connections` pooled HTTP connections; `max_connections` tells
+    an uploader how many threads are worth using).
+    """
 
     def __init__(
         self,

@@ -102,7 +102,12 @@ class _Dropped(Exception):
 
 
 class SFTPStorage:
-    """Objects as files under a folder on an SFTP server."""
+    """Objects as files under a folder on an SFTP server.
+
+    Thread-safe: up to `connections` SSH sessions serve parallel callers (`max_connections` tells
+    an uploader how many threads are worth using). `reconnect_attempts` is how often one
+    operation silently reconnects before raising TransientStorageError.
+    """
 
     def __init__(
         self,
