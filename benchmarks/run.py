@@ -170,6 +170,13 @@ def _environment(tools: list[Tool]) -> dict[str, Any]:
             "versions": {t.name: t.version() for t in tools}}
 
 
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(path)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options; --small is the CI preset."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run",
@@ -238,22 +245,29 @@ def main(argv: list[str] | None = None) -> int:
             ws_root = args.workdir / "runs" / f"{tool.name}-rep{rep}"
             shutil.rmtree(ws_root, ignore_errors=True)
             print(f"rep {rep + 1}/{args.reps}: {tool.name} ...", flush=True)
+            load = os.getloadavg()
             rec = run_one(tool, Workspace(ws_root), pristine, live)
-            rec["rep"] = rep
+            rec["rep"], rec["loadavg_start"] = rep, load
             result["runs"].append(rec)
             brief = ", ".join(f"{s} {v['wall_s']:.2f}s" for s, v in rec["steps"].items())
             print(f"  {brief}" + (f"\n  ERROR {rec['error']}" if "error" in rec else ""),
                   flush=True)
             shutil.rmtree(ws_root, ignore_errors=True)
+            _write_json(args.out, result)  # partial results survive an interrupted run
     shutil.rmtree(live.parent, ignore_errors=True)
     if not args.keep_corpus:
         shutil.rmtree(args.workdir / "corpus", ignore_errors=True)
 
     result["environment"]["loadavg_end"] = os.getloadavg()
+    env = result["environment"]
+    busiest = max([env["loadavg_start"][0], env["loadavg_end"][0]]
+                  + [r["loadavg_start"][0] for r in result["runs"]])
+    if busiest > 0.5 * (os.cpu_count() or 1):
+        notes.append(f"machine busy (1-min load average up to {busiest:.1f} on {os.cpu_count()} "
+                     "CPUs): absolute numbers are unreliable, ratios less so")
     result["medians"], result["ratios"] = medians_and_ratios(result, STEPS)
     print(format_table(result), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    _write_json(args.out, result)
     print(f"raw results: {args.out}")
     failed = [r for r in result["runs"]
               if "error" in r or not r.get("restore_check", {}).get("ok", True)]
