@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+import blake3
+import msgpack
+
 from dedupe.chunker import Chunker
 from dedupe.filescache import FilesCache
 from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
@@ -91,6 +94,7 @@ class Archiver:
         self.warn = warn
         self.progress = progress
         self.stats = ArchiveStats()
+        self._unstable = 0  # errors and files that changed while read: never cache their folder
         self._users: dict[int, str | None] = {}
         self._groups: dict[int, str | None] = {}
 
@@ -202,21 +206,53 @@ class Archiver:
         except OSError as exc:
             self._error(path, exc)
             return None
-        nodes = []
+        children = []
         for entry in entries:
-            child = entry.path
-            if self.excluder.excluded(child, entry.name):
+            if self.excluder.excluded(entry.path, entry.name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                self._error(child, exc)
+                self._error(entry.path, exc)
                 continue
-            node = self._node_for(child, entry.name, st)
+            children.append((entry.name, entry.path, st))
+        # Subfolders first: their tree ids are part of this folder's digest.
+        subtrees = {
+            name: self._store_dir(child) for name, child, st in children if stat.S_ISDIR(st.st_mode)
+        }
+        self.stats.dirs += 1
+        cache = self.cache
+        if cache is not None:
+            key = cache.key(path)
+            digest = _folder_digest(children, subtrees)
+            hit = cache.lookup_dir(key, digest)
+            if hit is not None and self.writer.has(hit[0]):
+                tree_id, files, size = hit
+                self.stats.files += files
+                self.stats.files_unchanged += files
+                self.stats.bytes_total += size
+                cache.keep_files_under(
+                    cache.key(child) for _, child, st in children if stat.S_ISREG(st.st_mode)
+                )
+                return tree_id
+        unstable_before = self._unstable
+        nodes = []
+        own_files = own_bytes = 0
+        for name, child, st in children:
+            if stat.S_ISDIR(st.st_mode):
+                subtree = subtrees[name]
+                node = None if subtree is None else self._dir_node(name, st, subtree)
+            else:
+                node = self._node_for(child, name, st)
             if node is not None:
                 nodes.append(node)
-        self.stats.dirs += 1
-        return self.writer.add(encode_tree(nodes))
+                if node.type == FILE:
+                    own_files += 1
+                    own_bytes += node.size
+        tree_id = self.writer.add(encode_tree(nodes))
+        if cache is not None and self._unstable == unstable_before:
+            cache.remember_dir(key, digest, tree_id, own_files, own_bytes)
+        return tree_id
 
     # --- files -----------------------------------------------------------------------------
 
@@ -226,7 +262,9 @@ class Archiver:
         if self.cache is not None:
             key = self.cache.key(path)
             cached = self.cache.lookup(key, st)
-            if cached is not None and all(self.writer.has(b) for b in cached):
+            if cached is not None and (
+                self.cache.trusted or all(self.writer.has(b) for b in cached)
+            ):
                 content = cached
                 size = st.st_size
                 self.stats.files_unchanged += 1
@@ -255,6 +293,7 @@ class Archiver:
             )
             if changed:
                 self.warn(f"{os.fsdecode(path)} changed while it was read; saved as read")
+                self._unstable += 1
                 st = after
             elif self.cache is not None and key is not None:
                 self.cache.remember(key, st, content)
@@ -290,9 +329,34 @@ class Archiver:
         return ids, size
 
     def _error(self, path: bytes, exc: OSError) -> None:
+        self._unstable += 1
         message = f"cannot read {os.fsdecode(path)}: {exc.strerror or exc}"
         self.stats.errors.append(message)
         self.warn(message)
+
+
+def _folder_digest(
+    children: list[tuple[bytes, bytes, os.stat_result]], subtrees: dict[bytes, bytes | None]
+) -> bytes:
+    """A digest of everything that would change a folder's tree: each entry's name and stat,
+    and each subfolder's tree id."""
+    packed = msgpack.packb(
+        [
+            (
+                name,
+                st.st_mode,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_uid,
+                st.st_gid,
+                subtrees.get(name),
+            )
+            for name, _child, st in children
+        ]
+    )
+    return blake3.blake3(packed).digest()[:16]
 
 
 def _normalise(paths: Iterable[bytes]) -> list[bytes]:

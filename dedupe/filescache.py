@@ -1,23 +1,31 @@
-"""The files cache: lets a nightly run skip reading files that did not change.
+"""The files cache: lets a nightly run skip reading files, and whole folders, that did not change.
 
-Kept in `$DEDUPE_CACHE_DIR/<repo id>/files`, keyed by keyed BLAKE3 of the path (no plaintext
-path reaches the disk), with inode, size, mtime and ctime. An entry is used only if every blob id
-it names is still in the repository's index, so a cache older than a gc can never make a
-snapshot reference a deleted chunk. A missing or damaged cache file just means a slower run.
+Kept in `$DEDUPE_CACHE_DIR/<repo id>/files`. Keys are keyed BLAKE3 of the path (no plaintext path
+reaches the disk). Two kinds of entries:
+- files: inode, size, mtime, ctime -> the blob ids of the content;
+- folders: a digest of every included entry's name and stat (and each subfolder's tree id) ->
+  the folder's tree id and its own file count and bytes. An unchanged folder then costs one
+  directory listing and its stat calls, nothing more.
+
+Safety against gc (borg#9748): the cache records the repository's index file names when it was
+saved. It is trusted as a whole only if all of those index files still exist and no gc is
+pending: gc always supersedes the index files that name what it deletes. Otherwise folder
+entries are ignored and a file entry is used only if every blob it names is in the index.
+A missing or damaged cache file just means a slower run; deleting it changes only speed.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgpack
 
-CacheKey = bytes
-# An entry: [inode, size, mtime_ns, ctime_ns, blob ids, runs since last seen]. Entries not seen
-# by a run (another set of paths was backed up, or the file is gone) age and go after MAX_AGE runs.
+# Entries not seen by a run (another set of paths was backed up, or the file is gone) age and
+# go after MAX_AGE runs.
 MAX_AGE = 8
+VERSION = 2
 
 
 def default_cache_dir() -> str:
@@ -28,30 +36,51 @@ def default_cache_dir() -> str:
     return os.path.join(base, "dedupe")
 
 
+def _valid_entry(entry: object, length: int) -> bool:
+    return isinstance(entry, list) and len(entry) == length
+
+
 class FilesCache:
     """Old entries read at start; this run's entries plus aged unseen ones written at the end."""
 
     def __init__(self, folder: str, key_hash: Callable[[bytes], bytes]) -> None:
         self.path = os.path.join(folder, "files")
         self._hash = key_hash
-        self._old: dict[bytes, list] = {}
-        self._new: dict[bytes, list] = {}
+        self._old_files: dict[bytes, list] = {}
+        self._old_dirs: dict[bytes, list] = {}
+        self._index_names: list[str] = []
+        self._new_files: dict[bytes, list] = {}
+        self._new_dirs: dict[bytes, list] = {}
+        self.trusted = False
         try:
             with open(self.path, "rb") as f:
                 loaded = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
-            if isinstance(loaded, dict):
-                self._old = loaded
+            if isinstance(loaded, dict) and loaded.get("v") == VERSION:
+                self._old_files = loaded.get("files") or {}
+                self._old_dirs = loaded.get("dirs") or {}
+                self._index_names = list(loaded.get("index") or [])
         except (OSError, ValueError, msgpack.UnpackException, TypeError):
-            self._old = {}
+            pass
+
+    def check_generation(self, index_names: Iterable[str], gc_pending: bool) -> bool:
+        """Decide whether the cache may be trusted without per-blob checks (see module doc)."""
+        current = set(index_names)
+        self.trusted = (
+            bool(self._index_names) and not gc_pending and set(self._index_names) <= current
+        )
+        if not self.trusted:
+            self._old_dirs = {}
+        return self.trusted
 
     def key(self, path: bytes) -> bytes:
         return self._hash(path)[:16]
 
+    # --- files -------------------------------------------------------------------------------
+
     def lookup(self, key: bytes, st: os.stat_result) -> list[bytes] | None:
-        entry = self._old.get(key)
+        entry = self._old_files.get(key)
         if (
-            isinstance(entry, list)
-            and len(entry) == 6
+            _valid_entry(entry, 6)
             and entry[0] == st.st_ino
             and entry[1] == st.st_size
             and entry[2] == st.st_mtime_ns
@@ -62,25 +91,59 @@ class FilesCache:
         return None
 
     def remember(self, key: bytes, st: os.stat_result, blob_ids: list[bytes]) -> None:
-        self._new[key] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, blob_ids, 0]
+        self._new_files[key] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, blob_ids, 0]
 
-    def save(self) -> None:
-        """Write the entries of this run atomically; errors only cost speed next time."""
+    # --- folders -----------------------------------------------------------------------------
+
+    def lookup_dir(self, key: bytes, digest: bytes) -> tuple[bytes, int, int] | None:
+        """(tree id, own files, own bytes) if the folder is unchanged and the cache trusted."""
+        entry = self._old_dirs.get(key)
+        if _valid_entry(entry, 5) and entry[0] == digest and isinstance(entry[1], bytes):
+            self._new_dirs[key] = [*entry[:4], 0]
+            return entry[1], entry[2], entry[3]
+        return None
+
+    def remember_dir(
+        self, key: bytes, digest: bytes, tree_id: bytes, files: int, size: int
+    ) -> None:
+        self._new_dirs[key] = [digest, tree_id, files, size, 0]
+
+    def keep_files_under(self, keys: Iterable[bytes]) -> None:
+        """Carry file entries of an unchanged folder over to the new cache unchanged."""
+        for key in keys:
+            entry = self._old_files.get(key)
+            if entry is not None:
+                self._new_files[key] = entry
+
+    # --- saving ------------------------------------------------------------------------------
+
+    def save(self, index_names: Iterable[str]) -> None:
+        """Write atomically; `index_names` are the repository's index files now."""
         folder = os.path.dirname(self.path)
         tmp = f"{self.path}.{secrets.token_hex(4)}.tmp"
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
-            merged = dict(self._new)
-            for key, entry in self._old.items():
-                if key not in merged and isinstance(entry, list) and len(entry) == 6:
-                    age = entry[5] + 1 if isinstance(entry[5], int) else MAX_AGE
-                    if age < MAX_AGE:
-                        merged[key] = [*entry[:5], age]
+            data = {
+                "v": VERSION,
+                "index": sorted(index_names),
+                "files": _merge_aged(self._new_files, self._old_files, 6),
+                "dirs": _merge_aged(self._new_dirs, self._old_dirs, 5),
+            }
             with open(tmp, "wb") as f:
-                f.write(msgpack.packb(merged, use_bin_type=True))
+                f.write(msgpack.packb(data, use_bin_type=True))
             os.replace(tmp, self.path)
         except OSError:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _merge_aged(new: dict[bytes, list], old: dict[bytes, list], length: int) -> dict:
+    merged = dict(new)
+    for key, entry in old.items():
+        if key not in merged and _valid_entry(entry, length):
+            age = entry[-1] + 1 if isinstance(entry[-1], int) else MAX_AGE
+            if age < MAX_AGE:
+                merged[key] = [*entry[:-1], age]
+    return merged

@@ -16,6 +16,7 @@ from dedupe.errors import DedupeError, PartialSnapshot, UsageError
 from dedupe.filescache import FilesCache, default_cache_dir
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import valid_name
+from dedupe.repo.repository import GC_PENDING
 from dedupe.repo.writer import BlobWriter
 
 
@@ -75,6 +76,8 @@ def cmd_snapshot(ctx: Context) -> int:
         _ = repo.index  # load before the clock starts on data
         cache_folder = os.path.join(default_cache_dir(), repo.settings.repo_id.hex())
         files_cache = None if stdin_mode else FilesCache(cache_folder, repo.hash)
+        if files_cache is not None:
+            files_cache.check_generation(repo.index_names, repo.storage.exists(GC_PENDING))
         writer = BlobWriter(repo, workers=max(2, os.cpu_count() or 2))
         bar = ctx.progress_bar(None, "snapshot")
         last = [0]
@@ -118,7 +121,7 @@ def cmd_snapshot(ctx: Context) -> int:
         )
         manifest_bytes = snapshots.save(repo, snap)
         if files_cache is not None:
-            files_cache.save()
+            files_cache.save(repo.index_names)
     bytes_added = writer.stats.stored_bytes + manifest_bytes
     if ctx.json:
         ctx.emit_json(
