@@ -1,0 +1,314 @@
+"""gc through the real CLI: freeing forgotten snapshots, dry runs, SIGKILL at many points,
+snapshots racing gc, and a real full tmpfs (ENOSPC during a snapshot, then forget + gc)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dedupe.repo import config as config_mod
+from dedupe.repo.repository import GC_PENDING, Repository
+from dedupe.restorer import Restorer
+from dedupe.snapshots import load_all
+from dedupe.storage.local import LocalStorage
+from tests.clitools import PASSWORD, Cli, all_stored_bytes, repo_size
+
+KILL_ENTRY = str(Path(__file__).with_name("gc_kill_entry.py"))
+
+
+def digest_tree(root: str) -> dict[str, str]:
+    out = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def open_repo(path: str) -> Repository:
+    return Repository.open(LocalStorage(path), lambda: PASSWORD.encode())
+
+
+def shrink_packs(path: str) -> None:
+    """1 MiB packs (the smallest a config allows), so a few MiB give gc many packs to handle."""
+    repo = open_repo(path)
+    settings = dataclasses.replace(repo.settings, pack_size=1 << 20)
+    repo.storage.put("config", config_mod.encode_config(settings, repo.sealer))
+
+
+def restore_digests(repo_path: str, target: str) -> dict[str, dict[str, str]]:
+    """snapshot id -> digests of its restored files (restored with the library, bit for bit)."""
+    repo = open_repo(repo_path)
+    out = {}
+    for snap in load_all(repo):
+        where = os.path.join(target, snap.id[:12])
+        Restorer(repo, where).restore(snap.tree)
+        out[snap.id] = digest_tree(where)
+    shutil.rmtree(target, ignore_errors=True)
+    return out
+
+
+@dataclass
+class History:
+    cli: Cli
+    repo: str
+    expected: dict[str, dict[str, str]]  # kept snapshot id -> digests of the restored files
+    forgotten_bytes: int
+
+
+def write_random(path: Path, size: int, rng: random.Random) -> None:
+    path.write_bytes(rng.randbytes(size))
+
+
+def make_history(tmp_path: Path, files: int = 24, size: int = 90_000) -> History:
+    """Four nightly snapshots of a changing folder; forget keeps the last two."""
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init")
+    shrink_packs(cli.repo)
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(42)
+    for i in range(files):
+        write_random(src / f"f{i:03d}", size, rng)
+    for night in range(4):
+        if night:
+            for i in rng.sample(range(files), files // 3):  # a third of the files change
+                write_random(src / f"f{i:03d}", size, rng)
+        cli("snapshot", str(src), "--time", f"2026-03-0{night + 2}T22:00:00+00:00", "-q")
+    before = repo_size(cli.repo)
+    cli("forget", "--keep-last", "2", "-q")
+    expected = restore_digests(cli.repo, str(tmp_path / "expected"))
+    assert len(expected) == 2
+    return History(cli, cli.repo, expected, before - repo_size(cli.repo))
+
+
+def run_kill_entry(cli: Cli, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, KILL_ENTRY, *args],
+        env=cli.env | env,
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_gc_frees_forgotten_space_and_kept_snapshots_restore(tmp_path):
+    h = make_history(tmp_path)
+    before = repo_size(h.repo)
+    result = h.cli("gc", "--json").json()
+    assert {"freed_bytes", "stored_bytes_before", "stored_bytes_after"} <= result.keys()
+    assert result["freed_bytes"] > 500_000 and result["packs_deleted"] > 0
+    assert result["stored_bytes_before"] - result["stored_bytes_after"] == result["freed_bytes"]
+    assert repo_size(h.repo) <= before - result["freed_bytes"] + 8192  # the reserve comes back
+    assert h.cli("check", "--read-data", "--json").json()["ok"]
+    assert restore_digests(h.repo, str(tmp_path / "after")) == h.expected
+    # Through the real restore command too, for one snapshot.
+    snap_id = next(iter(h.expected))
+    h.cli("restore", snap_id, "--target", str(tmp_path / "cli-restore"))
+    assert digest_tree(str(tmp_path / "cli-restore")) == h.expected[snap_id]
+    zero = h.cli("gc", "--max-unused", "0").text
+    assert "freed" in zero and "still unused: 0 B" in zero
+    assert h.cli("gc", "--json").json()["freed_bytes"] == 0
+
+
+def test_gc_dry_run_changes_nothing(tmp_path):
+    h = make_history(tmp_path, files=8)
+    before = all_stored_bytes(h.repo)
+    out = h.cli("gc", "--dry-run", "--max-unused", "0").text
+    assert "would free" in out and "nothing was changed" in out
+    assert all_stored_bytes(h.repo) == before
+    assert h.cli("gc", "--dry-run", "--json").json()["dry_run"] is True
+    bad = h.cli("gc", "--max-unused", "150", check=False)
+    assert bad.code == 2
+
+
+def _kill_round(
+    h: History, baseline: str, work: Path, point: int, when: str, env: dict[str, str]
+) -> str:
+    """Copy the baseline, kill gc at `point`, verify, finish with gc. Returns a failure or ''."""
+    repo = str(work / "repo")
+    shutil.copytree(baseline, repo)
+    cli = Cli(repo, str(work / "cache"))
+    killed = run_kill_entry(
+        cli,
+        "gc",
+        "--max-unused",
+        "0",
+        env=env | {"GC_TEST_KILL_AT": str(point), "GC_TEST_KILL_WHEN": when},
+    )
+    what = f"kill {when} call {point}"
+    if killed.returncode != -9:
+        return f"{what}: gc was not killed (exit {killed.returncode}): {killed.stderr[-300:]!r}"
+    check = cli("check", "--read-data", "--json", check=False)
+    if check.code != 0:
+        return f"{what}: check failed: {check.text[-600:]}"
+    if restore_digests(repo, str(work / "restore")) != h.expected:
+        return f"{what}: a kept snapshot does not restore bit for bit"
+    again = cli("gc", "--max-unused", "0", "--json", check=False)
+    if again.code != 0:
+        return f"{what}: gc after the kill failed: {again.err}"
+    if os.path.exists(os.path.join(repo, GC_PENDING)):
+        return f"{what}: the gc-pending marker survived a finished gc"
+    if cli("check", "--read-data", "--json", check=False).code != 0:
+        return f"{what}: check failed after gc finished"
+    if restore_digests(repo, str(work / "restore")) != h.expected:
+        return f"{what}: a kept snapshot does not restore after gc finished"
+    shutil.rmtree(work, ignore_errors=True)
+    return ""
+
+
+def _spread(total: int, count: int) -> list[int]:
+    return sorted({1 + round(i * (total - 1) / max(1, count - 1)) for i in range(count)})
+
+
+@pytest.mark.parametrize("full_disk", [False, True], ids=["normal", "full-disk-order"])
+def test_sigkill_gc_at_many_points(tmp_path, full_disk):
+    """Kill gc right before and right after mutating storage calls spread over the whole run
+    (including the lock, marker, index and pack writes and every delete); each time every kept
+    snapshot restores, check --read-data passes, and gc run again finishes the job."""
+    h = make_history(tmp_path)
+    baseline = str(tmp_path / "baseline")
+    shutil.copytree(h.repo, baseline)
+    env = {"GC_TEST_FREE": "0"} if full_disk else {}
+    count_file = str(tmp_path / "calls")
+    counted = str(tmp_path / "counted")
+    shutil.copytree(baseline, counted)
+    run = run_kill_entry(
+        Cli(counted, str(tmp_path / "c")),
+        "gc",
+        "--max-unused",
+        "0",
+        env=env | {"GC_TEST_COUNT_FILE": count_file},
+    )
+    assert run.returncode == 0, run.stderr
+    total = int(Path(count_file).read_text())
+    assert total >= 10, total
+    rounds = [(p, "before") for p in _spread(total, 12)] + [
+        (p, "after") for p in _spread(total, 10)
+    ]
+    assert len(rounds) >= 20
+    with ThreadPoolExecutor(2) as pool:
+        failures = pool.map(
+            lambda job: _kill_round(h, baseline, tmp_path / f"k{job[0]}{job[1]}", *job, env),
+            rounds,
+        )
+        failures = [f for f in failures if f]
+    assert not failures, failures
+
+
+def test_snapshot_started_during_gc_is_never_broken(tmp_path):
+    h = make_history(tmp_path, files=12)
+    src = tmp_path / "src"
+    (src / "new-during-gc").write_bytes(random.Random(5).randbytes(300_000))
+    gc_proc = subprocess.Popen(
+        [sys.executable, KILL_ENTRY, "gc", "--max-unused", "0"],
+        env=h.cli.env | {"GC_TEST_SLOW": "0.1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    codes = []
+    deadline = time.monotonic() + 60
+    while gc_proc.poll() is None and time.monotonic() < deadline:
+        codes.append(h.cli("snapshot", str(src), "-q", check=False).code)
+        time.sleep(0.1)
+    assert gc_proc.wait(timeout=60) == 0, gc_proc.stderr.read()
+    assert codes and set(codes) <= {0, 11}, codes
+    assert 11 in codes  # the lock kept them apart
+    assert h.cli("snapshot", str(src), "-q", check=False).code == 0
+    assert h.cli("check", "--read-data", "--json").json()["ok"]
+    restored = restore_digests(h.repo, str(tmp_path / "r"))
+    for snap_id, digests in h.expected.items():
+        assert restored[snap_id] == digests
+    assert len(restored) >= 3
+
+
+# --- a real full disk ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs in CI: {proc.stderr}")
+        pytest.skip(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write `path` until the disk is full (ENOSPC), keeping what fitted."""
+    with open(path, "ab", buffering=0) as f:
+        for size in (1 << 20, 64 << 10, 4096, 512, 1):
+            block = os.urandom(size)
+            try:
+                while True:
+                    f.write(block)
+            except OSError:
+                continue
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_full_disk_snapshot_exits_13_then_forget_and_gc_free_space(tmp_path, small_disk):
+    cli = Cli(str(small_disk / "repo"), str(tmp_path / "cache"))
+    cli("init")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(9)
+    for night in range(3):
+        write_random(src / "dump.sql", 8_000_000, rng)
+        cli("snapshot", str(src), "--time", f"2026-04-0{night + 1}T22:00:00+00:00", "-q")
+    expected = restore_digests(cli.repo, str(tmp_path / "expected"))
+    # Leave a little room, then back up more than that: ENOSPC in the middle of the packs.
+    filler = small_disk / "filler"
+    fill(filler)
+    os.truncate(filler, os.path.getsize(filler) - (3 << 20))
+    packs_before = {p.name for p in (small_disk / "repo" / "data").rglob("*") if p.is_file()}
+    write_random(src / "dump.sql", 12_000_000, rng)
+    failed = cli("snapshot", str(src), "-q", check=False)
+    assert failed.code == 13, failed.err
+    assert "forget" in failed.err and "gc" in failed.err
+    leftovers = {p.name for p in (small_disk / "repo").rglob("*") if p.is_file()}
+    assert not [n for n in leftovers if n.startswith(".tmp-")]
+    assert {p.name for p in (small_disk / "repo" / "data").rglob("*") if p.is_file()} == (
+        packs_before
+    )
+    assert restore_digests(cli.repo, str(tmp_path / "r1")) == expected
+    # Now truly full: not one byte free.
+    fill(filler)
+    assert free_bytes(small_disk) == 0
+    assert cli("snapshot", str(src), "-q", check=False).code == 13
+    cli("forget", "--keep-last", "1", "-q")
+    result = cli("gc", "--json").json()
+    assert result["freed_bytes"] >= 14_000_000, result
+    assert free_bytes(small_disk) >= 14_000_000
+    kept = restore_digests(cli.repo, str(tmp_path / "r2"))
+    assert len(kept) == 1 and kept == {k: v for k, v in expected.items() if k in kept}
+    assert cli("check", "--read-data", "--json").json()["ok"]
+    write_random(src / "dump.sql", 4_000_000, rng)
+    cli("snapshot", str(src), "-q")
+    assert cli("check", "--json").json()["ok"]
