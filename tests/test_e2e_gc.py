@@ -195,10 +195,12 @@ def test_sigkill_gc_at_many_points(tmp_path, full_disk):
     assert run.returncode == 0, run.stderr
     total = int(Path(count_file).read_text())
     assert total >= 10, total
-    rounds = [(p, "before") for p in _spread(total, 12)] + [
-        (p, "after") for p in _spread(total, 10)
-    ]
-    assert len(rounds) >= 20
+    # At least 20 points on the common path; the full-disk order differs only in its first
+    # steps (marker, deletes, index), so fewer points cover it.
+    before, after = (7, 5) if full_disk else (12, 10)
+    rounds = [(p, "before") for p in _spread(total, before)]
+    rounds += [(p, "after") for p in _spread(total, after)]
+    assert len(rounds) >= (10 if full_disk else 20)
     with ThreadPoolExecutor(2) as pool:
         failures = pool.map(
             lambda job: _kill_round(h, baseline, tmp_path / f"k{job[0]}{job[1]}", *job, env),
