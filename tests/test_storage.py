@@ -49,7 +49,6 @@ class TestLocal(StorageConformance):
         root.mkdir()
         yield LocalStorage(str(root))
 
-    @pytest.mark.xfail(reason="LocalStorage treats a folder as an object (exists/stat)")
     def test_folder_names_are_not_objects(self, storage: Any) -> None:
         super().test_folder_names_are_not_objects(storage)
 

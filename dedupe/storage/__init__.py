@@ -28,12 +28,17 @@ def open_storage(url: str, *, s3_endpoint: str | None = None, create: bool = Fal
         if create:
             os.makedirs(path, exist_ok=True)
         return LocalStorage(path)
+    # Remote backends are wrapped here, in the one place backends are composed: transient
+    # network failures are retried with backoff, nothing else is.
+    from dedupe.storage.retry import RetryingStorage
+
     if scheme == "sftp":
-        from dedupe.storage.sftp import SFTPStorage  # type: ignore[import-not-found]
+        from dedupe.storage.sftp import SFTPStorage
 
-        return SFTPStorage.from_url(url, create=create)
+        return RetryingStorage(SFTPStorage.from_url(url, create=create))
     if scheme == "s3":
-        from dedupe.storage.s3 import S3Storage  # type: ignore[import-not-found]
+        from dedupe.storage.s3 import S3Storage
 
-        return S3Storage.from_url(url, endpoint=s3_endpoint or os.environ.get("DEDUPE_S3_ENDPOINT"))
+        endpoint = s3_endpoint or os.environ.get("DEDUPE_S3_ENDPOINT")
+        return RetryingStorage(S3Storage.from_url(url, endpoint=endpoint, create=create))
     raise UsageError(f"unsupported repository URL scheme {scheme!r} (use a path, sftp:// or s3://)")

@@ -66,7 +66,8 @@ class Storage(Protocol):
         ...
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose name starts with `prefix` (a folder such as 'data/' or '')."""
+        """Every object in the folder `prefix` and below. `prefix` is '' or a folder name ending
+        in '/' (such as 'data/'); other prefixes are not portable across backends."""
         ...
 
     def stat(self, name: str) -> ObjectInfo:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat as stat_mod
 from collections.abc import Iterator
 
 from dedupe.errors import ObjectExists, ObjectNotFound, OutOfSpace, StorageError
@@ -48,6 +49,8 @@ class LocalStorage:
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
+        if os.path.isdir(path):  # a folder is not an object
+            raise ObjectNotFound(f"not found: reading {name}")
         try:
             with open(path, "rb", buffering=0) as f:
                 if offset:
@@ -143,12 +146,15 @@ class LocalStorage:
 
     def stat(self, name: str) -> ObjectInfo:
         try:
-            return ObjectInfo(name, os.stat(self._path(name)).st_size)
+            st = os.stat(self._path(name))
         except OSError as exc:
             raise _os_error(exc, f"reading {name}") from None
+        if stat_mod.S_ISDIR(st.st_mode):  # a folder is not an object
+            raise ObjectNotFound(f"not found: reading {name}")
+        return ObjectInfo(name, st.st_size)
 
     def exists(self, name: str) -> bool:
-        return os.path.exists(self._path(name))
+        return os.path.isfile(self._path(name))
 
     def free_space(self) -> int | None:
         try:
