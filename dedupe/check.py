@@ -240,7 +240,7 @@ class _Checker:
         if unindexed:
             self.warn(
                 f"{len(unindexed)} pack(s) are named by no index file (left by an interrupted "
-                "snapshot, or their index file is lost; 'dedupe repair index' re-reads them)"
+                "snapshot, or their index file is lost; the index can be rebuilt from headers)"
             )
         with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="check-header") as pool:
             ids = sorted(self.pack_sizes)
@@ -343,7 +343,7 @@ class _Checker:
             if missing & self.header_only_blobs:
                 hint = (
                     f" ({len(missing & self.header_only_blobs)} of them are in unindexed packs: "
-                    "'dedupe repair index' recovers them)"
+                    "the index can be rebuilt from the pack headers)"
                 )
             self.error(f"{len(missing)} blob(s) the snapshots reference are missing{hint}")
 
