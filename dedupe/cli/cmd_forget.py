@@ -88,6 +88,11 @@ def cmd_forget(ctx: Context) -> int:
             gc_result = run_gc(ctx)
         except DedupeError as exc:
             gc_error = exc
+        if gc_result is not None and gc_result.get("damaged_packs"):
+            gc_error = DamageError(
+                f"gc: {len(gc_result['damaged_packs'])} pack(s) could not be read or verified "
+                "and were left alone; run 'dedupe check --read-data'"
+            )
     if ctx.json:
         result: dict[str, Any] = decisions_to_json(decisions) | {"dry_run": bool(args.dry_run)}
         if gc_result is not None:
@@ -168,8 +173,8 @@ def run_gc(ctx: Context) -> dict[str, Any]:
     """The glue to gc (`dedupe.gc`, issue 4), kept in this one function so it can follow that
     module's API: it runs gc on the repository and returns the contract's gc JSON object.
 
-    Assumed API until gc lands: `dedupe.gc.run(repo)` takes its own exclusive lock and returns a
-    dict or a dataclass with at least `freed_bytes`.
+    `dedupe.gc.run(repo)` takes its own exclusive lock (ours is released by then) and returns a
+    `GcResult` dataclass: `freed_bytes`, `stored_bytes_*`, `damaged_packs`, ...
     """
     try:
         gc_module = importlib.import_module("dedupe.gc")
