@@ -17,6 +17,8 @@ at all or seen with everything it references already listed; it never looks dama
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -408,8 +410,8 @@ class _Checker:
 
     def _check_locks_and_leftovers(self) -> None:
         locks, broken = lock_mod.list_locks(self.storage, self.repo.sealer)
-        host = lock_mod.socket.gethostname()
-        now = lock_mod.time.time()
+        host = socket.gethostname()
+        now = time.time()
         for lock in locks:
             if lock.name == self.own_lock:
                 continue

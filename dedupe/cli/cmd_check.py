@@ -18,9 +18,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="verify the repository (with --read-data: decrypt and verify every byte)",
     )
-    p.add_argument(
-        "--read-data", action="store_true", help="read every pack and verify every blob"
-    )
+    p.add_argument("--read-data", action="store_true", help="read every pack and verify every blob")
     p.add_argument(
         "--read-data-subset",
         metavar="N/M|P%",
