@@ -49,6 +49,11 @@ from benchmarks.tools import (
 STEPS = ("init", "first", "second", "rerun", "restore", "forget_gc")
 
 
+def _remove(path: Path) -> None:
+    """``rm -rf``: no Python work per file, which matters on trees of ~50k files."""
+    subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+
+
 def _file_digest(path: Path) -> str:
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     with open(path, "rb") as f:
@@ -108,8 +113,7 @@ def _step(tool: Tool, ws: Workspace, cmds: list[list[str]], cwd: Path | None = N
 
 def run_one(tool: Tool, ws: Workspace, pristine: dict[int, Path], live: Path) -> dict[str, Any]:
     """One repetition of every step for one tool; stops at the first failing step."""
-    if live.exists():
-        shutil.rmtree(live)
+    _remove(live)
     subprocess.run(["cp", "-a", str(pristine[0]), str(live)], check=True)
     record: dict[str, Any] = {"tool": tool.name, "steps": {}}
     plan: list[tuple[str, list[list[str]], Path | None]] = [
@@ -138,7 +142,7 @@ def run_one(tool: Tool, ws: Workspace, pristine: dict[int, Path], live: Path) ->
             break
         if step == "restore":
             record["restore_check"] = _verify_restore(ws.restore, live)
-            shutil.rmtree(ws.restore)  # the restored copy is not needed for gc; free the disk
+            _remove(ws.restore)  # the restored copy is not needed for gc; free the disk
     return record
 
 
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         order = tools[rep % max(1, len(tools)):] + tools[:rep % max(1, len(tools))]
         for tool in order:
             ws_root = args.workdir / "runs" / f"{tool.name}-rep{rep}"
-            shutil.rmtree(ws_root, ignore_errors=True)
+            _remove(ws_root)
             print(f"rep {rep + 1}/{args.reps}: {tool.name} ...", flush=True)
             load = os.getloadavg()
             rec = run_one(tool, Workspace(ws_root), pristine, live)
@@ -252,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             brief = ", ".join(f"{s} {v['wall_s']:.2f}s" for s, v in rec["steps"].items())
             print(f"  {brief}" + (f"\n  ERROR {rec['error']}" if "error" in rec else ""),
                   flush=True)
-            shutil.rmtree(ws_root, ignore_errors=True)
+            _remove(ws_root)
             _write_json(args.out, result)  # partial results survive an interrupted run
-    shutil.rmtree(live.parent, ignore_errors=True)
+    _remove(live.parent)
     if not args.keep_corpus:
-        shutil.rmtree(args.workdir / "corpus", ignore_errors=True)
+        _remove(args.workdir / "corpus")
 
     result["environment"]["loadavg_end"] = os.getloadavg()
     env = result["environment"]
