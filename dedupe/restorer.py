@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from dedupe.errors import DamageError, DedupeError, FormatError
 from dedupe.model.tree import DIR, FILE, Node, valid_name
 from dedupe.repo.repository import Repository
-from dedupe.treewalk import load_tree
+from dedupe.treewalk import count_entries, load_tree
 
 Progress = Callable[[int], None]
 
 PREFETCH_BYTES = 64 << 20
 MAX_DEPTH = 400
-MAX_STEPS = 50_000_000
 
 
 @dataclass
@@ -60,16 +59,16 @@ def _selected(path: tuple[bytes, ...], includes: list[tuple[bytes, ...]]) -> tup
     return False, False
 
 
-def plan(repo: Repository, root: bytes, includes: list[bytes]) -> list[_Step]:
-    """Walk the snapshot's trees (in order) and list what to create."""
+def plan(repo: Repository, root: bytes, includes: list[bytes]) -> Iterator[_Step]:
+    """Walk the snapshot's trees (in order) and yield what to create, lazily: memory stays
+    bounded however many files the snapshot holds."""
     inc_parts = [tuple(p for p in inc.split(b"/") if p) for inc in includes]
-    steps: list[_Step] = []
+    # Refuses before any work if a few hostile trees name each other into an explosion.
+    count_entries(repo, root)
 
-    def walk(tree_id: bytes, prefix: tuple[bytes, ...], depth: int) -> None:
-        # A tree that contains itself, or a few trees that name each other many times over,
-        # must fail instead of recursing or multiplying without end.
-        if depth > MAX_DEPTH or len(steps) > MAX_STEPS:
-            raise FormatError("snapshot trees nest implausibly (hostile or damaged)")
+    def walk(tree_id: bytes, prefix: tuple[bytes, ...], depth: int) -> Iterator[_Step]:
+        if depth > MAX_DEPTH:
+            raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
         for node in load_tree(repo, tree_id):
             if not valid_name(node.name):  # decode_tree checks too; never trust one layer
                 raise FormatError(f"invalid name {node.name!r} in snapshot")
@@ -77,14 +76,69 @@ def plan(repo: Repository, root: bytes, includes: list[bytes]) -> list[_Step]:
             take, descend = _selected(path, inc_parts)
             if node.type == DIR:
                 if take or descend:
-                    steps.append(_Step("dir", path, node))
-                    walk(node.subtree, path, depth + 1)  # type: ignore[arg-type]
-                    steps.append(_Step("dir_done", path, node))
+                    yield _Step("dir", path, node)
+                    yield from walk(node.subtree, path, depth + 1)  # type: ignore[arg-type]
+                    yield _Step("dir_done", path, node)
             elif take:
-                steps.append(_Step("file" if node.type == FILE else "symlink", path, node))
+                yield _Step("file" if node.type == FILE else "symlink", path, node)
 
-    walk(root, (), 0)
-    return steps
+    return walk(root, (), 0)
+
+
+class _Lookahead:
+    """Steps in order, with the blobs of upcoming files already being read and decrypted by
+    the pool: at most PREFETCH_BYTES of content and MAX_PENDING steps ahead of the writer."""
+
+    MAX_PENDING = 10_000
+
+    def __init__(self, steps: Iterator[_Step], pool: ThreadPoolExecutor, repo: Repository) -> None:
+        self._steps = steps
+        self._pool = pool
+        self._repo = repo
+        self._pending: deque[_Step] = deque()
+        self._futures: deque[tuple[Future, int]] = deque()
+        self._ahead = 0
+        self._done = False
+
+    def _fill(self) -> None:
+        while (
+            not self._done
+            and self._ahead < PREFETCH_BYTES
+            and len(self._pending) < self.MAX_PENDING
+        ):
+            step = next(self._steps, None)
+            if step is None:
+                self._done = True
+                return
+            self._pending.append(step)
+            if step.kind == "file":
+                for blob_id in step.node.content:
+                    loc = self._repo.index.lookup(blob_id)
+                    size = loc.raw_length if loc is not None else 0
+                    self._futures.append((self._pool.submit(self._repo.read_blob, blob_id), size))
+                    self._ahead += size
+
+    def __iter__(self) -> Iterator[_Step]:
+        while True:
+            if not self._pending:
+                self._fill()
+                if not self._pending:
+                    return
+            yield self._pending.popleft()
+            if self._ahead < PREFETCH_BYTES // 2:
+                self._fill()
+
+    def next_blob(self) -> bytes:
+        """The next blob in order (the writer takes exactly a file's count of them)."""
+        if not self._futures:
+            self._fill()
+        future, size = self._futures.popleft()
+        self._ahead -= size
+        return future.result()
+
+    def cancel(self) -> None:
+        for future, _size in self._futures:
+            future.cancel()
 
 
 class Restorer:
@@ -112,9 +166,9 @@ class Restorer:
         top = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY)
         fds: list[int] = [top]
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-            blobs = self._prefetch(pool, steps)
+            ahead = _Lookahead(steps, pool, self.repo)
             try:
-                for step in steps:
+                for step in ahead:
                     if step.kind == "dir":
                         fds.append(self._enter_dir(fds[-1], step))
                     elif step.kind == "dir_done":
@@ -123,41 +177,14 @@ class Restorer:
                         os.close(fd)
                         self.stats.dirs += 1
                     elif step.kind == "file":
-                        self._write_file(fds[-1], step, blobs)
+                        self._write_file(fds[-1], step, ahead)
                     else:
                         self._make_symlink(fds[-1], step)
             finally:
                 for fd in reversed(fds):
                     os.close(fd)
-                blobs.close()
+                ahead.cancel()
         return self.stats
-
-    # --- content prefetch ------------------------------------------------------------------
-
-    def _prefetch(self, pool: ThreadPoolExecutor, steps: list[_Step]) -> Iterator[bytes]:
-        """Yield every file's blobs in order, decoded by the pool ahead of the writer."""
-        read = self.repo.read_blob
-        locate = self.repo.locate
-
-        def generator() -> Iterator[bytes]:
-            window: deque[tuple[Future, int]] = deque()
-            ahead = 0
-            for step in steps:
-                if step.kind != "file":
-                    continue
-                for blob_id in step.node.content:
-                    size = locate(blob_id).raw_length if blob_id in self.repo.index else 0
-                    while window and ahead + size > PREFETCH_BYTES:
-                        fut, fsize = window.popleft()
-                        ahead -= fsize
-                        yield fut.result()
-                    window.append((pool.submit(read, blob_id), size))
-                    ahead += size
-            while window:
-                fut, _ = window.popleft()
-                yield fut.result()
-
-        return generator()
 
     # --- creating things -------------------------------------------------------------------
 
@@ -180,7 +207,7 @@ class Restorer:
                 ) from None
             raise DedupeError(f"cannot create {self._display(step)}: {exc.strerror}") from None
 
-    def _write_file(self, parent: int, step: _Step, blobs: Iterator[bytes]) -> None:
+    def _write_file(self, parent: int, step: _Step, ahead: _Lookahead) -> None:
         node = step.node
         name = node.name
         try:
@@ -203,7 +230,7 @@ class Restorer:
         try:
             for _ in node.content:
                 try:
-                    data = next(blobs)
+                    data = ahead.next_blob()
                 except DamageError as exc:
                     raise DamageError(f"cannot restore {self._display(step)}: {exc}") from None
                 view = memoryview(data)

@@ -10,6 +10,8 @@ from dedupe.model.tree import DIR, Node, decode_tree
 from dedupe.repo.repository import Repository
 
 MAX_DEPTH = 400
+# Far beyond any real snapshot, far below what a few hostile trees naming each other expand to.
+MAX_ENTRIES = 200_000_000
 
 
 def load_tree(repo: Repository, tree_id: bytes) -> list[Node]:
@@ -27,6 +29,35 @@ def walk(
         yield path, node
         if node.type == DIR and node.subtree is not None:
             yield from walk(repo, node.subtree, path, depth + 1)
+
+
+def count_entries(repo: Repository, root: bytes, limit: int = MAX_ENTRIES) -> int:
+    """How many entries the snapshot expands to, computed with each tree loaded once.
+
+    Folders shared by several places (honest: identical or empty folders) are counted once per
+    place, as a restore creates them; the count refuses (FormatError) before it passes `limit`,
+    so trees that name each other exponentially fail fast instead of running for hours.
+    """
+    sizes: dict[bytes, int] = {}
+
+    def size(tree_id: bytes, depth: int) -> int:
+        if tree_id in sizes:
+            return sizes[tree_id]
+        if depth > MAX_DEPTH:
+            raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
+        total = 0
+        for node in load_tree(repo, tree_id):
+            total += 1
+            if node.type == DIR and node.subtree is not None:
+                total += size(node.subtree, depth + 1)
+            if total > limit:
+                raise FormatError(
+                    f"the snapshot expands to more than {limit} entries (hostile or damaged)"
+                )
+        sizes[tree_id] = total
+        return total
+
+    return size(root, 0)
 
 
 def split_path(path: str | bytes) -> list[bytes]:

@@ -208,11 +208,6 @@ def test_tree_that_names_itself(sandbox):
     assert "does not match its id" in result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restorer.plan expands shared subtrees per occurrence (cap: 50M steps), so 40 small "
-    "trees give 2**40 paths: restore runs for hours and grows toward GBs; reported, not fixed here",
-)
 def test_trees_naming_each_other_exponentially(sandbox):
     cli, eve, target, outside = sandbox
     before = snapshot_of_folder(outside)

@@ -95,6 +95,7 @@ def cmd_snapshots(ctx: Context) -> int:
 def cmd_ls(ctx: Context) -> int:
     repo = ctx.repo()
     snap = snapshots.resolve(repo, ctx.args.snapshot)
+    treewalk.count_entries(repo, snap.tree)  # refuse exploding (hostile) trees up front
     base, node = treewalk.find(repo, snap.tree, ctx.args.path)
     if node is None:
         entries = treewalk.walk(repo, snap.tree)
@@ -194,6 +195,8 @@ def cmd_diff(ctx: Context) -> int:
     repo = ctx.repo()
     first = snapshots.resolve(repo, ctx.args.first)
     second = snapshots.resolve(repo, ctx.args.second)
+    for snap in (first, second):
+        treewalk.count_entries(repo, snap.tree)  # refuse exploding (hostile) trees up front
     changes = list(treewalk.diff(repo, first.tree, second.tree))
     if ctx.json:
         kinds = {"+": "added", "-": "removed", "M": "changed"}
