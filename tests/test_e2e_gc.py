@@ -72,8 +72,12 @@ def write_random(path: Path, size: int, rng: random.Random) -> None:
     path.write_bytes(rng.randbytes(size))
 
 
-def make_history(tmp_path: Path, files: int = 24, size: int = 90_000) -> History:
-    """Four nightly snapshots of a changing folder; forget keeps the last two."""
+def make_history(
+    tmp_path: Path, files: int = 24, size: int = 90_000, change_all: bool = False
+) -> History:
+    """Four nightly snapshots of a changing folder; forget keeps the last two. With
+    `change_all`, every file changes every night, so the forgotten nights' packs are wholly
+    garbage (otherwise packs mix live and dead blobs at random)."""
     cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
     cli("init")
     shrink_packs(cli.repo)
@@ -84,7 +88,8 @@ def make_history(tmp_path: Path, files: int = 24, size: int = 90_000) -> History
         write_random(src / f"f{i:03d}", size, rng)
     for night in range(4):
         if night:
-            for i in rng.sample(range(files), files // 3):  # a third of the files change
+            changed = files if change_all else files // 3  # a third of the files change
+            for i in rng.sample(range(files), changed):
                 write_random(src / f"f{i:03d}", size, rng)
         cli("snapshot", str(src), "--time", f"2026-03-0{night + 2}T22:00:00+00:00", "-q")
     before = repo_size(cli.repo)
@@ -178,7 +183,7 @@ def test_sigkill_gc_at_many_points(tmp_path, full_disk):
     """Kill gc right before and right after mutating storage calls spread over the whole run
     (including the lock, marker, index and pack writes and every delete); each time every kept
     snapshot restores, check --read-data passes, and gc run again finishes the job."""
-    h = make_history(tmp_path)
+    h = make_history(tmp_path, files=12, change_all=full_disk)
     baseline = str(tmp_path / "baseline")
     shutil.copytree(h.repo, baseline)
     env = {"GC_TEST_FREE": "0"} if full_disk else {}
