@@ -267,3 +267,22 @@ def test_usage_errors_do_not_trace(cli, tmp_path):
         result = cli(*args, check=False)
         assert result.code in (1, 2), (args, result.code, result.err)
         assert "Traceback" not in result.err
+
+
+def test_damaged_index_file_is_skipped_with_a_warning(cli, tmp_path):
+    src = tmp_path / "src"
+    make_tree(str(src))
+    cli("snapshot", str(src))
+    index_dir = os.path.join(cli.repo, "index")
+    (name,) = os.listdir(index_dir)
+    with open(os.path.join(index_dir, name), "r+b") as f:
+        f.seek(30)
+        byte = f.read(1)
+        f.seek(30)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    again = cli("snapshot", str(src), "--json")
+    assert "warning" in again.err and "check" in again.err
+    target = tmp_path / "t"
+    cli("restore", again.json()["id"], "--target", str(target))
+    assert_same_tree(str(src), str(target) + str(src))
+    assert cli("check", check=False).code == 14

@@ -83,6 +83,10 @@ class Context:
             self._repo = Repository.open(self.storage(), password.source())
         return self._repo
 
+    def index_problems(self) -> list[str]:
+        """Index files the repository skipped as damaged (reported after the command)."""
+        return list(self._repo.index_errors) if self._repo is not None else []
+
     def close(self) -> None:
         if self._storage is not None:
             self._storage.close()

@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ctx = Context(args)
     try:
-        return args.handler(ctx)
+        code = args.handler(ctx)
+        for problem in ctx.index_problems():
+            print(f"warning: {problem}; run 'dedupe check'", file=sys.stderr)
+        return code
     except OutOfSpace as exc:
         print(f"dedupe: {exc}", file=sys.stderr)
         print(

@@ -75,6 +75,7 @@ class Repository:
         self.blobs = BlobCodec(self.sealer, self.hash, level)
         self._index: ChunkIndex | None = None
         self.index_names: list[str] = []
+        self.index_errors: list[str] = []
 
     # --- creation and unlocking ------------------------------------------------------------
 
@@ -166,11 +167,18 @@ class Repository:
     def load_index(self) -> ChunkIndex:
         """Read every index file. Superseded files (left by an interrupted gc) are skipped."""
         files = {}
+        self.index_errors = []
         for info in self.storage.list("index/"):
             name = info.name.split("/")[-1]
             try:
                 files[name] = decode_index(self.storage.get(info.name), self.sealer, name)
             except ObjectNotFound:
+                continue
+            except DamageError as exc:
+                # One damaged index file must not lock users out of everything else: its blobs
+                # look absent (a snapshot stores them again; a restore needing them fails
+                # loudly) and `check` reports it as damage.
+                self.index_errors.append(str(exc))
                 continue
         superseded = {s for f in files.values() for s in f.supersedes}
         present: set[bytes | None] | None = None
