@@ -107,7 +107,7 @@ def run(
     """`run_gc` under the exclusive lock (a dry run takes none: it changes nothing)."""
     if dry_run:
         return run_gc(repo, max_unused, dry_run, progress)
-    with repo.lock(exclusive=True):
+    with repo.lock(exclusive=True, frees_space=True):
         return run_gc(repo, max_unused, dry_run, progress)
 
 

@@ -309,6 +309,9 @@ def test_full_disk_snapshot_exits_13_then_forget_and_gc_free_space(tmp_path, sma
     fill(filler)
     assert free_bytes(small_disk) == 0
     assert cli("snapshot", str(src), "-q", check=False).code == 13
+    # hold frees nothing, so it must not spend the reserve that forget and gc need.
+    assert cli("hold", "latest", "--reason", "audit", check=False).code == 13
+    assert (small_disk / "repo" / "reserve").exists()
     cli("forget", "--keep-last", "1", "-q")
     result = cli("gc", "--json").json()
     assert result["freed_bytes"] >= 14_000_000, result

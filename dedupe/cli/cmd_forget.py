@@ -73,7 +73,7 @@ def cmd_forget(ctx: Context) -> int:
         decisions = _decide(repo, policy, damaged)
         removed: list[Decision] = []
     else:
-        with repo.lock(exclusive=True):
+        with repo.lock(exclusive=True, frees_space=True):
             decisions = _decide(repo, policy, damaged)
             removed = _delete_removed(repo, decisions)
     gc_result: dict[str, Any] | None = None

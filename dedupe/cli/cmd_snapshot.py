@@ -9,7 +9,7 @@ import socket
 import sys
 from datetime import datetime
 
-from dedupe import snapshots
+from dedupe import snapshots, space
 from dedupe.archiver import Archiver
 from dedupe.cli.context import Context, human_bytes
 from dedupe.errors import DedupeError, PartialSnapshot, UsageError
@@ -74,6 +74,7 @@ def cmd_snapshot(ctx: Context) -> int:
     repo = ctx.repo()
     with repo.lock(exclusive=False):
         _ = repo.index  # load before the clock starts on data
+        space.warn_if_low_space(repo, paths, stdin_mode, ctx.warn)
         cache_folder = os.path.join(default_cache_dir(), repo.settings.repo_id.hex())
         files_cache = None if stdin_mode else FilesCache(cache_folder, repo.hash)
         if files_cache is not None:

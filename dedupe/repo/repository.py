@@ -147,12 +147,14 @@ class Repository:
 
     # --- locks -------------------------------------------------------------------------------
 
-    def lock(self, exclusive: bool, wait: float = 0.0) -> lock_mod.Lock:
+    def lock(self, exclusive: bool, wait: float = 0.0, frees_space: bool = False) -> lock_mod.Lock:
+        """Take a lock. `frees_space` (forget, gc) may spend the reserve on a full disk."""
         try:
             return lock_mod.acquire(self.storage, self.sealer, exclusive, wait)
         except OutOfSpace:
-            # Only maintenance (exclusive) may spend the reserve: it is about to free space.
-            if not exclusive or not reserve.release(self.storage):
+            # Only commands about to free space may spend the reserve; `hold` spending it
+            # would leave forget and gc unable to take their lock on a full disk.
+            if not (exclusive and frees_space) or not reserve.release(self.storage):
                 raise
             return lock_mod.acquire(self.storage, self.sealer, exclusive, wait)
 

@@ -22,7 +22,7 @@ TEMP_PREFIX = ".tmp-"
 def _os_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutOfSpace(f"out of disk space while {what}")
-    if exc.errno == errno.ENOENT:
+    if exc.errno in (errno.ENOENT, errno.EISDIR):  # a folder is not an object
         return ObjectNotFound(f"not found: {what}")
     return StorageError(f"{what}: {exc.strerror or exc}")
 
@@ -49,8 +49,6 @@ class LocalStorage:
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
-        if os.path.isdir(path):  # a folder is not an object
-            raise ObjectNotFound(f"not found: reading {name}")
         try:
             with open(path, "rb", buffering=0) as f:
                 if offset:
