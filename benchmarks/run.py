@@ -89,14 +89,17 @@ def sync_tree(src: Path, dst: Path) -> None:
                 (dst / rel).unlink()
 
 
+def _file_count(root: Path) -> int:
+    return sum(len(names) for _, _, names in os.walk(root))
+
+
 def _verify_restore(restored_root: Path, source: Path) -> dict[str, Any]:
     """The dump must match byte for byte; file count and total bytes must match too."""
     inner = restored_root / str(source).lstrip("/")
     dump = inner / DUMP_NAME
     result: dict[str, Any] = {"dump_equal": dump.exists()
                               and _file_digest(dump) == _file_digest(source / DUMP_NAME)}
-    count = lambda root: sum(len(n) for _, _, n in os.walk(root))  # noqa: E731
-    result["files_equal"] = count(inner) == count(source)
+    result["files_equal"] = _file_count(inner) == _file_count(source)
     result["bytes_equal"] = dir_usage(inner)[1] == dir_usage(source)[1]
     result["ok"] = all(result.values())
     return result
