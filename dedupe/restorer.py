@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from dedupe.errors import DamageError, DedupeError, FormatError
 from dedupe.model.tree import DIR, FILE, Node, valid_name
+from dedupe.repo.index import Location
 from dedupe.repo.repository import Repository
 from dedupe.treewalk import count_entries, load_tree
 
@@ -87,9 +88,16 @@ def plan(repo: Repository, root: bytes, includes: list[bytes]) -> Iterator[_Step
 
 class _Lookahead:
     """Steps in order, with the blobs of upcoming files already being read and decrypted by
-    the pool: at most PREFETCH_BYTES of content and MAX_PENDING steps ahead of the writer."""
+    the pool: at most PREFETCH_BYTES of content and MAX_PENDING steps ahead of the writer.
+
+    Blobs that follow each other in one pack (small files written together, a large file's
+    chunks) are read as one run: one storage request and one task for many blobs.
+    """
 
     MAX_PENDING = 10_000
+    RUN_GAP = 256 * 1024
+    RUN_BYTES = 8 << 20
+    RUN_BLOBS = 128
 
     def __init__(self, steps: Iterator[_Step], pool: ThreadPoolExecutor, repo: Repository) -> None:
         self._steps = steps
@@ -97,26 +105,50 @@ class _Lookahead:
         self._repo = repo
         self._pending: deque[_Step] = deque()
         self._futures: deque[tuple[Future, int]] = deque()
+        self._ready: deque[bytes | DamageError] = deque()
+        self._run: list[tuple[bytes, Location]] = []
+        self._run_bytes = 0
         self._ahead = 0
         self._done = False
 
+    def _flush_run(self) -> None:
+        if self._run:
+            run, size = self._run, self._run_bytes
+            self._run, self._run_bytes = [], 0
+            self._futures.append((self._pool.submit(self._repo.read_blob_run, run), size))
+
+    def _add_blob(self, blob_id: bytes) -> None:
+        loc = self._repo.index.lookup(blob_id)
+        if loc is None:
+            self._flush_run()
+            self._futures.append((self._pool.submit(self._repo._read_one, blob_id), 0))
+            return
+        if self._run:
+            last = self._run[-1][1]
+            end = last.offset + last.length
+            if (
+                loc.pack_id != last.pack_id
+                or not 0 <= loc.offset - end <= self.RUN_GAP
+                or self._run_bytes >= self.RUN_BYTES
+                or len(self._run) >= self.RUN_BLOBS
+            ):
+                self._flush_run()
+        self._run.append((blob_id, loc))
+        self._run_bytes += loc.raw_length
+        self._ahead += loc.raw_length
+
     def _fill(self) -> None:
-        while (
-            not self._done
-            and self._ahead < PREFETCH_BYTES
-            and len(self._pending) < self.MAX_PENDING
-        ):
+        limit = self.MAX_PENDING
+        while not self._done and self._ahead < PREFETCH_BYTES and len(self._pending) < limit:
             step = next(self._steps, None)
             if step is None:
                 self._done = True
-                return
+                break
             self._pending.append(step)
             if step.kind == "file":
                 for blob_id in step.node.content:
-                    loc = self._repo.index.lookup(blob_id)
-                    size = loc.raw_length if loc is not None else 0
-                    self._futures.append((self._pool.submit(self._repo.read_blob, blob_id), size))
-                    self._ahead += size
+                    self._add_blob(blob_id)
+        self._flush_run()
 
     def __iter__(self) -> Iterator[_Step]:
         while True:
@@ -130,11 +162,17 @@ class _Lookahead:
 
     def next_blob(self) -> bytes:
         """The next blob in order (the writer takes exactly a file's count of them)."""
-        if not self._futures:
-            self._fill()
-        future, size = self._futures.popleft()
-        self._ahead -= size
-        return future.result()
+        while not self._ready:
+            if not self._futures:
+                self._fill()
+            future, size = self._futures.popleft()
+            self._ahead -= size
+            result = future.result()
+            self._ready.extend(result if isinstance(result, list) else [result])
+        item = self._ready.popleft()
+        if isinstance(item, DamageError):
+            raise item
+        return item
 
     def cancel(self) -> None:
         for future, _size in self._futures:
@@ -159,8 +197,18 @@ class Restorer:
         self.warn = warn
         self.stats = RestoreStats()
         self._is_root = os.geteuid() == 0
+        self._owner = (os.geteuid(), os.getegid())
+        self._dirs_needing_chmod: set[int] = set()
 
     def restore(self, root: bytes, includes: list[bytes] = ()) -> RestoreStats:
+        # Files are created with their final permission bits: the umask must not alter them.
+        old_umask = os.umask(0)
+        try:
+            return self._restore(root, includes)
+        finally:
+            os.umask(old_umask)
+
+    def _restore(self, root: bytes, includes: list[bytes]) -> RestoreStats:
         steps = plan(self.repo, root, list(includes))
         os.makedirs(self.target, exist_ok=True)
         top = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY)
@@ -193,12 +241,17 @@ class Restorer:
 
     def _enter_dir(self, parent: int, step: _Step) -> int:
         name = step.node.name
+        created = True
         try:
-            os.mkdir(name, 0o700, dir_fd=parent)
+            # Writable for us while its contents are restored; the exact mode comes at the end.
+            os.mkdir(name, (step.node.mode & 0o777) | 0o700, dir_fd=parent)
         except FileExistsError:
-            pass
+            created = False
         try:
-            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            if not created or (step.node.mode & 0o700) != 0o700:
+                self._dirs_needing_chmod.add(fd)
+            return fd
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise DamageError(
@@ -207,25 +260,34 @@ class Restorer:
                 ) from None
             raise DedupeError(f"cannot create {self._display(step)}: {exc.strerror}") from None
 
+    def _create_file(self, parent: int, step: _Step) -> int:
+        """Create the file exclusively; whatever was there (a file, a symlink) is removed
+        first and never written through."""
+        name = step.node.name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        # Created with its final permissions (the umask is cleared during a restore), so no
+        # fchmod is needed for ordinary modes; the creator's descriptor is writable anyway.
+        mode = step.node.mode & 0o777
+        for _attempt in range(2):
+            try:
+                return os.open(name, flags, mode, dir_fd=parent)
+            except FileExistsError:
+                try:
+                    os.unlink(name, dir_fd=parent)
+                except IsADirectoryError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EISDIR:
+                        break
+                    raise DedupeError(
+                        f"cannot restore {self._display(step)}: {exc.strerror}"
+                    ) from None
+        raise DedupeError(f"cannot restore file {self._display(step)}: a folder is there")
+
     def _write_file(self, parent: int, step: _Step, ahead: _Lookahead) -> None:
         node = step.node
         name = node.name
-        try:
-            os.unlink(name, dir_fd=parent)  # replace whatever is there; never write through it
-        except FileNotFoundError:
-            pass
-        except IsADirectoryError:
-            raise DedupeError(
-                f"cannot restore file {self._display(step)}: a folder is there"
-            ) from None
-        except OSError as exc:
-            if exc.errno != errno.EISDIR:
-                raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
-            raise DedupeError(
-                f"cannot restore file {self._display(step)}: a folder is there"
-            ) from None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        fd = os.open(name, flags, 0o600, dir_fd=parent)
+        fd = self._create_file(parent, step)
         written = 0
         try:
             for _ in node.content:
@@ -279,10 +341,15 @@ class Restorer:
         self.stats.symlinks += 1
 
     def _set_meta(self, fd: int, node: Node, is_dir: bool) -> None:
-        if self._is_root:
+        # Only the calls that change something: on a slow file system each one costs.
+        if self._is_root and (node.uid, node.gid) != self._owner:
             try:
                 os.fchown(fd, node.uid, node.gid)
             except OSError as exc:
                 self.warn(f"cannot set owner of {os.fsdecode(node.name)}: {exc.strerror}")
-        os.fchmod(fd, node.mode)
+        chown_done = self._is_root and (node.uid, node.gid) != self._owner
+        needs = is_dir and fd in self._dirs_needing_chmod
+        if node.mode & ~0o777 or chown_done or needs:
+            os.fchmod(fd, node.mode)  # chown clears set-id bits; special bits need fchmod
+        self._dirs_needing_chmod.discard(fd)
         os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))

@@ -240,6 +240,38 @@ class Repository:
             raise
         return self.blobs.decode(sealed, blob_id, loc.raw_length)
 
+    def read_blob_run(self, run: list[tuple[bytes, Location]]) -> list[bytes | DamageError]:
+        """Blobs that lie close together in one pack, read with one request and verified one
+        by one. Each result is the plaintext or the DamageError for that blob alone, so a
+        damaged blob never fails its neighbours (which may belong to other files)."""
+        first = run[0][1]
+        start = first.offset
+        end = max(loc.offset + loc.length for _, loc in run)
+        try:
+            span = self.storage.get(pack_name(first.pack_id), start, end - start)
+        except ObjectNotFound:
+            return [DamageError(f"pack {first.pack_id.hex()[:16]} is missing")] * len(run)
+        except DedupeError as exc:
+            if "short read" not in str(exc):
+                raise
+            # Truncated pack: fall back to reading blob by blob, so the intact ones survive.
+            return [self._read_one(blob_id) for blob_id, _loc in run]
+        view = memoryview(span)
+        out: list[bytes | DamageError] = []
+        for blob_id, loc in run:
+            piece = view[loc.offset - start : loc.offset - start + loc.length]
+            try:
+                out.append(self.blobs.decode(piece, blob_id, loc.raw_length))
+            except DamageError as exc:
+                out.append(exc)
+        return out
+
+    def _read_one(self, blob_id: bytes) -> bytes | DamageError:
+        try:
+            return self.read_blob(blob_id)
+        except DamageError as exc:
+            return exc
+
     # --- snapshot manifests (sealed bytes; structure in dedupe.model.snapshot) --------------
 
     def snapshot_names(self) -> list[str]:
