@@ -106,6 +106,7 @@ class _Lookahead:
         self._pending: deque[_Step] = deque()
         self._futures: deque[tuple[Future, int]] = deque()
         self._ready: deque[bytes | DamageError] = deque()
+        self._blob_queue: deque[bytes] = deque()
         self._run: list[tuple[bytes, Location]] = []
         self._run_bytes = 0
         self._ahead = 0
@@ -138,16 +139,22 @@ class _Lookahead:
         self._ahead += loc.raw_length
 
     def _fill(self) -> None:
+        # Blob by blob, not file by file: a 1 GiB dump must not be decoded all at once.
         limit = self.MAX_PENDING
-        while not self._done and self._ahead < PREFETCH_BYTES and len(self._pending) < limit:
+        queue = self._blob_queue
+        while self._ahead < PREFETCH_BYTES:
+            if queue:
+                self._add_blob(queue.popleft())
+                continue
+            if self._done or len(self._pending) >= limit:
+                break
             step = next(self._steps, None)
             if step is None:
                 self._done = True
                 break
             self._pending.append(step)
             if step.kind == "file":
-                for blob_id in step.node.content:
-                    self._add_blob(blob_id)
+                queue.extend(step.node.content)
         self._flush_run()
 
     def __iter__(self) -> Iterator[_Step]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from dedupe.errors import FormatError, UsageError
@@ -14,8 +16,47 @@ MAX_DEPTH = 400
 MAX_ENTRIES = 200_000_000
 
 
+class TreeCache:
+    """Recently decoded trees, bounded by their total number of entries.
+
+    A restore walks the trees twice (count, then create) and ls/diff/gc revisit shared
+    folders; decoding each tree once saves a read, a decryption and a decode per visit.
+    """
+
+    def __init__(self, max_entries: int = 2_000_000) -> None:
+        self.max_entries = max_entries
+        self._trees: OrderedDict[bytes, list[Node]] = OrderedDict()
+        self._entries = 0
+
+    def get(self, tree_id: bytes) -> list[Node] | None:
+        nodes = self._trees.get(tree_id)
+        if nodes is not None:
+            self._trees.move_to_end(tree_id)
+        return nodes
+
+    def put(self, tree_id: bytes, nodes: list[Node]) -> None:
+        if tree_id in self._trees:
+            return
+        self._trees[tree_id] = nodes
+        self._entries += len(nodes) + 1
+        while self._entries > self.max_entries and self._trees:
+            _old_id, old = self._trees.popitem(last=False)
+            self._entries -= len(old) + 1
+
+
+_caches: weakref.WeakKeyDictionary[Repository, TreeCache] = weakref.WeakKeyDictionary()
+
+
 def load_tree(repo: Repository, tree_id: bytes) -> list[Node]:
-    return decode_tree(repo.read_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+    """The decoded tree (from the repository's tree cache when it was decoded recently)."""
+    cache = _caches.get(repo)
+    if cache is None:
+        cache = _caches[repo] = TreeCache()
+    nodes = cache.get(tree_id)
+    if nodes is None:
+        nodes = decode_tree(repo.read_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+        cache.put(tree_id, nodes)
+    return nodes
 
 
 def walk(

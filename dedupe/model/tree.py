@@ -68,41 +68,52 @@ def encode_tree(nodes: list[Node]) -> bytes:
     return codec.pack({"v": codec.FORMAT_VERSION, "e": [n.to_map() for n in ordered]})
 
 
+def _int(value: object, low: int, high: int) -> bool:
+    return type(value) is int and low <= value < high  # type() excludes bool on purpose
+
+
 def _node_from_map(item: object, what: str) -> Node:
-    if not isinstance(item, dict):
+    """One validated entry. Written with direct checks, not `codec.field`: restores and gc
+    decode every entry of every tree, so this is a hot path."""
+    if type(item) is not dict:
         raise FormatError(f"{what}: malformed entry")
-    name = codec.field(item, "n", bytes, what)
+    get = item.get
+    name, kind, mode = get("n"), get("t"), get("m")
+    mtime_ns, uid, gid = get("mt"), get("u"), get("g")
+    user, group = get("un"), get("gn")
+    # Restore hands these to utime/chown: out of the kernel's ranges they would raise there.
+    if not (
+        type(name) is bytes
+        and type(kind) is str
+        and _int(mode, 0, 2**32)
+        and _int(mtime_ns, -(2**63), 2**63)
+        and _int(uid, 0, 2**32)
+        and _int(gid, 0, 2**32)
+        and (user is None or type(user) is str)
+        and (group is None or type(group) is str)
+    ):
+        raise FormatError(f"{what}: malformed entry, or time or owner out of range")
     if not valid_name(name):
         raise FormatError(f"{what}: invalid file name {name!r}")
-    kind = codec.field(item, "t", str, what)
-    mtime_ns = codec.field(item, "mt", int, what)
-    uid, gid = codec.field(item, "u", int, what), codec.field(item, "g", int, what)
-    # Restore hands these to utime/chown: out of the kernel's ranges they would raise there.
-    if not (-(2**63) <= mtime_ns < 2**63 and 0 <= uid < 2**32 and 0 <= gid < 2**32):
-        raise FormatError(f"{what}: time or owner out of range")
-    common = dict(
-        name=name,
-        type=kind,
-        mode=codec.field(item, "m", int, what) & 0o7777,
-        mtime_ns=mtime_ns,
-        uid=uid,
-        gid=gid,
-        user=codec.opt_field(item, "un", str, what),
-        group=codec.opt_field(item, "gn", str, what),
-    )
+    mode &= 0o7777
     if kind == FILE:
-        size = codec.field(item, "s", int, what)
-        content = tuple(codec.blob_id(c, what) for c in codec.field(item, "c", list, what))
-        if not 0 <= size < 2**63:
-            raise FormatError(f"{what}: size out of range")
-        return Node(**common, size=size, content=content)
+        size, content = get("s"), get("c")
+        if not _int(size, 0, 2**63) or type(content) is not list:
+            raise FormatError(f"{what}: malformed file entry or size out of range")
+        for blob in content:
+            if type(blob) is not bytes or len(blob) != 32:
+                raise FormatError(f"{what}: invalid id")
+        return Node(name, kind, mode, mtime_ns, uid, gid, user, group, size, tuple(content))
     if kind == DIR:
-        return Node(**common, subtree=codec.blob_id(codec.field(item, "st", bytes, what), what))
+        subtree = get("st")
+        if type(subtree) is not bytes or len(subtree) != 32:
+            raise FormatError(f"{what}: invalid id")
+        return Node(name, kind, mode, mtime_ns, uid, gid, user, group, subtree=subtree)
     if kind == SYMLINK:
-        target = codec.field(item, "lt", bytes, what)
-        if not target or b"\0" in target:
+        target = get("lt")
+        if type(target) is not bytes or not target or b"\0" in target:
             raise FormatError(f"{what}: invalid symlink target")
-        return Node(**common, target=target)
+        return Node(name, kind, mode, mtime_ns, uid, gid, user, group, target=target)
     raise FormatError(f"{what}: unknown entry type {kind!r}")
 
 

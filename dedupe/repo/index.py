@@ -135,6 +135,10 @@ class ChunkIndex:
             .cast("Q")
         )
         self._id_view = memoryview(np.ascontiguousarray(self._ids).reshape(-1))
+        fields = np.ascontiguousarray(self._fields, dtype=np.uint32).reshape(-1)
+        self._field_view = (
+            memoryview(fields).cast("B").cast("I") if len(fields) else memoryview(b"").cast("I")
+        )
 
     def _find(self, blob_id: bytes) -> int:
         keys = self._key_view
@@ -168,7 +172,8 @@ class ChunkIndex:
             i = self._find(blob_id)
             if i < 0:
                 return None
-            number, offset, length, raw_length = (int(v) for v in self._fields[i])
+            fields = self._field_view
+            number, offset, length, raw_length = fields[4 * i : 4 * i + 4]
         else:
             number, offset, length, raw_length = item
         return Location(self._pack_ids[number], offset, length, raw_length)

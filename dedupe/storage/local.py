@@ -11,6 +11,8 @@ import errno
 import os
 import secrets
 import stat as stat_mod
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from dedupe.errors import ObjectExists, ObjectNotFound, OutOfSpace, StorageError
@@ -43,12 +45,17 @@ class LocalStorage:
         self.root = os.path.abspath(root)
         self.url = self.root
         self._made_dirs: set[str] = set()
+        self._local = threading.local()
+        self._fd_lock = threading.Lock()
+        self._fd_caches: list[OrderedDict[str, int]] = []
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *validate_name(name).split("/"))
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
+        if length is not None and name.startswith("data/"):
+            return self._pread(name, path, offset, length)
         try:
             with open(path, "rb", buffering=0) as f:
                 if offset:
@@ -77,6 +84,34 @@ class LocalStorage:
                 raise _os_error(exc, f"creating folder {folder}") from None
             fsync_dir(os.path.dirname(folder))
         self._made_dirs.add(folder)
+
+    def _pread(self, name: str, path: str, offset: int, length: int) -> bytes:
+        """Ranged read of a pack through a per-thread cache of open descriptors.
+
+        Packs are immutable and named by their content, so a descriptor stays valid for the
+        name (even after gc deletes the file, it reads the same verified bytes). Per thread,
+        so no descriptor is ever closed under another thread's read.
+        """
+        fds = getattr(self._local, "fds", None)
+        if fds is None:
+            fds = self._local.fds = OrderedDict()
+            with self._fd_lock:
+                self._fd_caches.append(fds)
+        fd = fds.get(name)
+        try:
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY)
+                fds[name] = fd
+                if len(fds) > 32:
+                    os.close(fds.popitem(last=False)[1])
+            else:
+                fds.move_to_end(name)
+            data = os.pread(fd, length, offset)
+        except OSError as exc:
+            raise _os_error(exc, f"reading {name}") from None
+        if len(data) != length:
+            raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
+        return data
 
     def put(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False) -> None:
         path = self._path(name)
@@ -162,7 +197,15 @@ class LocalStorage:
         return st.f_bavail * st.f_frsize
 
     def close(self) -> None:
-        pass
+        """Close cached pack descriptors (call when no read is in progress)."""
+        with self._fd_lock:
+            caches, self._fd_caches = self._fd_caches, []
+        for fds in caches:
+            while fds:
+                try:
+                    os.close(fds.popitem()[1])
+                except OSError:
+                    pass
 
 
 def _remove_quietly(path: str) -> None:
