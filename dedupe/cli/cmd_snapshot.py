@@ -118,6 +118,8 @@ def cmd_snapshot(ctx: Context) -> int:
                 "bytes_total": stats.bytes_total,
                 "blobs_new": writer.stats.blobs_new,
                 "raw_bytes_new": writer.stats.raw_bytes_new,
+                # Packs and index written (FORMAT.md): what stats and plan read as "added".
+                "bytes_added": writer.stats.stored_bytes,
             },
         )
         manifest_bytes = snapshots.save(repo, snap)

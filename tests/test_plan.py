@@ -1,0 +1,137 @@
+"""The forecast core (`dedupe.plan`) on synthetic histories with hand-computed answers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from dedupe.plan import History, PackUsage, drive_size, estimate_groups, forecast
+from dedupe.retention import UNLIMITED, Policy, SnapshotInfo
+
+TZ = timezone(timedelta(hours=1))
+MB = 1_000_000
+PRACTICE = Policy(
+    keep_business_days=10,
+    keep_monthly=UNLIMITED,
+    keep_quarterly=UNLIMITED,
+    keep_yearly=UNLIMITED,
+)
+
+
+def synthetic(nights: int, base: int, persistent: int, transient: int) -> History:
+    """`nights` nightly snapshots at 23:00 ending Tue 2026-03-31. Night 0 stores `base`
+    (referenced by every snapshot); each later night adds `persistent` bytes every later
+    snapshot still references and `transient` bytes only that night's snapshot references
+    (a rewritten dump). Each night's data is its own pack."""
+    last = datetime(2026, 3, 31, 23, 0, tzinfo=TZ)
+    snaps = tuple(
+        SnapshotInfo(
+            id=f"{i:04x}", time=last - timedelta(days=nights - 1 - i), host="srv", paths=("/data",)
+        )
+        for i in range(nights)
+    )
+    everyone = (1 << nights) - 1
+    packs = [PackUsage(base, ((everyone, base),))]
+    for i in range(1, nights):
+        from_i = everyone & ~((1 << i) - 1)
+        packs.append(PackUsage(persistent + transient, ((from_i, persistent), (1 << i, transient))))
+    added = (base, *([persistent + transient] * (nights - 1)))
+    return History(snaps, added, tuple(packs), other_bytes=0)
+
+
+def close(actual: float, expected: float, within: float = 0.10) -> bool:
+    return abs(actual - expected) <= within * expected
+
+
+def test_estimates_median_and_survival():
+    history = synthetic(20, 50 * MB, 2 * MB, 8 * MB)
+    (estimate,) = estimate_groups(history, TZ)
+    assert estimate.nightly_bytes == 10 * MB
+    assert estimate.nights_used == 19  # the base snapshot is not a night's addition
+    assert estimate.survival_measured
+    assert estimate.survive(0) == 1.0
+    assert estimate.survive(1) == pytest.approx(0.2)
+    assert estimate.survive(400) == pytest.approx(0.2)
+
+
+def test_keep_everything_grows_linearly():
+    history = synthetic(20, 50 * MB, 2 * MB, 8 * MB)
+    today = history.stored_bytes
+    result = forecast(history, Policy(), 365, tz=TZ)
+    assert not result.pruned
+    assert result.series[0].stored_bytes == today
+    assert close(result.final.stored_bytes, today + 365 * 10 * MB)
+    assert close(result.series[100].stored_bytes, today + 100 * 10 * MB)
+    assert result.peak == result.final
+    assert result.final.snapshots == 20 + 365
+
+
+def test_business_days_and_month_ends_level_off():
+    """Only transient data: the size settles at base + one night per kept snapshot."""
+    nightly = 5 * MB
+    history = synthetic(20, 100 * MB, 0, nightly)
+    result = forecast(history, PRACTICE, 365, tz=TZ)
+    # By hand: 10 business days + 12 earlier month ends (Apr 2026 .. Mar 2027, the newest month
+    # end is also a business day) + March 2026's month end from the history = 23 snapshots.
+    kept = 10 + 12 + 1
+    assert result.final.snapshots == pytest.approx(kept, abs=1)
+    assert close(result.final.stored_bytes, 100 * MB + kept * nightly)
+    # Levelled off: the last 100 days add about one month end's worth per month, not 100 nights.
+    assert result.final.stored_bytes - result.series[265].stored_bytes < 5 * nightly
+    everything = forecast(history, Policy(), 365, tz=TZ)
+    assert result.final.stored_bytes < everything.final.stored_bytes / 5
+
+
+def test_persistent_data_is_kept_under_pruning():
+    history = synthetic(20, 100 * MB, 1 * MB, 4 * MB)
+    result = forecast(history, PRACTICE, 365, tz=TZ)
+    kept = 10 + 12 + 1
+    expected = 100 * MB + 19 * MB + 365 * MB + kept * 4 * MB
+    assert close(result.final.stored_bytes, expected)
+
+
+def test_growth_compounds_monthly():
+    history = synthetic(20, 50 * MB, 2 * MB, 8 * MB)
+    result = forecast(history, Policy(), 365, tz=TZ, growth_per_month=0.05)
+    added = sum(10 * MB * 1.05 ** (d / (365.25 / 12)) for d in range(1, 366))
+    assert close(result.final.stored_bytes, history.stored_bytes + added)
+    # One year of 5 % a month: the last night adds 1.05 ** 12 ~ 1.8 times the first.
+    series = result.series
+    last_night = series[-1].stored_bytes - series[-2].stored_bytes
+    assert last_night == pytest.approx(10 * MB * 1.05 ** (365 / (365.25 / 12)), rel=0.01)
+
+
+def test_max_unused_leaves_small_garbage_in_place():
+    """A night whose forgettable share is below max-unused is not repacked: nothing is freed."""
+    history = synthetic(20, 100 * MB, 19 * MB, 1 * MB)  # 5 % transient
+    lax = forecast(history, PRACTICE, 120, tz=TZ, max_unused=0.10)
+    strict = forecast(history, PRACTICE, 120, tz=TZ, max_unused=0.0)
+    assert close(lax.final.stored_bytes, history.stored_bytes + 120 * 20 * MB, 0.01)
+    assert strict.final.stored_bytes < lax.final.stored_bytes - 80 * MB
+
+
+def test_existing_snapshots_are_forgotten_exactly():
+    """Today's history is pruned on the first night: weekend nights' unique data goes."""
+    history = synthetic(20, 100 * MB, 0, 5 * MB)
+    result = forecast(history, PRACTICE, 1, tz=TZ)
+    # Kept after night 1: Wed 1 April (business day 1, April's month end) back to Thu 19 March
+    # (business day 10); March's month end, the 31st, is one of them: 10 snapshots.
+    assert result.series[1].snapshots == 10
+    assert result.series[1].stored_bytes == 100 * MB + 10 * 5 * MB
+
+
+def test_drive_size_and_margin():
+    assert drive_size(1) == 1000**3
+    assert drive_size(300 * 1000**3) == 500 * 1000**3
+    assert drive_size(30_000 * 1000**3) == 30_000 * 1000**3
+    history = synthetic(5, 100 * MB, 0, 1 * MB)
+    result = forecast(history, Policy(keep_last=3), 10, tz=TZ, margin=1.3)
+    assert result.drive_bytes == drive_size(result.peak.stored_bytes * 1.3)
+
+
+def test_forecast_is_pure_and_validates():
+    history = synthetic(10, 10 * MB, 1 * MB, 1 * MB)
+    assert forecast(history, PRACTICE, 30, tz=TZ) == forecast(history, PRACTICE, 30, tz=TZ)
+    with pytest.raises(ValueError):
+        forecast(history, PRACTICE, 0, tz=TZ)
