@@ -12,6 +12,7 @@ from dedupe.cli.context import Context
 from dedupe.errors import UsageError
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository
+from dedupe.storage import open_storage
 
 
 def parse_size(text: str) -> int:
@@ -30,11 +31,20 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("init", parents=[common], help="create an encrypted repository")
     p.add_argument(
         "--chunk-size",
-        default=str(DEFAULT_AVG),
+        default=None,
         metavar="AVG",
         help="average chunk size (default 64K, chosen for database dumps)",
     )
     p.add_argument("--compression", default="zstd:3", help="zstd[:LEVEL] or none (default zstd:3)")
+    p.add_argument(
+        "--copy-chunker-params-from",
+        "--copy-params-from",
+        dest="copy_params_from",
+        metavar="URL",
+        help="share this repository's chunker seed, chunk sizes and id key (not its password "
+        "or encryption key), so 'copy' between the two moves only missing chunks; its password "
+        "comes from DEDUPE_FROM_PASSWORD_FILE/_COMMAND/DEDUPE_FROM_PASSWORD, else the new one",
+    )
     p.set_defaults(handler=cmd_init)
 
     p = sub.add_parser("key", parents=[common], help="manage the repository key")
@@ -56,8 +66,10 @@ def cmd_init(ctx: Context) -> int:
         secret = password.new_password("DEDUPE_PASSWORD", "new repository")
     if not secret:
         raise UsageError("the password is empty")
+    template = _template(ctx, secret) if ctx.args.copy_params_from else None
     storage = ctx.storage(create=True)
-    repo = Repository.init(storage, secret, parse_size(ctx.args.chunk_size), ctx.args.compression)
+    chunk_avg = parse_size(ctx.args.chunk_size or str(DEFAULT_AVG))
+    repo = Repository.init(storage, secret, chunk_avg, ctx.args.compression, template)
     if ctx.json:
         ctx.emit_json(
             {
@@ -71,6 +83,23 @@ def cmd_init(ctx: Context) -> int:
         ctx.out(f"created repository {repo.settings.repo_id.hex()[:8]} at {storage.url}")
         ctx.out("Keep the password safe: without it nobody can read this repository.")
     return 0
+
+
+def _template(ctx: Context, new_secret: bytes) -> Repository:
+    """The repository named by --copy-chunker-params-from, unlocked (before anything is
+    created, so a wrong URL or password leaves no empty repository folder behind)."""
+    if ctx.args.chunk_size is not None:
+        raise UsageError("--chunk-size cannot be combined with --copy-chunker-params-from")
+
+    def secret() -> bytes:
+        found = password.from_environment("DEDUPE_FROM_", "source repository")
+        return new_secret if found is None else found
+
+    storage = open_storage(ctx.args.copy_params_from, s3_endpoint=ctx.args.s3_endpoint)
+    try:
+        return Repository.open(storage, secret)
+    finally:
+        storage.close()  # only the key and settings are needed from here on
 
 
 def _no_password() -> int:

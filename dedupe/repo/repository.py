@@ -7,6 +7,7 @@ structure belongs to `dedupe.model.snapshot`.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable
 
@@ -81,9 +82,19 @@ class Repository:
 
     @classmethod
     def init(
-        cls, storage: Storage, password: bytes, chunk_avg: int, compression: str
+        cls,
+        storage: Storage,
+        password: bytes,
+        chunk_avg: int,
+        compression: str,
+        template: Repository | None = None,
     ) -> Repository:
-        """Create a new repository (the storage root must be empty of a repository)."""
+        """Create a new repository (the storage root must be empty of a repository).
+
+        With `template` (`init --copy-chunker-params-from`), the new repository shares the
+        template's id key, chunker seed, chunk sizes and pack size, so blobs have the same ids
+        in both and `copy` between them moves only missing blobs; the encryption key, the
+        repository id and the password are its own (`chunk_avg` is then ignored)."""
         if storage.exists("config"):
             raise UsageError(f"a repository already exists at {storage.url}")
         try:
@@ -94,6 +105,13 @@ class Repository:
         repo_id = secrets.token_bytes(16)
         key = keys.MasterKey.generate(repo_id)
         settings = config_mod.Settings(repo_id, params, compression)
+        if template is not None:
+            key = dataclasses.replace(
+                key, id_key=template.key.id_key, chunker_seed=template.key.chunker_seed
+            )
+            settings = dataclasses.replace(
+                settings, chunker=template.settings.chunker, pack_size=template.settings.pack_size
+            )
         key_name = f"keys/{secrets.token_hex(8)}"
         # Key file first: a repository "exists" once config is there, and must then be openable.
         storage.put(key_name, keys.encode_key_file(key, password), exclusive=True)

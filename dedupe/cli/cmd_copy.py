@@ -1,0 +1,121 @@
+"""`dedupe copy --to URL [SNAP...]`: copy snapshots the destination lacks into it.
+
+The destination must already exist (`dedupe init` it once): a missing one is exit 10 and nothing
+is created, so a copy never fills the empty mount point of an unplugged drive. Its password comes
+from DEDUPE_TO_PASSWORD_FILE, DEDUPE_TO_PASSWORD_COMMAND or DEDUPE_TO_PASSWORD, else it is the
+source's password (asked for at most once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+from dedupe.cli import password
+from dedupe.cli.context import Context, human_bytes
+from dedupe.copy import Copier, select
+from dedupe.errors import NoRepository, WrongPassword
+from dedupe.repo.repository import Repository
+from dedupe.storage import open_storage
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "copy", parents=[common], help="copy snapshots to another repository (all it lacks)"
+    )
+    p.add_argument("snapshots", nargs="*", metavar="SNAP", help="snapshots to copy (default: all)")
+    p.add_argument("--to", required=True, metavar="URL", help="the destination repository")
+    p.add_argument(
+        "--to-s3-endpoint",
+        metavar="URL",
+        help="S3 endpoint of the destination (default: --s3-endpoint / $DEDUPE_S3_ENDPOINT)",
+    )
+    p.set_defaults(handler=cmd_copy)
+
+
+def _remembered(source: Callable[[], bytes]) -> Callable[[], bytes]:
+    """The password source, asked at most once (the destination may fall back to it)."""
+    cache: list[bytes] = []
+
+    def get() -> bytes:
+        if not cache:
+            cache.append(source())
+        return cache[0]
+
+    return get
+
+
+def _open_destination(ctx: Context, source_secret: Callable[[], bytes]) -> Repository:
+    url = ctx.args.to
+    storage = open_storage(url, s3_endpoint=ctx.args.to_s3_endpoint or ctx.args.s3_endpoint)
+
+    def secret() -> bytes:
+        found = password.from_environment("DEDUPE_TO_", "destination repository")
+        return source_secret() if found is None else found
+
+    try:
+        return Repository.open(storage, secret)
+    except NoRepository:
+        storage.close()
+        raise NoRepository(
+            f"there is no dedupe repository at the destination {url} (is the drive mounted? "
+            "a new destination is created once with 'dedupe init', or 'dedupe init "
+            "--copy-chunker-params-from SOURCE' for cheap copies)"
+        ) from None
+    except WrongPassword as exc:
+        storage.close()
+        raise WrongPassword(
+            f"destination {url}: {exc} (its password comes from DEDUPE_TO_PASSWORD_FILE, "
+            "DEDUPE_TO_PASSWORD_COMMAND or DEDUPE_TO_PASSWORD, else the source's password)"
+        ) from None
+    except BaseException:
+        storage.close()
+        raise
+
+
+def cmd_copy(ctx: Context) -> int:
+    source_secret = _remembered(password.source())
+    source = Repository.open(ctx.storage(), source_secret)
+    ctx._repo = source  # so the CLI reports the source's skipped index files as usual
+    dest = _open_destination(ctx, source_secret)
+    started = time.monotonic()
+    try:
+        with source.lock(exclusive=False), dest.lock(exclusive=False):
+            candidates = select(source, dest, ctx.args.snapshots)
+            bar = ctx.progress_bar(None, "copy")
+            workers = max(2, min(8, os.cpu_count() or 2))
+            copier = Copier(
+                source, dest, workers=workers, progress=bar.update if bar is not None else None
+            )
+            try:
+                result = copier.run(candidates)
+            finally:
+                if bar is not None:
+                    bar.close()
+    finally:
+        dest.storage.close()
+    seconds = time.monotonic() - started
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "copied": result.copied,
+                "skipped": result.skipped,
+                "bytes_added": result.bytes_added,
+                "bytes_read": result.bytes_read,
+                "blobs_added": result.blobs_added,
+                "mode": "same-ids" if result.same_ids else "rechunk",
+                "seconds": round(seconds, 3),
+            }
+        )
+        return 0
+    for snap_id in result.copied:
+        ctx.out(f"copied snapshot {snap_id}")
+    how = "chunks copied as they are" if result.same_ids else "re-chunked for the destination"
+    ctx.info(
+        f"{len(result.copied)} snapshot(s) copied, {len(result.skipped)} already there; "
+        f"read {human_bytes(result.bytes_read)}, added {human_bytes(result.bytes_added)} "
+        f"({how}) in {seconds:.1f} s"
+    )
+    return 0

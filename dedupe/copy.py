@@ -1,0 +1,203 @@
+"""Copy snapshots from one repository to another, re-encrypting everything for the destination.
+
+A snapshot keeps its id in the destination, so a second copy finds it there and skips it (copy is
+idempotent, and a copy killed in the middle is finished by the next run). Nothing sealed is ever
+carried across: every blob is opened and verified with the source key and sealed afresh with the
+destination key.
+
+Two ways, chosen per destination:
+- *Same ids* (the destination was made with `init --copy-chunker-params-from` the source, or the
+  other way round): both repositories share the id key, so a blob has the same id in both and the
+  source's trees are valid in the destination as they are. Only blobs the destination lacks are
+  read and written.
+- *Re-chunk* (unrelated keys): ids differ, so every file is streamed from the source blob by blob
+  through the destination's chunker and id key, and the trees are rebuilt with the new ids
+  (`dedupe.rechunk`). The destination's dedup still applies; folders and files already translated
+  in this run are not read twice.
+
+Write order at the destination, as for a snapshot: packs, then the index naming them (`flush`),
+then the manifests. A crash leaves at most unreferenced packs (gc removes them) and never a
+manifest naming something absent. Locks are the caller's business (shared on both sides: copy
+only adds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from dedupe import snapshots
+from dedupe.errors import FormatError, UsageError
+from dedupe.model.snapshot import Snapshot
+from dedupe.model.tree import DIR, FILE
+from dedupe.rechunk import Rechunker
+from dedupe.repo.index import Location
+from dedupe.repo.readahead import read_blobs
+from dedupe.repo.repository import Repository
+from dedupe.repo.writer import BlobWriter
+from dedupe.treewalk import MAX_DEPTH, load_tree
+
+Progress = Callable[[int], None]  # plaintext bytes handled since the last call
+
+# Manifests are saved (after a flush) once this much new data was queued: a killed copy loses
+# at most this much work, and flushes do not leave a half-empty pack after every small snapshot.
+COMMIT_BYTES = 256 << 20
+
+
+@dataclass
+class CopyResult:
+    """What a copy did. `copied` and `skipped` hold source snapshot ids."""
+
+    copied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    same_ids: bool = False
+    blobs_added: int = 0
+    bytes_read: int = 0
+    bytes_added: int = 0
+
+
+def shares_blob_ids(source: Repository, dest: Repository) -> bool:
+    """True when a blob has the same id in both repositories (the cheap path applies).
+
+    The id key alone decides that: trees name blobs by keyed hash of their plaintext. The
+    chunker seed and sizes only decide how well new data deduplicates against old."""
+    return source.key.id_key == dest.key.id_key
+
+
+def select(source: Repository, dest: Repository, specs: Iterable[str]) -> list[Snapshot]:
+    """The source snapshots to consider: those named (id, prefix, `latest`), or all; oldest
+    first, so a killed copy has finished the older ones."""
+    specs = list(specs)
+    if specs:
+        chosen = {s.id: s for s in (snapshots.resolve(source, spec) for spec in specs)}
+        return sorted(chosen.values(), key=lambda s: (s.time, s.id))
+    return snapshots.load_all(source)
+
+
+# --- the copy ----------------------------------------------------------------------------------
+
+
+class Copier:
+    """Copies snapshots from `source` to `dest` (both open, both locked by the caller)."""
+
+    def __init__(
+        self,
+        source: Repository,
+        dest: Repository,
+        workers: int = 4,
+        progress: Progress | None = None,
+    ) -> None:
+        if source.settings.repo_id == dest.settings.repo_id:
+            raise UsageError("the source and the destination are the same repository")
+        self.source = source
+        self.dest = dest
+        self.workers = workers
+        self.progress = progress or (lambda _n: None)
+        self.result = CopyResult(same_ids=shares_blob_ids(source, dest))
+
+    def run(self, candidates: list[Snapshot]) -> CopyResult:
+        """Copy every candidate the destination lacks; return what was done."""
+        present = set(self.dest.snapshot_names())
+        todo = []
+        for snap in candidates:
+            if snap.id in present:
+                self.result.skipped.append(snap.id)
+            else:
+                todo.append(snap)
+        if not todo:
+            return self.result
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="copy-read") as pool:
+            if self.result.same_ids:
+                self._copy_same_ids(todo, pool)
+            else:
+                self._copy_rechunked(todo, pool)
+        return self.result
+
+    def _commit(self, writer: BlobWriter, done: list[Snapshot]) -> None:
+        """Flush (packs, then index), then save the manifests that only now may name them."""
+        writer.flush()
+        self.result.blobs_added += writer.stats.blobs_new
+        self.result.bytes_added += writer.stats.stored_bytes
+        for snap in done:
+            self.result.bytes_added += snapshots.save(self.dest, snap)
+            self.result.copied.append(snap.id)
+
+    def _copy_same_ids(self, todo: list[Snapshot], pool: ThreadPoolExecutor) -> None:
+        """Blob ids are shared: copy the blobs the destination lacks, keep the trees as they
+        are. Snapshots are committed in batches of about COMMIT_BYTES of new data."""
+        seen_trees: set[bytes] = set()
+        missing: set[bytes] = set()
+        size = 0
+        batch: list[Snapshot] = []
+        for i, snap in enumerate(todo):
+            for blob_id in self._unseen_blobs(snap.tree, seen_trees):
+                if blob_id not in missing and blob_id not in self.dest.index:
+                    missing.add(blob_id)
+                    size += self.source.locate(blob_id).raw_length
+            batch.append(snap)
+            if size < COMMIT_BYTES and i != len(todo) - 1:
+                continue  # a bigger batch: fewer flushes, fuller packs
+            # Read in pack order: neighbouring blobs come with one request.
+            ordered = sorted(missing, key=lambda b: _sort_key(self.source.locate(b)))
+            writer = BlobWriter(self.dest, workers=self.workers)
+            try:
+                for blob_id, plaintext in read_blobs(self.source, ordered, pool):
+                    writer.add_with_id(blob_id, plaintext)
+                    self.result.bytes_read += len(plaintext)
+                    self.progress(len(plaintext))
+                self._commit(writer, batch)
+            except BaseException:
+                writer.abort()
+                raise
+            batch, missing, size = [], set(), 0
+
+    def _unseen_blobs(self, root: bytes, seen_trees: set[bytes]) -> Iterator[bytes]:
+        """Tree and data ids below `root`, skipping trees this run already walked (their blobs
+        were queued with an earlier snapshot). Every tree is loaded, so a damaged one stops the
+        copy before its snapshot is saved."""
+        stack = [(root, 0)]
+        while stack:
+            tree_id, depth = stack.pop()
+            if tree_id in seen_trees:
+                continue
+            if depth > MAX_DEPTH:
+                raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
+            nodes = load_tree(self.source, tree_id)
+            seen_trees.add(tree_id)
+            yield tree_id
+            for node in nodes:
+                if node.type == FILE:
+                    yield from node.content
+                elif node.type == DIR and node.subtree is not None:
+                    stack.append((node.subtree, depth + 1))
+
+    def _copy_rechunked(self, todo: list[Snapshot], pool: ThreadPoolExecutor) -> None:
+        """Ids differ: rebuild every tree with the destination's chunker and id key."""
+        rechunker = Rechunker(self.source, self.dest, pool, self._on_bytes)
+        rechunker.seed_from_copies(todo)
+        writer = BlobWriter(self.dest, workers=self.workers)
+        batch: list[Snapshot] = []
+        queued = 0
+        try:
+            for i, snap in enumerate(todo):
+                before = self.result.bytes_read
+                root = rechunker.copy_tree(writer, snap.tree)
+                batch.append(replace(snap, tree=root))
+                queued += self.result.bytes_read - before
+                if queued >= COMMIT_BYTES or i == len(todo) - 1:
+                    self._commit(writer, batch)
+                    batch, queued = [], 0
+                    if i != len(todo) - 1:
+                        writer = BlobWriter(self.dest, workers=self.workers)
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _on_bytes(self, n: int) -> None:
+        self.result.bytes_read += n
+        self.progress(n)
+
+
+def _sort_key(loc: Location) -> tuple[bytes, int]:
+    return loc.pack_id, loc.offset
