@@ -1,0 +1,308 @@
+"""Size my drive: simulate nights of backups, measure what each adds, and forecast with `plan`.
+
+``python -m benchmarks.size_my_drive (--folder DIR | --stream CMD | --corpus SIZE) [options]``
+
+An office can run this before its first real month of backups. Each simulated night brings the
+data to its next state, takes a snapshot into a temporary repository with ``--time`` set to that
+night (23:00 local), then runs ``forget`` with the policy and ``gc``, as the nightly job would.
+After ``--nights`` nights it asks ``dedupe plan`` for a forecast of ``--days`` days.
+
+Where the nights come from:
+
+- ``--corpus SIZE``: the benchmark corpus (``benchmarks.corpus``), night N from night N-1, with
+  its own change model (dump rows updated and inserted, scans and files added, text edited).
+- ``--folder DIR``: a copy of DIR; each night rewrites ``--change-rate`` percent of its bytes
+  as scattered 64 KiB regions of fresh random bytes (incompressible: the pessimistic case).
+- ``--stream CMD``: CMD's output (e.g. ``pg_dump practice``) is captured once, then changed
+  the same way every night and backed up as a stream (``--stdin-name``).
+
+``--validate N`` keeps going to night N and compares the forecast made after ``--nights`` nights
+with the real size after N nights: the check of issue 7 (the forecast for day N - nights).
+
+The temporary repository uses the tests' cheap key derivation (``tests/cli_entry.py``) unless
+``--real-kdf`` is given: sizes do not depend on it, and a night then costs no Argon2id run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+from benchmarks import corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+CHEAP_ENTRY = ROOT / "tests" / "cli_entry.py"
+REGION = 64 << 10
+START = date(2026, 1, 5)  # the corpus's night 0; 90 nights cross three month ends
+PRACTICE_POLICY = (
+    "--keep-business-days 10 --keep-monthly unlimited --keep-quarterly unlimited "
+    "--keep-yearly unlimited"
+)
+
+
+@dataclass
+class Night:
+    night: int
+    date: str
+    bytes_added: int
+    stored_bytes: int
+    snapshots: int
+    seconds: float
+
+
+@dataclass
+class Report:
+    source: str
+    policy: str
+    nights: list[Night] = field(default_factory=list)
+    forecast: dict | None = None
+    forecast_night: int = 0
+    validation: dict | None = None
+
+
+class Dedupe:
+    """The CLI against the temporary repository."""
+
+    def __init__(self, work: Path, real_kdf: bool) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DEDUPE_")} | {
+            "DEDUPE_REPO": str(work / "repo"),
+            "DEDUPE_PASSWORD": "size-my-drive",
+            "DEDUPE_CACHE_DIR": str(work / "cache"),
+            "PYTHONPATH": str(ROOT),
+        }
+        cheap = not real_kdf and CHEAP_ENTRY.exists()
+        self.argv = [sys.executable, str(CHEAP_ENTRY)] if cheap else ["dedupe"]
+
+    def __call__(self, *args: str, stdin: bytes | None = None) -> str:
+        proc = subprocess.run(
+            [*self.argv, *args], input=stdin, capture_output=True, env=self.env, check=False
+        )
+        if proc.returncode != 0:
+            sys.exit(f"dedupe {' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr!r}")
+        return proc.stdout.decode()
+
+    def json(self, *args: str, stdin: bytes | None = None) -> dict:
+        return json.loads(self(*args, "--json", stdin=stdin))
+
+
+def mutate(path: Path, rate: float, rng: random.Random) -> None:
+    """Rewrite `rate` of the file's bytes as scattered 64 KiB regions of fresh random bytes."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    regions = max(1, round(size * rate / REGION))
+    with open(path, "r+b") as f:
+        for _ in range(regions):
+            offset = rng.randrange(max(1, size - REGION))
+            f.seek(offset)
+            f.write(rng.randbytes(min(REGION, size - offset)))
+
+
+def mutate_folder(root: Path, rate: float, rng: random.Random) -> None:
+    """Spread the rewritten bytes over the files in proportion to their size."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    sizes = [p.stat().st_size for p in files]
+    total = sum(sizes)
+    if not total:
+        return
+    budget = total * rate
+    while budget > 0:
+        (path,) = rng.choices(files, weights=sizes)
+        mutate(path, min(1.0, REGION / max(1, path.stat().st_size)), rng)
+        budget -= REGION
+
+
+def night_time(night: int) -> str:
+    return f"{(START + timedelta(days=night)).isoformat()}T23:00:00"
+
+
+def run(args: argparse.Namespace) -> Report:
+    policy = shlex.split(args.policy)
+    work = Path(tempfile.mkdtemp(prefix="size-my-drive-", dir=args.workdir))
+    try:
+        cli = Dedupe(work, args.real_kdf)
+        cli("init")
+        data = work / "data"
+        rng = random.Random(args.seed)
+        if args.folder:
+            shutil.copytree(args.folder, data, symlinks=True)
+            source = f"folder {args.folder}, {args.change_rate} % rewritten a night"
+        elif args.stream:
+            data.mkdir()
+            captured = subprocess.run(args.stream, shell=True, capture_output=True, check=True)
+            (data / "stream").write_bytes(captured.stdout)
+            source = f"stream '{args.stream}', {args.change_rate} % rewritten a night"
+        else:
+            corpus.generate(data, corpus.parse_size(args.corpus), 0, args.seed)
+            source = f"benchmark corpus {args.corpus} (its own nightly changes)"
+        report = Report(source=source, policy=args.policy)
+        last = args.validate or args.nights
+        for night in range(0, last + 1):
+            started = time.perf_counter()
+            if night:
+                if args.corpus:
+                    corpus.generate(data, corpus.parse_size(args.corpus), night, args.seed)
+                elif args.stream:
+                    mutate(data / "stream", args.change_rate / 100, rng)
+                else:
+                    mutate_folder(data, args.change_rate / 100, rng)
+            if args.stream:
+                snap = cli.json(
+                    "snapshot",
+                    "-",
+                    "--stdin-name",
+                    "stream",
+                    "--time",
+                    night_time(night),
+                    stdin=(data / "stream").read_bytes(),
+                )
+            else:
+                snap = cli.json("snapshot", str(data), "--time", night_time(night))
+            cli("forget", *policy)
+            cli("gc", "--max-unused", args.max_unused)
+            stats = cli.json("stats")
+            report.nights.append(
+                Night(
+                    night,
+                    night_time(night)[:10],
+                    snap["bytes_added"],
+                    stats["stored_bytes"],
+                    stats["snapshots"],
+                    round(time.perf_counter() - started, 2),
+                )
+            )
+            print(
+                f"night {night:3d} {night_time(night)[:10]}: added "
+                f"{snap['bytes_added'] / 1e6:7.2f} MB, stored {stats['stored_bytes'] / 1e6:7.2f}"
+                f" MB, {stats['snapshots']} snapshots",
+                flush=True,
+            )
+            if night == args.nights:
+                report.forecast_night = night
+                days = args.days if not args.validate else max(args.days, args.validate - night)
+                chart = ["--chart", args.chart] if args.chart and not args.validate else []
+                report.forecast = cli.json(
+                    "plan", *policy, "--days", str(days), "--max-unused", args.max_unused, *chart
+                )
+        if args.validate:
+            report.validation = validate(report, args.validate)
+            if args.chart:  # the long forecast, from the whole history
+                report.forecast = cli.json(
+                    "plan",
+                    *policy,
+                    "--days",
+                    str(args.days),
+                    "--max-unused",
+                    args.max_unused,
+                    "--chart",
+                    args.chart,
+                )
+                report.forecast_night = args.validate
+        return report
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def validate(report: Report, last: int) -> dict:
+    """Forecast (made at `report.forecast_night`) against the measured sizes, night by night."""
+    assert report.forecast is not None
+    predicted = {p["date"]: p["bytes"] for p in report.forecast["series"]}
+    rows = [
+        (n.date, predicted[n.date], n.stored_bytes)
+        for n in report.nights
+        if n.night >= report.forecast_night and n.date in predicted
+    ]
+    errors = [(p - real) / real for _d, p, real in rows]
+    final_date, final_pred, final_real = rows[-1]
+    return {
+        "forecast_made_after_night": report.forecast_night,
+        "night": last,
+        "date": final_date,
+        "forecast_bytes": final_pred,
+        "real_bytes": final_real,
+        "error": round((final_pred - final_real) / final_real, 4),
+        "max_abs_error_over_the_period": round(max(abs(e) for e in errors), 4),
+        "peak_forecast_bytes": max(p for _d, p, _r in rows),
+        "peak_real_bytes": max(r for _d, _p, r in rows),
+    }
+
+
+def print_summary(report: Report) -> None:
+    added = sorted(n.bytes_added for n in report.nights[1:])
+    print(f"\nsource: {report.source}\npolicy: {report.policy}")
+    if added:
+        print(
+            f"added per night (base excluded): median {added[len(added) // 2] / 1e6:.2f} MB, "
+            f"min {added[0] / 1e6:.2f} MB, max {added[-1] / 1e6:.2f} MB"
+        )
+    if report.forecast:
+        f = report.forecast
+        print(
+            f"forecast after night {report.forecast_night}, {f['days']} days: "
+            f"peak {f['peak_bytes'] / 1e6:.1f} MB on {f['peak_date']}, final "
+            f"{f['final_bytes'] / 1e6:.1f} MB, drive {f['drive_bytes'] / 1e9:g} GB"
+        )
+        print(f"estimate: {f['estimate']['description']}")
+    if report.validation:
+        v = report.validation
+        print(
+            f"validation: after night {v['night']} ({v['date']}) the forecast made after night "
+            f"{v['forecast_made_after_night']} said {v['forecast_bytes'] / 1e6:.2f} MB, the "
+            f"repository holds {v['real_bytes'] / 1e6:.2f} MB: error {v['error'] * 100:+.1f} % "
+            f"(largest on any night {v['max_abs_error_over_the_period'] * 100:.1f} %)"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.size_my_drive", description=__doc__.split("\n\n")[0]
+    )
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--folder", type=Path, help="a folder to back up")
+    src.add_argument("--stream", metavar="CMD", help="a command whose output is backed up")
+    src.add_argument("--corpus", metavar="SIZE", help="the benchmark corpus of this size (30M)")
+    ap.add_argument("--nights", type=int, default=20, help="nights before the forecast (20)")
+    ap.add_argument("--days", type=int, default=365, help="days to forecast (365)")
+    ap.add_argument(
+        "--change-rate",
+        type=float,
+        default=2.0,
+        help="percent of the bytes rewritten a night (folder and stream; 2)",
+    )
+    ap.add_argument("--policy", default=PRACTICE_POLICY, help="POLICY flags, quoted")
+    ap.add_argument("--max-unused", default="10", help="gc --max-unused (10)")
+    ap.add_argument(
+        "--validate",
+        type=int,
+        metavar="N",
+        help="go on to night N and compare the forecast with the real size",
+    )
+    ap.add_argument("--chart", help="write the forecast chart (SVG) here")
+    ap.add_argument("--out", type=Path, help="write the report as JSON")
+    ap.add_argument("--workdir", help="where the temporary repository goes")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
+    ap.add_argument("--real-kdf", action="store_true", help="use the real key derivation")
+    args = ap.parse_args(argv)
+    if args.validate is not None and args.validate <= args.nights:
+        ap.error("--validate N needs N greater than --nights")
+    report = run(args)
+    print_summary(report)
+    if args.out:
+        args.out.write_text(json.dumps(asdict(report), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
