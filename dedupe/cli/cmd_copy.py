@@ -60,9 +60,9 @@ def _open_destination(ctx: Context, source_secret: Callable[[], bytes]) -> Repos
     except NoRepository:
         storage.close()
         raise NoRepository(
-            f"there is no dedupe repository at the destination {url} (is the drive mounted? "
-            "a new destination is created once with 'dedupe init', or 'dedupe init "
-            "--copy-chunker-params-from SOURCE' for cheap copies)"
+            f"there is no dedupe repository at the destination {url} (if it is a drive: is "
+            "it mounted? a new destination is created once with 'dedupe init', or 'dedupe "
+            "init --copy-chunker-params-from SOURCE' for cheap copies)"
         ) from None
     except WrongPassword as exc:
         storage.close()
