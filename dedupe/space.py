@@ -33,6 +33,7 @@ def estimate_snapshot_bytes(
     paths: Sequence[bytes],
     stdin_mode: bool = False,
     walk_seconds: float = WALK_SECONDS,
+    free: int | None = None,
 ) -> int | None:
     """Bytes the next snapshot of `paths` is likely to add at most, or None if unknown."""
     try:
@@ -45,7 +46,29 @@ def estimate_snapshot_bytes(
         return int(max(known) * MARGIN) + FIXED_BYTES
     if stdin_mode:
         return None
+    # The sources cannot hold more than their file systems' used space: when that already
+    # fits, the stat walk (seconds on a big tree) is not needed.
+    bound = used_bytes(paths)
+    if bound is not None and free is not None and free >= bound + FIXED_BYTES:
+        return bound + FIXED_BYTES
     return source_bytes(paths, walk_seconds) + FIXED_BYTES
+
+
+def used_bytes(paths: Sequence[bytes]) -> int | None:
+    """Used bytes of the file systems holding `paths` (each counted once), or None."""
+    seen: set[int] = set()
+    total = 0
+    for path in paths:
+        try:
+            device = os.stat(path).st_dev
+            if device in seen:
+                continue
+            seen.add(device)
+            st = os.statvfs(path)
+        except OSError:
+            return None
+        total += (st.f_blocks - st.f_bfree) * st.f_frsize
+    return total
 
 
 def _growth(summary: object) -> int | None:
@@ -90,7 +113,7 @@ def preflight_warning(
         return None
     if free is None:
         return None
-    needed = estimate_snapshot_bytes(repo, paths, stdin_mode)
+    needed = estimate_snapshot_bytes(repo, paths, stdin_mode, free=free)
     if needed is None or free >= needed:
         return None
     return (

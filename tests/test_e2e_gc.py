@@ -57,6 +57,7 @@ def restore_digests(repo_path: str, target: str) -> dict[str, dict[str, str]]:
         Restorer(repo, where).restore(snap.tree)
         out[snap.id] = digest_tree(where)
     shutil.rmtree(target, ignore_errors=True)
+    repo.storage.close()  # cached pack descriptors would keep deleted packs' space in use
     return out
 
 

@@ -349,8 +349,10 @@ def test_exclusive_lock_spends_the_reserve_on_a_full_disk(tmp_path):
     repo_full = Repository(FullWhileReserveExists(repo.storage), repo.key, repo.settings, "k")
     with pytest.raises(OutOfSpace):
         repo_full.lock(exclusive=False)  # a snapshot never spends it
+    with pytest.raises(OutOfSpace):
+        repo_full.lock(exclusive=True)  # nor does hold/release: they free nothing
     assert repo.storage.exists(reserve.RESERVE_NAME)
-    with repo_full.lock(exclusive=True):
+    with repo_full.lock(exclusive=True, frees_space=True):
         assert not repo.storage.exists(reserve.RESERVE_NAME)
     gc.run(reopen(repo.storage))
     assert repo.storage.exists(reserve.RESERVE_NAME)  # written back once there is room

@@ -23,6 +23,8 @@ from dedupe.repo.pack import BlobEntry, PackBuilder
 from dedupe.repo.repository import Repository, pack_name
 
 INDEX_EVERY_PACKS = 256
+BATCH_BYTES = 1 << 20
+BATCH_BLOBS = 64
 
 
 @dataclass
@@ -54,6 +56,8 @@ class BlobWriter:
         self._uploader = threading.Thread(target=self._upload_loop, name="upload", daemon=True)
         self._uploader.start()
         self._closed = False
+        self._batch: list[tuple[bytes, bytes | memoryview, int]] = []
+        self._batch_bytes = 0
 
     # --- caller side ---------------------------------------------------------------------
 
@@ -77,11 +81,23 @@ class BlobWriter:
         units = min(self._units, max(1, len(data) >> 16))
         for _ in range(units):
             self._inflight.acquire()
-        self._pool.submit(self._seal_and_pack, blob_id, data, units)
+        # Blobs go to the workers in batches: one task per ~1 MiB or 64 blobs, not per blob,
+        # so thousands of small files do not cost a task (and a lock hand-off) each.
+        batch = self._batch
+        batch.append((blob_id, data, units))
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_BLOBS:
+            self._submit_batch()
         return True
+
+    def _submit_batch(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self._pool.submit(self._seal_batch, batch)
 
     def flush(self) -> None:
         """Wait for all queued blobs, upload the last packs, write the index. Raises on failure."""
+        self._submit_batch()
         self._pool.shutdown(wait=True)
         if self._error is None:
             for builder in self._packs:
@@ -116,28 +132,31 @@ class BlobWriter:
 
     # --- worker side ---------------------------------------------------------------------
 
-    def _seal_and_pack(self, blob_id: bytes, data: bytes | memoryview, units: int) -> None:
-        try:
-            if self._error is not None:
-                return
-            sealed = self.repo.blobs.encode(data)
-            full = None
-            with self._pack_lock:
-                builder = self._packs[random.getrandbits(1)]
-                builder.add(blob_id, sealed, len(data))
-                self.stats.blobs_new += 1
-                self.stats.raw_bytes_new += len(data)
-                if len(builder) >= self.repo.settings.pack_size:
-                    full = builder
-                    self._packs[self._packs.index(builder)] = PackBuilder()
-            if full is not None:
-                self._finish_pack(full)
-        except BaseException as exc:  # reported to the caller by add/flush
-            if self._error is None:
-                self._error = exc
-        finally:
-            for _ in range(units):
-                self._inflight.release()
+    def _seal_batch(self, batch: list[tuple[bytes, bytes | memoryview, int]]) -> None:
+        encode = self.repo.blobs.encode
+        pack_size = self.repo.settings.pack_size
+        for blob_id, data, units in batch:
+            try:
+                if self._error is not None:
+                    continue
+                sealed = encode(data)
+                full = None
+                with self._pack_lock:
+                    builder = self._packs[random.getrandbits(1)]
+                    builder.add(blob_id, sealed, len(data))
+                    self.stats.blobs_new += 1
+                    self.stats.raw_bytes_new += len(data)
+                    if len(builder) >= pack_size:
+                        full = builder
+                        self._packs[self._packs.index(builder)] = PackBuilder()
+                if full is not None:
+                    self._finish_pack(full)
+            except BaseException as exc:  # reported to the caller by add/flush
+                if self._error is None:
+                    self._error = exc
+            finally:
+                for _ in range(units):
+                    self._inflight.release()
 
     def _finish_pack(self, builder: PackBuilder) -> None:
         entries = builder.entries

@@ -19,6 +19,7 @@ from dedupe.errors import ObjectExists, ObjectNotFound, OutOfSpace, StorageError
 from dedupe.storage.base import ObjectInfo, validate_name
 
 TEMP_PREFIX = ".tmp-"
+FD_CACHE = 64
 
 
 def _os_error(exc: OSError, what: str) -> StorageError:
@@ -45,9 +46,8 @@ class LocalStorage:
         self.root = os.path.abspath(root)
         self.url = self.root
         self._made_dirs: set[str] = set()
-        self._local = threading.local()
         self._fd_lock = threading.Lock()
-        self._fd_caches: list[OrderedDict[str, int]] = []
+        self._fds: OrderedDict[str, list] = OrderedDict()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *validate_name(name).split("/"))
@@ -86,32 +86,58 @@ class LocalStorage:
         self._made_dirs.add(folder)
 
     def _pread(self, name: str, path: str, offset: int, length: int) -> bytes:
-        """Ranged read of a pack through a per-thread cache of open descriptors.
+        """Ranged read of a pack through a shared cache of open descriptors.
 
-        Packs are immutable and named by their content, so a descriptor stays valid for the
-        name (even after gc deletes the file, it reads the same verified bytes). Per thread,
-        so no descriptor is ever closed under another thread's read.
+        Packs are immutable and named by their content, so a cached descriptor stays valid for
+        its name. Entries are reference counted: `delete` (and eviction) closes a descriptor
+        at once, or when its last reader finishes, so a deleted pack's space is freed right
+        away (gc on a full disk depends on it) and no read ever uses a closed descriptor.
         """
-        fds = getattr(self._local, "fds", None)
-        if fds is None:
-            fds = self._local.fds = OrderedDict()
-            with self._fd_lock:
-                self._fd_caches.append(fds)
-        fd = fds.get(name)
-        try:
-            if fd is None:
+        with self._fd_lock:
+            entry = self._fds.get(name)
+            if entry is not None:
+                self._fds.move_to_end(name)
+                entry[1] += 1
+        if entry is None:
+            try:
                 fd = os.open(path, os.O_RDONLY)
-                fds[name] = fd
-                if len(fds) > 32:
-                    os.close(fds.popitem(last=False)[1])
-            else:
-                fds.move_to_end(name)
-            data = os.pread(fd, length, offset)
+            except OSError as exc:
+                raise _os_error(exc, f"reading {name}") from None
+            entry = [fd, 1, False]  # descriptor, readers, closing
+            with self._fd_lock:
+                if name in self._fds:  # another thread opened it meanwhile: use one
+                    os.close(fd)
+                    entry = self._fds[name]
+                    entry[1] += 1
+                else:
+                    self._fds[name] = entry
+                    while len(self._fds) > FD_CACHE:
+                        self._retire(self._fds.popitem(last=False)[1])
+        try:
+            data = os.pread(entry[0], length, offset)
         except OSError as exc:
             raise _os_error(exc, f"reading {name}") from None
+        finally:
+            with self._fd_lock:
+                entry[1] -= 1
+                if entry[2] and entry[1] == 0:
+                    os.close(entry[0])
         if len(data) != length:
             raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
         return data
+
+    def _retire(self, entry: list) -> None:
+        """Close a descriptor now, or when its last reader is done (call with the lock held)."""
+        if entry[1] == 0:
+            os.close(entry[0])
+        else:
+            entry[2] = True
+
+    def _forget_fd(self, name: str) -> None:
+        with self._fd_lock:
+            entry = self._fds.pop(name, None)
+            if entry is not None:
+                self._retire(entry)
 
     def put(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False) -> None:
         path = self._path(name)
@@ -147,6 +173,7 @@ class LocalStorage:
 
     def delete(self, name: str) -> None:
         path = self._path(name)
+        self._forget_fd(name)
         try:
             os.unlink(path)
         except OSError as exc:
@@ -196,16 +223,19 @@ class LocalStorage:
             return None
         return st.f_bavail * st.f_frsize
 
+    def __del__(self) -> None:
+        # Descriptors are plain ints: without this, a dropped LocalStorage would keep deleted
+        # packs' disk space allocated for the life of the process.
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def close(self) -> None:
-        """Close cached pack descriptors (call when no read is in progress)."""
+        """Close cached pack descriptors (those in use close when their read ends)."""
         with self._fd_lock:
-            caches, self._fd_caches = self._fd_caches, []
-        for fds in caches:
-            while fds:
-                try:
-                    os.close(fds.popitem()[1])
-                except OSError:
-                    pass
+            while self._fds:
+                self._retire(self._fds.popitem()[1])
 
 
 def _remove_quietly(path: str) -> None:
