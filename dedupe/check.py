@@ -421,13 +421,13 @@ class _Checker:
                 self.warn(f"the repository is in use: {lock.describe()}")
         for name in broken:
             self.warn(f"unreadable lock object {name} ('dedupe unlock' removes it)")
-        list_temporary = getattr(self.storage, "list_temporary", None)
-        if list_temporary is not None:
-            leftovers = list(list_temporary())
+        list_leftovers = getattr(self.storage, "list_leftovers", None)
+        if list_leftovers is not None:
+            leftovers = list(list_leftovers())
             if leftovers:
                 self.warn(
                     f"{len(leftovers)} temporary file(s) left by interrupted writes "
-                    f"(e.g. {os.path.basename(leftovers[0])}); 'dedupe gc' removes them"
+                    f"(e.g. {leftovers[0].name}); 'dedupe gc' removes them"
                 )
 
     # --- damage -> snapshots and paths -------------------------------------------------------

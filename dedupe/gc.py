@@ -30,9 +30,7 @@ simple choice (restic's) over time margins or two-phase deletion: gc is short ne
 
 from __future__ import annotations
 
-import os
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +43,7 @@ from dedupe.repo import reserve
 from dedupe.repo.index import ChunkIndex, IndexFile, decode_index
 from dedupe.repo.pack import BlobEntry, PackBuilder, decode_header, header_span
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
+from dedupe.storage.base import Leftover
 
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): phases "mark" (trees), "delete" (packs), "repack" (bytes)."""
@@ -91,7 +90,7 @@ class Survey:
     absent_indexed: int
     unreadable: list[bytes]
     stored_bytes: int
-    temporary: list[tuple[str, int]]
+    temporary: list[Leftover]
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -180,7 +179,7 @@ def survey_repository(repo: Repository) -> Survey:
             continue
         packs.append(PackInfo(pack_id, size, tuple(entries), False))
     temporary = _temporary_files(storage)
-    stored += sum(size for _path, size in temporary)
+    stored += sum(t.size for t in temporary)
     return Survey(
         packs=packs,
         pack_sizes=pack_sizes,
@@ -218,28 +217,27 @@ def mark(repo: Repository, survey: Survey, report: Progress) -> set[bytes]:
     return trees | data
 
 
-def _temporary_files(storage: object) -> list[tuple[str, int]]:
-    """(path, size) of leftover temporary files gc may delete (local backend only)."""
-    lister = getattr(storage, "list_temporary", None)
-    root = getattr(storage, "root", None)
-    if lister is None or root is None:
+def _temporary_files(storage: object) -> list[Leftover]:
+    """Leftover temporary files gc may delete, from backends that can leave them behind.
+
+    In the folders only dedupe's own writers use, every temporary is a leftover (gc holds the
+    exclusive lock); elsewhere (locks/, keys/) only old ones, since a process may be taking a
+    lock right now.
+    """
+    lister = getattr(storage, "list_leftovers", None)
+    if lister is None:
         return []
-    now = time.time()
     found = []
-    for path in lister():
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        top = os.path.relpath(path, root).split(os.sep)[0]
-        if top in _GC_FOLDERS or now - st.st_mtime > TEMP_GRACE_SECONDS:
-            found.append((path, st.st_size))
+    for leftover in lister():
+        top = leftover.name.split("/")[0]
+        if top in _GC_FOLDERS or leftover.age > TEMP_GRACE_SECONDS:
+            found.append(leftover)
     return found
 
 
 def _dry_result(survey: Survey, plan: GcPlan) -> GcResult:
     freed = (
-        sum(size for _p, size in survey.temporary)
+        sum(t.size for t in survey.temporary)
         + sum(p.size for p in (*plan.orphans, *plan.delete))
         + sum(max(0, r.pack.size - r.write_bytes) for r in plan.repack)
     )
@@ -308,11 +306,11 @@ class _Executor:
     # --- step 1 and 2 ---------------------------------------------------------------------
 
     def _delete_temporary(self) -> None:
-        for path, _size in self.survey.temporary:
+        for leftover in self.survey.temporary:
             try:
-                os.unlink(path)
+                self.storage.delete_leftover(leftover)  # type: ignore[attr-defined]
                 self.result.temporary_files_deleted += 1
-            except OSError:
+            except DedupeError:
                 pass
 
     def _drop_garbage(self, marker: bool) -> None:
@@ -488,4 +486,4 @@ def stored_bytes(storage: object) -> int:
     for info in storage.list(""):  # type: ignore[attr-defined]
         if not (info.name.startswith("locks/") or info.name == reserve.RESERVE_NAME):
             total += info.size
-    return total + sum(size for _p, size in _temporary_files(storage))
+    return total + sum(t.size for t in _temporary_files(storage))

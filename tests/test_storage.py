@@ -28,6 +28,7 @@ from dedupe.errors import (
     UsageError,
 )
 from dedupe.storage import open_storage
+from dedupe.storage.base import Leftover
 from dedupe.storage.faults import (
     DropConnection,
 )
@@ -157,6 +158,13 @@ def test_sftp_put_cut_midway_leaves_nothing_visible(sftp_server: SFTPServer) -> 
         assert not storage.exists("packs/big")
         assert [i.name for i in storage.list()] == ["packs/other"]
         assert any(".tmp-" in p for p in storage.list_temporary())
+        leftovers = list(storage.list_leftovers())
+        assert [t.name.split("/")[0] for t in leftovers] == ["packs"] and leftovers[0].size > 0
+        with pytest.raises(StorageError):  # only temporaries may be deleted this way
+            storage.delete_leftover(Leftover("packs/other", 1, 0.0))
+        storage.delete_leftover(leftovers[0])
+        assert list(storage.list_leftovers()) == []
+        assert storage.get("packs/other")  # untouched
         assert not os.path.exists(server_dir + "/big")
         storage.put("packs/big", b"complete")
         assert storage.get("packs/big") == b"complete"

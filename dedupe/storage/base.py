@@ -11,6 +11,9 @@ Guarantees every backend gives (checked by `tests/storage_conformance.py`):
 - Errors are `ObjectNotFound`, `TransientStorageError` (safe to retry), `OutOfSpace`, or
   `StorageError` (permanent). Nothing else escapes a backend.
 
+Optional extension (backends that can leave temporaries behind: local, sftp):
+`list_leftovers() -> Iterator[Leftover]` and `delete_leftover(leftover)`, used by gc and check.
+
 A backend never sees a key or a plaintext byte: the repository layer encrypts before `put`.
 Names are relative, '/'-separated, and limited to a safe alphabet (see `validate_name`).
 """
@@ -44,6 +47,32 @@ class ObjectInfo:
 
     name: str
     size: int
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A temporary object an interrupted write left behind, found by `list_leftovers`.
+
+    `name` is relative to the repository root ('data/ab/.tmp-1f2e'), `age` in seconds.
+    """
+
+    name: str
+    size: int
+    age: float
+
+
+TEMP_PREFIX = ".tmp-"
+
+
+def leftover_name_ok(name: str) -> bool:
+    """Only a temporary file's name under the root may ever be deleted as a leftover."""
+    parts = name.split("/")
+    return (
+        parts[-1].startswith(TEMP_PREFIX)
+        and all(p and p not in (".", "..") for p in parts)
+        and not name.startswith("/")
+        and "\0" not in name
+    )
 
 
 @runtime_checkable

@@ -12,11 +12,12 @@ import os
 import secrets
 import stat as stat_mod
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
 from dedupe.errors import ObjectExists, ObjectNotFound, OutOfSpace, StorageError
-from dedupe.storage.base import ObjectInfo, validate_name
+from dedupe.storage.base import Leftover, ObjectInfo, leftover_name_ok, validate_name
 
 TEMP_PREFIX = ".tmp-"
 FD_CACHE = 64
@@ -203,6 +204,26 @@ class LocalStorage:
             for fname in files:
                 if fname.startswith(TEMP_PREFIX):
                     yield os.path.join(folder, fname)
+
+    def list_leftovers(self) -> Iterator[Leftover]:
+        """Temporary files of interrupted writes, relative to the root, with size and age."""
+        now = time.time()
+        for path in self.list_temporary():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+            yield Leftover(rel, st.st_size, max(0.0, now - st.st_mtime))
+
+    def delete_leftover(self, leftover: Leftover) -> None:
+        """Delete one temporary file; refuses anything that is not one under the root."""
+        if not leftover_name_ok(leftover.name):
+            raise StorageError(f"not a leftover temporary file: {leftover.name!r}")
+        try:
+            os.unlink(os.path.join(self.root, *leftover.name.split("/")))
+        except OSError as exc:
+            raise _os_error(exc, f"deleting {leftover.name}") from None
 
     def stat(self, name: str) -> ObjectInfo:
         try:

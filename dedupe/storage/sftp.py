@@ -28,6 +28,7 @@ import secrets
 import socket
 import stat as stat_mod
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
@@ -42,7 +43,7 @@ from dedupe.errors import (
     TransientStorageError,
 )
 from dedupe.storage import sftpio
-from dedupe.storage.base import ObjectInfo, validate_name
+from dedupe.storage.base import Leftover, ObjectInfo, leftover_name_ok, validate_name
 from dedupe.storage.sshconn import Connection, SSHTarget, connect, parse_sftp_url
 
 TEMP_PREFIX = ".tmp-"
@@ -343,6 +344,28 @@ class SFTPStorage:
                     pending.append(full)
                 elif entry.filename.startswith(TEMP_PREFIX):
                     yield full
+
+    def list_leftovers(self) -> Iterator[Leftover]:
+        """Temporary files of interrupted uploads, relative to the repository root."""
+        now = time.time()
+        pending = [""]
+        while pending:
+            folder = pending.pop()
+            path = posixpath.join(self._root, folder) if folder else self._root
+            for entry in self._run(f"listing {path}", lambda c, p=path: sftpio.listdir(c, p)):
+                rel = f"{folder}/{entry.filename}" if folder else entry.filename
+                if stat_mod.S_ISDIR(entry.st_mode or 0) and not entry.filename.startswith("."):
+                    pending.append(rel)
+                elif entry.filename.startswith(TEMP_PREFIX):
+                    age = max(0.0, now - (entry.st_mtime or now))
+                    yield Leftover(rel, entry.st_size or 0, age)
+
+    def delete_leftover(self, leftover: Leftover) -> None:
+        """Delete one temporary file; refuses anything that is not one under the root."""
+        if not leftover_name_ok(leftover.name):
+            raise StorageError(f"not a leftover temporary file: {leftover.name!r}")
+        path = posixpath.join(self._root, leftover.name)
+        self._run(f"deleting {leftover.name}", lambda conn: conn.sftp.remove(path))
 
     def stat(self, name: str) -> ObjectInfo:
         path = self._path(name)
