@@ -226,6 +226,12 @@ def test_snapshot_started_during_gc_is_never_broken(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    # Start snapshotting only once gc holds its lock (on a busy machine a snapshot started at
+    # once could take its shared lock first, and gc would rightly exit 11).
+    locks = os.path.join(h.repo, "locks")
+    deadline = time.monotonic() + 30
+    while not os.listdir(locks) and gc_proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     codes = []
     deadline = time.monotonic() + 60
     while gc_proc.poll() is None and time.monotonic() < deadline:
