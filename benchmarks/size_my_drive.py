@@ -69,6 +69,8 @@ class Report:
     forecast: dict | None = None
     forecast_night: int = 0
     validation: dict | None = None
+    early_estimate: str = ""
+    """With --validate: the estimate of the forecast the validation checks."""
 
 
 class Dedupe:
@@ -197,6 +199,7 @@ def run(args: argparse.Namespace) -> Report:
                 )
         if args.validate:
             report.validation = validate(report, args.validate)
+            report.early_estimate = report.forecast["estimate"]["description"]
             if args.chart:  # the long forecast, from the whole history
                 report.forecast = cli.json(
                     "plan",
@@ -263,6 +266,7 @@ def print_summary(report: Report) -> None:
             f"repository holds {v['real_bytes'] / 1e6:.2f} MB: error {v['error'] * 100:+.1f} % "
             f"(largest on any night {v['max_abs_error_over_the_period'] * 100:.1f} %)"
         )
+        print(f"estimate after night {v['forecast_made_after_night']}: {report.early_estimate}")
 
 
 def main(argv: list[str] | None = None) -> None:

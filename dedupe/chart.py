@@ -91,6 +91,8 @@ def render_svg(
     y_max = step * math.ceil(top_value * 1.05 / step)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     days = max(1, (last - first).days)
+    # A long policy shrinks the title rather than running off the picture.
+    title_size = min(16.0, 1.8 * (WIDTH - LEFT) / max(1, len(title)))
 
     def x(day: date) -> float:
         return LEFT + plot_w * (day - first).days / days
@@ -103,7 +105,8 @@ def render_svg(
         f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">',
         f"<title>{escape(title)}</title>",
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-        f'<text x="{LEFT}" y="26" font-size="16" font-weight="bold">{escape(title)}</text>',
+        f'<text x="{LEFT}" y="26" font-size="{title_size:.0f}" font-weight="bold">'
+        f"{escape(title)}</text>",
     ]
     if subtitle:
         out.append(f'<text x="{LEFT}" y="48" fill="#444">{escape(subtitle)}</text>')
