@@ -62,8 +62,13 @@ def sample_corpus(root: Path, sample_bytes: int) -> tuple[dict[str, bytes], dict
     return {p: b"".join(samples[p]) for p in PARTS}, {p: totals[p] / grand for p in PARTS}
 
 
-def _timed(work: Callable[[Sequence[Any]], None], chunks: Sequence[Any],
-           threads: int, min_seconds: float = 0.3, min_trials: int = 3) -> float:
+def _timed(
+    work: Callable[[Sequence[Any]], None],
+    chunks: Sequence[Any],
+    threads: int,
+    min_seconds: float = 0.3,
+    min_trials: int = 3,
+) -> float:
     """Best MB/s of ``work`` over ``chunks`` split across ``threads``.
 
     The best trial, not the mean: a ceiling is an upper bound, and on a shared machine the
@@ -85,8 +90,9 @@ def _chunks(data: bytes) -> list[memoryview]:
     return [c.data for c in FastCDC(CHUNK_AVG).cut_buf(memoryview(data))]
 
 
-def measure_components(samples: dict[str, bytes], thread_counts: Sequence[int] = (1, 2)
-                       ) -> dict[str, Any]:
+def measure_components(
+    samples: dict[str, bytes], thread_counts: Sequence[int] = (1, 2)
+) -> dict[str, Any]:
     """MB/s per component and thread count; zstd rates and ratios per corpus part."""
     box = nacl.secret.SecretBox(nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE))
     key = nacl.utils.random(32)
@@ -96,8 +102,10 @@ def measure_components(samples: dict[str, bytes], thread_counts: Sequence[int] =
     # pynacl's cffi binding takes bytes only, so its inputs are materialised up front.
     plain = [bytes(c) for c in dump]
     sealed = [box.encrypt(c) for c in plain]
-    blocks = [memoryview(samples["dump"])[i:i + (8 << 20)]
-              for i in range(0, len(samples["dump"]), 8 << 20)]
+    blocks = [
+        memoryview(samples["dump"])[i : i + (8 << 20)]
+        for i in range(0, len(samples["dump"]), 8 << 20)
+    ]
 
     def chunk(parts: Sequence[memoryview]) -> None:
         cdc = FastCDC(CHUNK_AVG)
@@ -134,7 +142,8 @@ def measure_components(samples: dict[str, bytes], thread_counts: Sequence[int] =
         for part, cs in chunks.items():
             rates.setdefault(f"zstd-3 compress {part}", {})[t] = _timed(compress, cs, t)
         rates.setdefault("zstd decompress dump", {})[t] = (
-            _timed(decompress, compressed, t) * sum(map(len, dump)) / sum(map(len, compressed)))
+            _timed(decompress, compressed, t) * sum(map(len, dump)) / sum(map(len, compressed))
+        )
         rates.setdefault("secretbox encrypt", {})[t] = _timed(encrypt, plain, t)
         rates.setdefault("secretbox decrypt", {})[t] = _timed(decrypt, sealed, t)
     ratios = {}
@@ -142,31 +151,51 @@ def measure_components(samples: dict[str, bytes], thread_counts: Sequence[int] =
         cctx = zstandard.ZstdCompressor(level=3)
         ratios[part] = sum(len(cctx.compress(c)) for c in cs) / max(1, sum(map(len, cs)))
     started = time.perf_counter()
-    nacl.pwhash.argon2id.kdf(32, b"benchmark password", b"\0" * 16,
-                             opslimit=nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
-                             memlimit=nacl.pwhash.argon2id.MEMLIMIT_MODERATE)
+    nacl.pwhash.argon2id.kdf(
+        32,
+        b"benchmark password",
+        b"\0" * 16,
+        opslimit=nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
+        memlimit=nacl.pwhash.argon2id.MEMLIMIT_MODERATE,
+    )
     argon2_s = time.perf_counter() - started
-    return {"rates_mb_s": rates, "compressed_ratio": ratios, "argon2id_moderate_s": argon2_s,
-            "chunk_avg": CHUNK_AVG}
+    return {
+        "rates_mb_s": rates,
+        "compressed_ratio": ratios,
+        "argon2id_moderate_s": argon2_s,
+        "chunk_avg": CHUNK_AVG,
+    }
 
 
-def pipeline_ceiling(comp: dict[str, Any], weights: dict[str, float], corpus_bytes: int,
-                     threads: int = 2) -> dict[str, float]:
+def pipeline_ceiling(
+    comp: dict[str, Any], weights: dict[str, float], corpus_bytes: int, threads: int = 2
+) -> dict[str, float]:
     """The best snapshot and restore times the measured components allow on ``threads`` cores."""
     # More cores can always do at least what fewer did; on a busy machine the two-thread trial
     # can come out slower, which says more about the neighbours than about the ceiling.
-    r = {name: max(v for t, v in by_t.items() if int(t) <= threads) * 1e6
-         for name, by_t in comp["rates_mb_s"].items()}
+    r = {
+        name: max(v for t, v in by_t.items() if int(t) <= threads) * 1e6
+        for name, by_t in comp["rates_mb_s"].items()
+    }
     per_byte = 0.0
     for part, w in weights.items():
         compress = r.get(f"zstd-3 compress {part}", r["zstd-3 compress dump"])
         ratio = comp["compressed_ratio"].get(part, 1.0)
-        per_byte += w * (1 / r["chunk (fastcdc)"] + 1 / r["hash (blake3 keyed)"] + 1 / compress
-                         + ratio / r["secretbox encrypt"])
+        per_byte += w * (
+            1 / r["chunk (fastcdc)"]
+            + 1 / r["hash (blake3 keyed)"]
+            + 1 / compress
+            + ratio / r["secretbox encrypt"]
+        )
     restore_per_byte = sum(
-        w * (comp["compressed_ratio"].get(p, 1.0) / r["secretbox decrypt"]
-             + 1 / r["zstd decompress dump"] + 1 / r["hash (blake3 keyed)"])
-        for p, w in weights.items())
+        w
+        * (
+            comp["compressed_ratio"].get(p, 1.0) / r["secretbox decrypt"]
+            + 1 / r["zstd decompress dump"]
+            + 1 / r["hash (blake3 keyed)"]
+        )
+        for p, w in weights.items()
+    )
     argon = comp["argon2id_moderate_s"]
     return {
         "threads": threads,
@@ -205,14 +234,17 @@ def format_report(comp: dict[str, Any]) -> str:
     lines.append(f"zstd-3 compressed/original: {ratios}")
     lines.append(f"Argon2id (pynacl MODERATE): {comp['argon2id_moderate_s']:.2f} s")
     if comp.get("loadavg_1min", 0) > 0.5 * (os.cpu_count() or 1):
-        lines.append(f"WARNING: load average {comp['loadavg_1min']:.1f} on {os.cpu_count()} "
-                     "CPUs while measuring; these ceilings are low and unreliable")
+        lines.append(
+            f"WARNING: load average {comp['loadavg_1min']:.1f} on {os.cpu_count()} "
+            "CPUs while measuring; these ceilings are low and unreliable"
+        )
     for key in ("ceiling_1core", "ceiling_2core"):
         c = comp[key]
         lines.append(
             f"{c['threads']}-core ceiling for {comp['corpus_bytes'] / 1e6:.0f} MB corpus: "
             f"snapshot {c['snapshot_s']:.2f} s ({c['snapshot_mb_s']:.0f} MB/s), "
-            f"restore {c['restore_s']:.2f} s ({c['restore_mb_s']:.0f} MB/s)")
+            f"restore {c['restore_s']:.2f} s ({c['restore_mb_s']:.0f} MB/s)"
+        )
     return "\n".join(lines)
 
 

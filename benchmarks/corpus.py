@@ -37,8 +37,11 @@ BASE_TIME = 1_767_578_400  # 2026-01-05 02:00 UTC
 DAY = 86_400
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 # (kind, share of small-file count, min size, max size)
-_SMALL_KINDS = (("letter", 0.45, 2_000, 16_000), ("note", 0.50, 800, 6_000),
-                ("config", 0.05, 200, 3_000))
+_SMALL_KINDS = (
+    ("letter", 0.45, 2_000, 16_000),
+    ("note", 0.50, 800, 6_000),
+    ("config", 0.05, 200, 3_000),
+)
 _BIG_KINDS = (("csv", 100_000, 3_000_000), ("log", 100_000, 4_000_000))
 _SCAN_HEADERS = {
     "pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n",
@@ -72,8 +75,10 @@ def _small_spec(rng: random.Random, idx: int, mtime: int) -> FileSpec:
     if kind == "letter":
         path = f"documents/letters/{year}/{rng.randint(1, 12):02d}/letter-{last.lower()}-{idx}.txt"
     elif kind == "note":
-        path = (f"patients/{last.lower()}_{first.lower()}_{idx % 9000}/notes/"
-                f"visit-{time.strftime('%Y-%m-%d', time.gmtime(mtime))}-{idx}.txt")
+        path = (
+            f"patients/{last.lower()}_{first.lower()}_{idx % 9000}/notes/"
+            f"visit-{time.strftime('%Y-%m-%d', time.gmtime(mtime))}-{idx}.txt"
+        )
     else:
         path = f"etc/practice/{rng.choice(('pms', 'imaging', 'billing', 'backup'))}/conf-{idx}.ini"
     return FileSpec(path, kind, rng.randint(lo, hi), mtime)
@@ -119,31 +124,54 @@ def _text(spec: FileSpec, rng: random.Random, pools: Pools) -> bytes:
     parts: list[str] = []
     if spec.kind == "letter":
         name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
-        parts.append(f"Riverside Dental Practice\n12 Main Street, Springfield\n\n"
-                     f"{rng.choice(pools.dates)}\n\nDear {name},\n\n")
+        parts.append(
+            f"Riverside Dental Practice\n12 Main Street, Springfield\n\n"
+            f"{rng.choice(pools.dates)}\n\nDear {name},\n\n"
+        )
         paras = rng.choices(pools.paragraphs, k=spec.size // 300 + 2)
         parts.append("\n\n".join(paras))
     elif spec.kind == "note":
-        parts.append(f"Visit {rng.choice(pools.dates)} {rng.choice(pools.times)}\n"
-                     f"Reason: {rng.choice(REASONS)}\n\n")
+        parts.append(
+            f"Visit {rng.choice(pools.dates)} {rng.choice(pools.times)}\n"
+            f"Reason: {rng.choice(REASONS)}\n\n"
+        )
         parts.append("\n".join(rng.choices(pools.phrases, k=spec.size // 40 + 2)))
     elif spec.kind == "config":
-        keys = rng.choices(("host", "port", "timeout", "path", "user", "retries", "mode"),
-                           k=spec.size // 20 + 2)
+        keys = rng.choices(
+            ("host", "port", "timeout", "path", "user", "retries", "mode"), k=spec.size // 20 + 2
+        )
         parts.extend(f"{k}_{i} = {rng.randint(0, 65535)}\n" for i, k in enumerate(keys))
     elif spec.kind == "csv":
         k = spec.size // 60 + 2
         parts.append("date,time,patient,amount,reason\n")
-        parts.extend(map("%s,%s,%s %s,%s,%s\n".__mod__, zip(
-            rng.choices(pools.dates, k=k), rng.choices(pools.times, k=k),
-            rng.choices(FIRST_NAMES, k=k), rng.choices(LAST_NAMES, k=k),
-            rng.choices(pools.amounts, k=k), rng.choices(REASONS, k=k), strict=True)))
+        parts.extend(
+            map(
+                "%s,%s,%s %s,%s,%s\n".__mod__,
+                zip(
+                    rng.choices(pools.dates, k=k),
+                    rng.choices(pools.times, k=k),
+                    rng.choices(FIRST_NAMES, k=k),
+                    rng.choices(LAST_NAMES, k=k),
+                    rng.choices(pools.amounts, k=k),
+                    rng.choices(REASONS, k=k),
+                    strict=True,
+                ),
+            )
+        )
     else:
         k = spec.size // 80 + 2
-        parts.extend(map("%s %s INFO [%s] %s\n".__mod__, zip(
-            rng.choices(pools.dates, k=k), rng.choices(pools.times, k=k),
-            rng.choices(("sched", "db", "http", "auth", "print"), k=k),
-            rng.choices(pools.phrases, k=k), strict=True)))
+        parts.extend(
+            map(
+                "%s %s INFO [%s] %s\n".__mod__,
+                zip(
+                    rng.choices(pools.dates, k=k),
+                    rng.choices(pools.times, k=k),
+                    rng.choices(("sched", "db", "http", "auth", "print"), k=k),
+                    rng.choices(pools.phrases, k=k),
+                    strict=True,
+                ),
+            )
+        )
     data = "".join(parts).encode("ascii")[: spec.size - 1]
     return data + b"\n"
 
@@ -259,8 +287,10 @@ def generate(root: Path, size: int, night: int = 0, seed: int = 1) -> CorpusStat
     """
     state = read_state(root)
     if state is not None and (state.seed, state.size) != (seed, size):
-        raise SystemExit(f"{root} holds a corpus with seed {state.seed} size {state.size}; "
-                         "use an empty directory")
+        raise SystemExit(
+            f"{root} holds a corpus with seed {state.seed} size {state.size}; "
+            "use an empty directory"
+        )
     if state is not None and state.night > night:
         raise SystemExit(f"{root} is already at night {state.night}; regenerate into an empty dir")
     root.mkdir(parents=True, exist_ok=True)
@@ -285,8 +315,9 @@ def generate(root: Path, size: int, night: int = 0, seed: int = 1) -> CorpusStat
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point; prints what it made and how long it took."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.corpus", description=__doc__.split(
-        "\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.corpus", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("dir", type=Path)
     ap.add_argument("--size", default="2G", help="total corpus size, e.g. 300M, 2G (default 2G)")
     ap.add_argument("--night", type=int, default=0, help="0 = initial; N mutates from N-1")
@@ -296,8 +327,10 @@ def main(argv: list[str] | None = None) -> None:
     generate(args.dir, parse_size(args.size), args.night, args.seed)
     files = sum(len(f) for _, _, f in os.walk(args.dir))
     total = sum(e.stat().st_size for e in args.dir.rglob("*") if e.is_file())
-    print(f"{args.dir}: night {args.night}, {files} files, {total / 1e6:.1f} MB "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"{args.dir}: night {args.night}, {files} files, {total / 1e6:.1f} MB "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -97,8 +97,9 @@ def _verify_restore(restored_root: Path, source: Path) -> dict[str, Any]:
     """The dump must match byte for byte; file count and total bytes must match too."""
     inner = restored_root / str(source).lstrip("/")
     dump = inner / DUMP_NAME
-    result: dict[str, Any] = {"dump_equal": dump.exists()
-                              and _file_digest(dump) == _file_digest(source / DUMP_NAME)}
+    result: dict[str, Any] = {
+        "dump_equal": dump.exists() and _file_digest(dump) == _file_digest(source / DUMP_NAME)
+    }
     result["files_equal"] = _file_count(inner) == _file_count(source)
     result["bytes_equal"] = dir_usage(inner)[1] == dir_usage(source)[1]
     result["ok"] = all(result.values())
@@ -132,8 +133,13 @@ def run_one(tool: Tool, ws: Workspace, pristine: dict[int, Path], live: Path) ->
             sync_tree(pristine[1], live)
         m = _step(tool, ws, cmds, cwd)
         used, apparent = dir_usage(ws.repo)
-        rec = {"wall_s": round(m.wall_s, 4), "max_rss_kib": m.max_rss_kib, "rc": m.rc,
-               "repo_bytes": used, "repo_apparent_bytes": apparent}
+        rec = {
+            "wall_s": round(m.wall_s, 4),
+            "max_rss_kib": m.max_rss_kib,
+            "rc": m.rc,
+            "repo_bytes": used,
+            "repo_apparent_bytes": apparent,
+        }
         if tool.name == "dedupe" and m.stdout.strip().startswith("{"):
             try:
                 rec["json"] = json.loads(m.stdout)
@@ -153,14 +159,18 @@ def _prepare_corpus(workdir: Path, size: int) -> dict[int, Path]:
     """Night 0 and night 1 pristine trees (night 1 = copy of night 0, mutated)."""
     base = workdir / "corpus"
     n0, n1 = base / "night0", base / "night1"
-    if not (n0 / ".corpus-state.json").exists() or \
-            json.loads((n0 / ".corpus-state.json").read_text())["size"] != size:
+    if (
+        not (n0 / ".corpus-state.json").exists()
+        or json.loads((n0 / ".corpus-state.json").read_text())["size"] != size
+    ):
         shutil.rmtree(base, ignore_errors=True)
         started = time.perf_counter()
         generate(n0, size, 0)
         print(f"corpus night 0 generated in {time.perf_counter() - started:.1f} s", flush=True)
-    if not (n1 / ".corpus-state.json").exists() or \
-            json.loads((n1 / ".corpus-state.json").read_text())["night"] != 1:
+    if (
+        not (n1 / ".corpus-state.json").exists()
+        or json.loads((n1 / ".corpus-state.json").read_text())["night"] != 1
+    ):
         shutil.rmtree(n1, ignore_errors=True)
         subprocess.run(["cp", "-a", str(n0), str(n1)], check=True)
         generate(n1, size, 1)
@@ -170,11 +180,22 @@ def _prepare_corpus(workdir: Path, size: int) -> dict[int, Path]:
 def _environment(tools: list[Tool]) -> dict[str, Any]:
     cpu = ""
     if Path("/proc/cpuinfo").exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                    .splitlines() if ln.startswith("model name")), "")
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "python": sys.version.split()[0],
-            "platform": platform.platform(), "loadavg_start": os.getloadavg(),
-            "versions": {t.name: t.version() for t in tools}}
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "",
+        )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "loadavg_start": os.getloadavg(),
+        "versions": {t.name: t.version() for t in tools},
+    }
 
 
 def _write_json(path: Path, result: dict[str, Any]) -> None:
@@ -186,19 +207,24 @@ def _write_json(path: Path, result: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options; --small is the CI preset."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.run",
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--size", default=None, help="corpus size (default 2G; 240M with --small)")
-    ap.add_argument("--reps", type=int, default=None,
-                    help="repetitions (default 3; 1 with --small)")
+    ap.add_argument(
+        "--reps", type=int, default=None, help="repetitions (default 3; 1 with --small)"
+    )
     ap.add_argument("--tools", default="dedupe,restic,borg")
     ap.add_argument("--out", type=Path, default=Path("bench-out/results.json"))
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/dedupe-bench"))
     ap.add_argument("--small", action="store_true", help="CI preset: ~240 MB corpus, 1 rep")
     ap.add_argument("--keep-corpus", action="store_true", help="keep the generated corpus")
     ap.add_argument("--no-ceilings", action="store_true", help="skip component ceilings")
-    ap.add_argument("--strict", action="store_true",
-                    help="exit 1 if any tool step fails or a restore does not match")
+    ap.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any tool step fails or a restore does not match",
+    )
     args = ap.parse_args(argv)
     args.size = parse_size(args.size or ("240M" if args.small else "2G"))
     args.reps = args.reps or (1 if args.small else 3)
@@ -214,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(args.workdir).free
     if free < args.size * 6:
-        print(f"warning: {free / 1e9:.1f} GB free in {args.workdir}; ~{args.size * 6 / 1e9:.1f} "
-              "GB needed", file=sys.stderr)
+        print(
+            f"warning: {free / 1e9:.1f} GB free in {args.workdir}; ~{args.size * 6 / 1e9:.1f} "
+            "GB needed",
+            file=sys.stderr,
+        )
     if not ensure_installed(TIME_BIN, "time", notes):
         notes.append("peak RSS from a getrusage wrapper instead of GNU time")
     for name in [t.strip() for t in args.tools.split(",") if t.strip()]:
@@ -236,9 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     pristine = _prepare_corpus(args.workdir, args.size)
     corpus_bytes = dir_usage(pristine[0])[1]
     result: dict[str, Any] = {
-        "config": {"size": args.size, "reps": args.reps, "corpus_bytes": corpus_bytes,
-                   "tools": [t.name for t in tools]},
-        "environment": _environment(tools), "notes": notes, "skipped": skipped, "runs": []}
+        "config": {
+            "size": args.size,
+            "reps": args.reps,
+            "corpus_bytes": corpus_bytes,
+            "tools": [t.name for t in tools],
+        },
+        "environment": _environment(tools),
+        "notes": notes,
+        "skipped": skipped,
+        "runs": [],
+    }
     if not args.no_ceilings:
         print("measuring component ceilings ...", flush=True)
         result["ceilings"] = ceilings.measure(pristine[0], 16 if args.small else 64)
@@ -247,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     live = args.workdir / "live" / "practice-server"
     live.parent.mkdir(parents=True, exist_ok=True)
     for rep in range(args.reps):
-        order = tools[rep % max(1, len(tools)):] + tools[:rep % max(1, len(tools))]
+        order = tools[rep % max(1, len(tools)) :] + tools[: rep % max(1, len(tools))]
         for tool in order:
             ws_root = args.workdir / "runs" / f"{tool.name}-rep{rep}"
             _remove(ws_root)
@@ -257,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             rec["rep"], rec["loadavg_start"] = rep, load
             result["runs"].append(rec)
             brief = ", ".join(f"{s} {v['wall_s']:.2f}s" for s, v in rec["steps"].items())
-            print(f"  {brief}" + (f"\n  ERROR {rec['error']}" if "error" in rec else ""),
-                  flush=True)
+            print(
+                f"  {brief}" + (f"\n  ERROR {rec['error']}" if "error" in rec else ""), flush=True
+            )
             _remove(ws_root)
             _write_json(args.out, result)  # partial results survive an interrupted run
     _remove(live.parent)
@@ -267,17 +305,22 @@ def main(argv: list[str] | None = None) -> int:
 
     result["environment"]["loadavg_end"] = os.getloadavg()
     env = result["environment"]
-    busiest = max([env["loadavg_start"][0], env["loadavg_end"][0]]
-                  + [r["loadavg_start"][0] for r in result["runs"]])
+    busiest = max(
+        [env["loadavg_start"][0], env["loadavg_end"][0]]
+        + [r["loadavg_start"][0] for r in result["runs"]]
+    )
     if busiest > 0.5 * (os.cpu_count() or 1):
-        notes.append(f"machine busy (1-min load average up to {busiest:.1f} on {os.cpu_count()} "
-                     "CPUs): absolute numbers are unreliable, ratios less so")
+        notes.append(
+            f"machine busy (1-min load average up to {busiest:.1f} on {os.cpu_count()} "
+            "CPUs): absolute numbers are unreliable, ratios less so"
+        )
     result["medians"], result["ratios"] = medians_and_ratios(result, STEPS)
     print(format_table(result), flush=True)
     _write_json(args.out, result)
     print(f"raw results: {args.out}")
-    failed = [r for r in result["runs"]
-              if "error" in r or not r.get("restore_check", {}).get("ok", True)]
+    failed = [
+        r for r in result["runs"] if "error" in r or not r.get("restore_check", {}).get("ok", True)
+    ]
     return 1 if args.strict and failed else 0
 
 

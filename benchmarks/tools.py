@@ -50,8 +50,9 @@ class Measured:
         self.stderr_tail = other.stderr_tail or self.stderr_tail
 
 
-def run_measured(argv: list[str], env: dict[str, str], cwd: Path | None = None,
-                 timeout: float = 3600) -> Measured:
+def run_measured(
+    argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 3600
+) -> Measured:
     """Run ``argv`` under GNU time (or a rusage wrapper); wall time from our own clock."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
         if os.access(TIME_BIN, os.X_OK):
@@ -59,12 +60,18 @@ def run_measured(argv: list[str], env: dict[str, str], cwd: Path | None = None,
         else:
             full = [sys.executable, "-c", _RSS_WRAPPER, rss_file.name, *argv]
         started = time.perf_counter()
-        proc = subprocess.run(full, env=env, cwd=cwd, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            full, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
         wall = time.perf_counter() - started
         match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", rss_file.read())
-    return Measured(wall, int(match.group(1)) if match else 0, proc.returncode, proc.stdout,
-                    "\n".join(proc.stderr.strip().splitlines()[-8:]))
+    return Measured(
+        wall,
+        int(match.group(1)) if match else 0,
+        proc.returncode,
+        proc.stdout,
+        "\n".join(proc.stderr.strip().splitlines()[-8:]),
+    )
 
 
 def dir_usage(path: Path) -> tuple[int, int]:
@@ -85,8 +92,19 @@ def ensure_installed(binary: str, package: str, notes: list[str]) -> bool:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         notes.append(f"{binary} missing and cannot apt-get install {package} (not root)")
         return False
-    proc = subprocess.run(["apt-get", "install", "-y", package], capture_output=True, text=True,
-                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, check=False)
+    try:
+        # A timeout, because apt-get waits forever on a lock another apt holds.
+        proc = subprocess.run(
+            ["apt-get", "install", "-y", package],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=False,
+            timeout=600,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        notes.append(f"apt-get install {package} failed: {exc}")
+        return False
     if proc.returncode != 0 or not (shutil.which(binary) or os.access(binary, os.X_OK)):
         notes.append(f"apt-get install {package} failed: {proc.stderr.strip()[-200:]}")
         return False
@@ -122,8 +140,11 @@ class Tool:
 
     def env(self, ws: Workspace) -> dict[str, str]:
         """Environment with the password and private cache dirs; HOME too, so nothing leaks."""
-        return {**os.environ, "HOME": str(ws.root / "home"),
-                "XDG_CACHE_HOME": str(ws.cache / "xdg")}
+        return {
+            **os.environ,
+            "HOME": str(ws.root / "home"),
+            "XDG_CACHE_HOME": str(ws.cache / "xdg"),
+        }
 
     def init(self, ws: Workspace) -> list[list[str]]:
         raise NotImplementedError
@@ -145,8 +166,9 @@ class Restic(Tool):
     name = "restic"
 
     def version(self) -> str:
-        return subprocess.run(["restic", "version"], capture_output=True, text=True,
-                              check=False).stdout.strip()
+        return subprocess.run(
+            ["restic", "version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
 
     def env(self, ws: Workspace) -> dict[str, str]:
         return {**super().env(ws), "RESTIC_PASSWORD": PASSWORD, "RESTIC_REPOSITORY": str(ws.repo)}
@@ -173,15 +195,19 @@ class Borg(Tool):
     name = "borg"
 
     def version(self) -> str:
-        return subprocess.run(["borg", "--version"], capture_output=True, text=True,
-                              check=False).stdout.strip()
+        return subprocess.run(
+            ["borg", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
 
     def env(self, ws: Workspace) -> dict[str, str]:
-        return {**super().env(ws), "BORG_PASSPHRASE": PASSWORD,
-                "BORG_BASE_DIR": str(ws.cache / "borg-base"),
-                "BORG_CACHE_DIR": str(ws.cache / "borg-cache"),
-                "BORG_CONFIG_DIR": str(ws.cache / "borg-config"),
-                "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
+        return {
+            **super().env(ws),
+            "BORG_PASSPHRASE": PASSWORD,
+            "BORG_BASE_DIR": str(ws.cache / "borg-base"),
+            "BORG_CACHE_DIR": str(ws.cache / "borg-cache"),
+            "BORG_CONFIG_DIR": str(ws.cache / "borg-config"),
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+        }
 
     def init(self, ws: Workspace) -> list[list[str]]:
         return [["borg", "init", "-e", "repokey-blake2", str(ws.repo)]]
@@ -193,8 +219,10 @@ class Borg(Tool):
         return [["borg", "extract", f"{ws.repo}::{label}"]]
 
     def forget_gc(self, ws: Workspace) -> list[list[str]]:
-        return [["borg", "prune", "--keep-last", "1", str(ws.repo)],
-                ["borg", "compact", str(ws.repo)]]
+        return [
+            ["borg", "prune", "--keep-last", "1", str(ws.repo)],
+            ["borg", "compact", str(ws.repo)],
+        ]
 
 
 class Dedupe(Tool):
@@ -210,16 +238,20 @@ class Dedupe(Tool):
         self.cmd = [exe] if exe else [sys.executable, "-c", _DEDUPE_MAIN]
 
     def version(self) -> str:
-        proc = subprocess.run([*self.cmd, "--version"], capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run([*self.cmd, "--version"], capture_output=True, text=True, check=False)
         return (proc.stdout or proc.stderr).strip()[:200]
 
     def env(self, ws: Workspace) -> dict[str, str]:
-        env = {**super().env(ws), "DEDUPE_REPO": str(ws.repo), "DEDUPE_PASSWORD": PASSWORD,
-               "DEDUPE_CACHE_DIR": str(ws.cache / "dedupe")}
+        env = {
+            **super().env(ws),
+            "DEDUPE_REPO": str(ws.repo),
+            "DEDUPE_PASSWORD": PASSWORD,
+            "DEDUPE_CACHE_DIR": str(ws.cache / "dedupe"),
+        }
         if self.source_root:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.source_root,
-                                                              env.get("PYTHONPATH")]))
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [self.source_root, env.get("PYTHONPATH")])
+            )
         return env
 
     def init(self, ws: Workspace) -> list[list[str]]:

@@ -1,0 +1,60 @@
+"""The chunk index stays compact when a repository holds many chunks (speed issue, item 3).
+
+A scaled-down ``benchmarks.index_scale``: 300k synthetic entries in fake packs, written as real
+index files through the library, then loaded back. ``python -m benchmarks.index_scale`` runs
+the full-size version (10M entries, snapshot throughput and peak RSS).
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import pytest
+
+from benchmarks.index_scale import write_fake_index
+from dedupe.crypto import kdf
+from dedupe.repo.repository import Repository
+from dedupe.storage.memory import MemoryStorage
+
+ENTRIES = 300_000
+PASSWORD = b"index scale"
+
+
+@pytest.fixture
+def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests only: Argon2id at its minimum cost."""
+    monkeypatch.setattr(
+        kdf,
+        "params_for_new_keys",
+        kdf.KdfParams(ops=kdf.pwhash.argon2id.OPSLIMIT_MIN, mem=kdf.pwhash.argon2id.MEMLIMIT_MIN),
+    )
+
+
+@pytest.mark.timeout(60)
+def test_index_of_300k_entries_loads_compactly(cheap_kdf: None) -> None:
+    started = time.process_time()  # CPU time: the machine may be shared
+    repo = Repository.init(MemoryStorage(), PASSWORD, 64 * 1024, "zstd:3")
+    firsts = write_fake_index(repo, ENTRIES, files=3, per_pack=300)
+    assert len(list(repo.storage.list("index/"))) == 3
+    reopened = Repository.open(repo.storage, lambda: PASSWORD)
+
+    tracemalloc.start()
+    try:
+        index = reopened.load_index()
+        retained, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert len(index) == ENTRIES
+    for blob_id in firsts:
+        location = index.lookup(blob_id)
+        assert location is not None and location.offset == 0 and location.length >= 20_000
+    assert index.lookup(bytes(32)) is None
+    per_entry = retained / ENTRIES
+    print(
+        f"\nload_index: {ENTRIES} entries, {per_entry:.0f} B/entry retained, "
+        f"{peak / ENTRIES:.0f} B/entry peak during the load"
+    )
+    assert per_entry < 100, f"{per_entry:.0f} bytes of RAM per index entry"
+    assert time.process_time() - started < 20
