@@ -8,12 +8,14 @@ saved. A file that changes while it is read is saved as read, with a warning, an
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import grp
 import os
 import pwd
 import stat
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -24,6 +26,9 @@ from dedupe.chunker import Chunker
 from dedupe.filescache import FilesCache
 from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
 from dedupe.repo.writer import BlobWriter
+
+# Files at least this big are hashed block by block in the workers (see _store_content).
+ASYNC_MIN = 1 << 20
 
 Progress = Callable[[int, int], None]  # (bytes read so far, files so far)
 Warn = Callable[[str], None]
@@ -94,6 +99,7 @@ class Archiver:
         self.warn = warn
         self.progress = progress
         self.stats = ArchiveStats()
+        self._deferred: dict[int, tuple[list, tuple[bytes, os.stat_result] | None]] = {}
         self._unstable = 0  # errors and files that changed while read: never cache their folder
         self._users: dict[int, str | None] = {}
         self._groups: dict[int, str | None] = {}
@@ -128,9 +134,9 @@ class Archiver:
             uid=os.getuid(),
             gid=os.getgid(),
             size=size,
-            content=tuple(content),
         )
-        return self.writer.add(encode_tree([node]))
+        node = self._with_content(node, content, None)
+        return self.writer.add(encode_tree(self._resolve([node])))
 
     # --- walking ---------------------------------------------------------------------------
 
@@ -151,7 +157,7 @@ class Archiver:
             if node is not None:
                 nodes.append(node)
         self.stats.dirs += 1
-        return self.writer.add(encode_tree(nodes))
+        return self.writer.add(encode_tree(self._resolve(nodes)))
 
     def _node_for(self, path: bytes, name: bytes, st: os.stat_result | None = None) -> Node | None:
         try:
@@ -249,7 +255,7 @@ class Archiver:
                 if node.type == FILE:
                     own_files += 1
                     own_bytes += node.size
-        tree_id = self.writer.add(encode_tree(nodes))
+        tree_id = self.writer.add(encode_tree(self._resolve(nodes)))
         if cache is not None and self._unstable == unstable_before:
             cache.remember_dir(key, digest, tree_id, own_files, own_bytes)
         return tree_id
@@ -259,6 +265,7 @@ class Archiver:
     def _file_node(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
         content = None
         key = None
+        remember = None
         if self.cache is not None:
             key = self.cache.key(path)
             cached = self.cache.lookup(key, st)
@@ -295,13 +302,12 @@ class Archiver:
                 self.warn(f"{os.fsdecode(path)} changed while it was read; saved as read")
                 self._unstable += 1
                 st = after
-            elif self.cache is not None and key is not None:
-                self.cache.remember(key, st, content)
+            remember = None if changed or self.cache is None or key is None else (key, st)
         self.stats.files += 1
         self.stats.bytes_total += size
         if self.progress is not None:
             self.progress(self.stats.bytes_read, self.stats.files)
-        return Node(
+        node = Node(
             name=name,
             type=FILE,
             mode=stat.S_IMODE(st.st_mode),
@@ -311,22 +317,57 @@ class Archiver:
             user=_owner(st.st_uid, self._users),
             group=_group(st.st_gid, self._groups),
             size=size,
-            content=tuple(content),
         )
+        return self._with_content(node, content, remember)
+
+    def _with_content(
+        self, node: Node, content: list, remember: tuple[bytes, os.stat_result] | None
+    ) -> Node:
+        """The node with its content ids, or registered to get them once its blocks are
+        stored (`_resolve`), so reading goes on while workers hash the blocks."""
+        if content and isinstance(content[0], Future):
+            self._deferred[id(node)] = (content, remember)
+            return node
+        if remember is not None and self.cache is not None:
+            self.cache.remember(remember[0], remember[1], content)
+        return dataclasses.replace(node, content=tuple(content))
+
+    def _resolve(self, nodes: list[Node]) -> list[Node]:
+        """Fill in the content of nodes whose blocks were stored asynchronously."""
+        if not self._deferred:
+            return nodes
+        out = []
+        for node in nodes:
+            pending = self._deferred.pop(id(node), None)
+            if pending is not None:
+                futures, remember = pending
+                ids = [blob_id for future in futures for blob_id in future.result()]
+                node = self._with_content(node, ids, remember)
+            out.append(node)
+        return out
 
     def _store_content(
         self, readinto: Callable[[memoryview], int], size_hint: int | None
     ) -> tuple[list[bytes], int]:
-        ids = []
         size = 0
-        add = self.writer.add
-        for chunk in self.chunker.chunks(readinto, size_hint):
-            ids.append(add(chunk))
-            size += len(chunk)
-            self.stats.bytes_read += len(chunk)
-            if self.progress is not None and size_hint and size_hint > 16 << 20:
+        if size_hint is not None and size_hint < ASYNC_MIN:
+            ids = []
+            add = self.writer.add
+            for chunk in self.chunker.chunks(readinto, size_hint):
+                ids.append(add(chunk))
+                size += len(chunk)
+            self.stats.bytes_read += size
+            return ids, size
+        # Large files and streams: this thread reads and cuts, workers hash and store.
+        futures: list = []
+        for block in self.chunker.blocks(readinto, size_hint):
+            futures.append(self.writer.add_chunks_async(block))
+            read = sum(len(c) for c in block)
+            size += read
+            self.stats.bytes_read += read
+            if self.progress is not None:
                 self.progress(self.stats.bytes_read, self.stats.files)
-        return ids, size
+        return futures, size
 
     def _error(self, path: bytes, exc: OSError) -> None:
         self._unstable += 1

@@ -60,7 +60,14 @@ class Chunker:
         )
 
     def chunks(self, readinto: ReadInto, size_hint: int | None = None) -> Iterator[memoryview]:
-        """Yield the chunks of the stream read by `readinto` until it returns 0.
+        """Yield the chunks of the stream read by `readinto` until it returns 0."""
+        for block in self.blocks(readinto, size_hint):
+            yield from block
+
+    def blocks(
+        self, readinto: ReadInto, size_hint: int | None = None
+    ) -> Iterator[list[memoryview]]:
+        """The chunks of the stream, a block's worth (up to BLOCK_SIZE bytes) at a time.
 
         `size_hint` (the file size, if known) lets a small file be read into a buffer of its
         own size instead of a full block.
@@ -85,10 +92,11 @@ class Chunker:
             data = view[:filled]
             if eof:
                 if filled:
-                    yield from (c.data for c in self._cdc.cut_buf(data))
+                    yield [c.data for c in self._cdc.cut_buf(data)]
                 return
             pieces = [c.data for c in self._cdc.cut_buf(data)]
             # The last piece ends at the block's end, not at a real cut point: cut it again
             # together with the next block.
             carry = bytes(pieces.pop())
-            yield from pieces
+            if pieces:
+                yield pieces

@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from dedupe.errors import DedupeError, ObjectNotFound
@@ -44,6 +44,7 @@ class BlobWriter:
         self.repo = repo
         self.stats = WriteStats()
         self._pending: set[bytes] = set()
+        self._pending_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seal")
         self._units = max(1, max_inflight >> 16)
         self._inflight = threading.BoundedSemaphore(self._units)
@@ -65,6 +66,14 @@ class BlobWriter:
         """True if the blob is in the repository or already queued by this writer."""
         return blob_id in self._pending or blob_id in self.repo.index
 
+    def _claim(self, blob_id: bytes) -> bool:
+        """Mark the blob as ours to store; False if it is stored or claimed already."""
+        with self._pending_lock:
+            if blob_id in self._pending or blob_id in self.repo.index:
+                return False
+            self._pending.add(blob_id)
+            return True
+
     def add(self, data: bytes | memoryview) -> bytes:
         """Store `data` unless the repository has it; return its id. May block for memory."""
         blob_id = self.repo.hash(data)
@@ -75,9 +84,8 @@ class BlobWriter:
         """Queue the blob if it is new; True if it was."""
         if self._error is not None:
             raise self._error
-        if blob_id in self._pending or blob_id in self.repo.index:
+        if not self._claim(blob_id):
             return False
-        self._pending.add(blob_id)
         units = min(self._units, max(1, len(data) >> 16))
         for _ in range(units):
             self._inflight.acquire()
@@ -89,6 +97,20 @@ class BlobWriter:
         if self._batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_BLOBS:
             self._submit_batch()
         return True
+
+    def add_chunks_async(self, chunks: list[memoryview]) -> Future:
+        """Hash and store a block of chunks in a worker; the future gives their ids in order.
+
+        For large files: the caller's thread then only reads and cuts, and hashing moves to
+        the workers with compression and sealing, so one thread is never the bottleneck.
+        """
+        if self._error is not None:
+            raise self._error
+        total = sum(len(c) for c in chunks)
+        units = min(self._units, max(1, total >> 16))
+        for _ in range(units):
+            self._inflight.acquire()
+        return self._pool.submit(self._hash_and_store, chunks, units)
 
     def _submit_batch(self) -> None:
         if self._batch:
@@ -133,30 +155,49 @@ class BlobWriter:
     # --- worker side ---------------------------------------------------------------------
 
     def _seal_batch(self, batch: list[tuple[bytes, bytes | memoryview, int]]) -> None:
-        encode = self.repo.blobs.encode
-        pack_size = self.repo.settings.pack_size
         for blob_id, data, units in batch:
             try:
-                if self._error is not None:
-                    continue
-                sealed = encode(data)
-                full = None
-                with self._pack_lock:
-                    builder = self._packs[random.getrandbits(1)]
-                    builder.add(blob_id, sealed, len(data))
-                    self.stats.blobs_new += 1
-                    self.stats.raw_bytes_new += len(data)
-                    if len(builder) >= pack_size:
-                        full = builder
-                        self._packs[self._packs.index(builder)] = PackBuilder()
-                if full is not None:
-                    self._finish_pack(full)
+                if self._error is None:
+                    self._store(blob_id, data)
             except BaseException as exc:  # reported to the caller by add/flush
                 if self._error is None:
                     self._error = exc
             finally:
                 for _ in range(units):
                     self._inflight.release()
+
+    def _hash_and_store(self, chunks: list[memoryview], units: int) -> list[bytes]:
+        try:
+            ids = []
+            hasher = self.repo.hash
+            for chunk in chunks:
+                blob_id = hasher(chunk)
+                ids.append(blob_id)
+                if self._error is None and self._claim(blob_id):
+                    self._store(blob_id, chunk)
+            return ids
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+            raise
+        finally:
+            for _ in range(units):
+                self._inflight.release()
+
+    def _store(self, blob_id: bytes, data: bytes | memoryview) -> None:
+        """Compress and seal one blob and put it into one of the open packs."""
+        sealed = self.repo.blobs.encode(data)
+        full = None
+        with self._pack_lock:
+            builder = self._packs[random.getrandbits(1)]
+            builder.add(blob_id, sealed, len(data))
+            self.stats.blobs_new += 1
+            self.stats.raw_bytes_new += len(data)
+            if len(builder) >= self.repo.settings.pack_size:
+                full = builder
+                self._packs[self._packs.index(builder)] = PackBuilder()
+        if full is not None:
+            self._finish_pack(full)
 
     def _finish_pack(self, builder: PackBuilder) -> None:
         entries = builder.entries
