@@ -11,8 +11,6 @@ import dataclasses
 import secrets
 from collections.abc import Callable
 
-import numpy as np
-
 from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.crypto import keys
 from dedupe.errors import (
@@ -213,15 +211,9 @@ class Repository:
             if name in superseded:
                 continue
             self.index_names.append(name)
-            for pack_id, entries in index_file.packs:
-                if entries and (present is None or pack_id in present):
-                    index.add_bulk(
-                        pack_id,
-                        b"".join(e.blob_id for e in entries),
-                        np.array(
-                            [(e.offset, e.length, e.raw_length) for e in entries], dtype=np.uint32
-                        ),
-                    )
+            for column in index_file.columns:
+                if len(column.ids) and (present is None or column.pack_id in present):
+                    index.add_bulk(column.pack_id, column.ids, column.fields)
         index.merge()
         return index
 
