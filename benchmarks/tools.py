@@ -28,7 +28,6 @@ _RSS_WRAPPER = (
     "open(sys.argv[1], 'w').write(f'Maximum resident set size (kbytes): {peak}')\n"
     "sys.exit(rc)\n"
 )
-_DEDUPE_MAIN = "import sys; from dedupe.cli.main import main; sys.exit(main())"
 
 
 @dataclass
@@ -231,11 +230,11 @@ class Dedupe(Tool):
     name = "dedupe"
 
     def __init__(self) -> None:
-        exe = shutil.which("dedupe")
-        # Until the package is installed, run the console-script entry point from this checkout
-        # (PYTHONPATH is set in env()), so the benchmark works in a fresh clone too.
-        self.source_root = None if exe else str(Path(__file__).resolve().parents[1])
-        self.cmd = [exe] if exe else [sys.executable, "-c", _DEDUPE_MAIN]
+        # Always this checkout's code, started as `python -m dedupe` (PYTHONPATH is set in
+        # env()): no version-manager shim in front of it (pyenv's costs ~0.15 s per call, which
+        # a static restic binary does not pay), and it works in a fresh clone too.
+        self.source_root = str(Path(__file__).resolve().parents[1])
+        self.cmd = [sys.executable, "-m", "dedupe"]
 
     def version(self) -> str:
         proc = subprocess.run([*self.cmd, "--version"], capture_output=True, text=True, check=False)
