@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import os
 import pkgutil
 import sys
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # paramiko logs dropped connections itself; our errors say it once, clearly, instead.
+    paramiko_log = logging.getLogger("paramiko")
+    paramiko_log.addHandler(logging.NullHandler())
+    paramiko_log.propagate = False
     # File names that are not UTF-8 are printed as their original bytes, not as an error.
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):

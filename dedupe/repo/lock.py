@@ -144,7 +144,10 @@ class Lock:
         self._stop.set()
         try:
             self.storage.delete(self.name)
-        except ObjectNotFound:
+        except DedupeError:
+            # Gone already, or the storage is unreachable: then the lock stays behind, is seen
+            # as stale once this process has ended, and must not hide the error that got us
+            # here (a server that died mid-snapshot).
             pass
 
     def __enter__(self) -> Lock:

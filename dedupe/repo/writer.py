@@ -50,12 +50,20 @@ class BlobWriter:
         self._inflight = threading.BoundedSemaphore(self._units)
         self._packs = [PackBuilder(), PackBuilder()]
         self._pack_lock = threading.Lock()
-        self._uploads: queue.Queue = queue.Queue(maxsize=2)
+        # Uploads run in parallel up to the backend's connection limit (remote backends);
+        # a local disk gets one uploader, which already overlaps writing with sealing.
+        self._upload_threads = max(1, min(8, int(getattr(repo.storage, "max_connections", 1))))
+        self._uploads: queue.Queue = queue.Queue(maxsize=self._upload_threads + 1)
+        self._upload_lock = threading.Lock()
         self._written: list[tuple[bytes, list[BlobEntry]]] = []
         self._unindexed: list[tuple[bytes, list[BlobEntry]]] = []
         self._error: BaseException | None = None
-        self._uploader = threading.Thread(target=self._upload_loop, name="upload", daemon=True)
-        self._uploader.start()
+        self._uploaders = [
+            threading.Thread(target=self._upload_loop, name=f"upload_{i}", daemon=True)
+            for i in range(self._upload_threads)
+        ]
+        for thread in self._uploaders:
+            thread.start()
         self._closed = False
         self._batch: list[tuple[bytes, bytes | memoryview, int]] = []
         self._batch_bytes = 0
@@ -125,8 +133,7 @@ class BlobWriter:
             for builder in self._packs:
                 if len(builder):
                     self._finish_pack(builder)
-        self._uploads.put(None)
-        self._uploader.join()
+        self._stop_uploaders()
         self._closed = True
         if self._error is not None:
             raise self._error
@@ -142,14 +149,15 @@ class BlobWriter:
             self._error = DedupeError("write aborted")
         self._pool.shutdown(wait=True, cancel_futures=True)
         if not self._closed:
-            self._uploads.put(None)
-            self._uploader.join()
+            self._stop_uploaders()
             self._closed = True
         for pack_id, _entries in self._unindexed:
             try:
                 self.repo.storage.delete(pack_name(pack_id))
-            except (ObjectNotFound, DedupeError):
+            except ObjectNotFound:
                 pass
+            except DedupeError:
+                break  # the storage is unreachable: gc removes unindexed packs later
         self._unindexed = []
 
     # --- worker side ---------------------------------------------------------------------
@@ -204,6 +212,12 @@ class BlobWriter:
         pack_id, data = builder.finish(self.repo.sealer)
         self._uploads.put((pack_id, data, entries))
 
+    def _stop_uploaders(self) -> None:
+        for _thread in self._uploaders:
+            self._uploads.put(None)
+        for thread in self._uploaders:
+            thread.join()
+
     def _upload_loop(self) -> None:
         while True:
             item = self._uploads.get()
@@ -218,16 +232,17 @@ class BlobWriter:
                 if self._error is None:
                     self._error = exc
                 continue
-            self.stats.stored_bytes += len(data)
-            self.stats.packs += 1
-            self._written.append((pack_id, entries))
-            self._unindexed.append((pack_id, entries))
-            if len(self._unindexed) >= INDEX_EVERY_PACKS:
-                try:
-                    self._write_index()
-                except BaseException as exc:
-                    if self._error is None:
-                        self._error = exc
+            with self._upload_lock:
+                self.stats.stored_bytes += len(data)
+                self.stats.packs += 1
+                self._written.append((pack_id, entries))
+                self._unindexed.append((pack_id, entries))
+                if len(self._unindexed) >= INDEX_EVERY_PACKS:
+                    try:
+                        self._write_index()
+                    except BaseException as exc:
+                        if self._error is None:
+                            self._error = exc
 
     def _write_index(self) -> None:
         packs, self._unindexed = self._unindexed, []
