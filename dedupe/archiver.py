@@ -178,31 +178,25 @@ class Archiver:
             except OSError as exc:
                 self._error(path, exc)
                 return None
-            return Node(
-                name=name,
-                type=SYMLINK,
-                mode=stat.S_IMODE(mode),
-                mtime_ns=st.st_mtime_ns,
-                uid=st.st_uid,
-                gid=st.st_gid,
-                user=_owner(st.st_uid, self._users),
-                group=_group(st.st_gid, self._groups),
-                target=target,
-            )
+            return self._node(name, SYMLINK, st, target=target)
         self.warn(f"skipping {os.fsdecode(path)}: not a regular file, folder or symlink")
         return None
 
     def _dir_node(self, name: bytes, st: os.stat_result, subtree: bytes) -> Node:
+        return self._node(name, DIR, st, subtree=subtree)
+
+    def _node(self, name: bytes, kind: str, st: os.stat_result, **fields: object) -> Node:
+        """A node with the metadata every kind shares, taken from `st`."""
         return Node(
             name=name,
-            type=DIR,
+            type=kind,
             mode=stat.S_IMODE(st.st_mode),
             mtime_ns=st.st_mtime_ns,
             uid=st.st_uid,
             gid=st.st_gid,
             user=_owner(st.st_uid, self._users),
             group=_group(st.st_gid, self._groups),
-            subtree=subtree,
+            **fields,  # type: ignore[arg-type]
         )
 
     def _store_dir(self, path: bytes) -> bytes | None:
@@ -307,17 +301,7 @@ class Archiver:
         self.stats.bytes_total += size
         if self.progress is not None:
             self.progress(self.stats.bytes_read, self.stats.files)
-        node = Node(
-            name=name,
-            type=FILE,
-            mode=stat.S_IMODE(st.st_mode),
-            mtime_ns=st.st_mtime_ns,
-            uid=st.st_uid,
-            gid=st.st_gid,
-            user=_owner(st.st_uid, self._users),
-            group=_group(st.st_gid, self._groups),
-            size=size,
-        )
+        node = self._node(name, FILE, st, size=size)
         return self._with_content(node, content, remember)
 
     def _with_content(

@@ -135,7 +135,8 @@ class _ReadFault(StorageWrapper):
             return self.calls >= self.n and (self.times is None or self.calls < self.n + self.times)
 
     def damage(self, data: bytes) -> bytes:
-        raise NotImplementedError
+        """What a hit read returns instead of `data` (subclasses say how it is damaged)."""
+        return data
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         data = self.inner.get(name, offset, length)
