@@ -97,15 +97,22 @@ class ChunkIndex:
             parts_fields.append(fields)
         if len(parts_ids) == 1:
             return
-        ids = np.concatenate(parts_ids)
-        fields = np.concatenate(parts_fields)
-        del parts_ids, parts_fields
+        # Memory matters at tens of millions of entries: every source is released as soon as
+        # it has been copied, and the arrays are reordered one at a time.
         self._recent = {}
         self._pending_bulk.clear()
+        self._ids = self._fields = None  # type: ignore[assignment]
+        ids = np.concatenate(parts_ids)
+        del parts_ids
+        fields = np.concatenate(parts_fields)
+        del parts_fields
         keys = ids[:, :8].copy().view("<u8").reshape(-1)
-        # Sort by prefix, then by the full id, keeping the first occurrence of each id (stable).
+        # Sort by prefix, keeping the first occurrence of each id (a stable sort).
         order = np.argsort(keys, kind="stable")
-        keys, ids, fields = keys[order], ids[order], fields[order]
+        keys = keys[order]
+        ids = ids[order]
+        fields = fields[order]
+        del order
         if len(keys) > 1:
             same_key = keys[1:] == keys[:-1]
             if same_key.any():

@@ -214,6 +214,7 @@ class Repository:
             for column in index_file.columns:
                 if len(column.ids) and (present is None or column.pack_id in present):
                     index.add_bulk(column.pack_id, column.ids, column.fields)
+        files.clear()  # the bulk entries are views of these; merging copies and frees them
         index.merge()
         return index
 
