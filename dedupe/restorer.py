@@ -122,7 +122,7 @@ class _Lookahead:
         loc = self._repo.index.lookup(blob_id)
         if loc is None:
             self._flush_run()
-            self._futures.append((self._pool.submit(self._repo._read_one, blob_id), 0))
+            self._futures.append((self._pool.submit(self._repo.read_blob_or_error, blob_id), 0))
             return
         if self._run:
             last = self._run[-1][1]

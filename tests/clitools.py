@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -83,3 +84,14 @@ def all_stored_bytes(repo: str) -> bytes:
             with open(os.path.join(folder, name), "rb") as f:
                 chunks.append(f.read())
     return b"".join(chunks)
+
+
+def digest_tree(root: str) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under `root` (to compare restores)."""
+    out = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out

@@ -3,8 +3,6 @@ locks held by live and dead processes."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 import signal
 import subprocess
@@ -15,7 +13,7 @@ import pytest
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli
+from tests.clitools import PASSWORD, Cli, digest_tree
 
 
 @pytest.fixture
@@ -23,16 +21,6 @@ def cli(tmp_path) -> Cli:
     c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
     c("init")
     return c
-
-
-def digest_tree(root: str) -> dict[str, str]:
-    out = {}
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def test_sigkill_during_snapshot_keeps_earlier_snapshots(cli, tmp_path):

@@ -4,7 +4,6 @@ snapshots racing gc, and a real full tmpfs (ENOSPC during a snapshot, then forge
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import random
 import shutil
@@ -22,19 +21,9 @@ from dedupe.repo.repository import GC_PENDING, Repository
 from dedupe.restorer import Restorer
 from dedupe.snapshots import load_all
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, all_stored_bytes, repo_size
+from tests.clitools import PASSWORD, Cli, all_stored_bytes, digest_tree, repo_size
 
 KILL_ENTRY = str(Path(__file__).with_name("gc_kill_entry.py"))
-
-
-def digest_tree(root: str) -> dict[str, str]:
-    out = {}
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def open_repo(path: str) -> Repository:

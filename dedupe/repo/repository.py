@@ -266,7 +266,7 @@ class Repository:
             if "short read" not in str(exc):
                 raise
             # Truncated pack: fall back to reading blob by blob, so the intact ones survive.
-            return [self._read_one(blob_id) for blob_id, _loc in run]
+            return [self.read_blob_or_error(blob_id) for blob_id, _loc in run]
         view = memoryview(span)
         out: list[bytes | DamageError] = []
         for blob_id, loc in run:
@@ -277,7 +277,9 @@ class Repository:
                 out.append(exc)
         return out
 
-    def _read_one(self, blob_id: bytes) -> bytes | DamageError:
+    def read_blob_or_error(self, blob_id: bytes) -> bytes | DamageError:
+        """`read_blob`, with damage returned instead of raised (for readers that report it
+        at the file it belongs to, like the restorer's prefetch)."""
         try:
             return self.read_blob(blob_id)
         except DamageError as exc:
