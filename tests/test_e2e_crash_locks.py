@@ -3,6 +3,7 @@ locks held by live and dead processes."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -23,6 +24,10 @@ def cli(tmp_path) -> Cli:
     return c
 
 
+def _files_under(folder: str) -> set[str]:
+    return {os.path.join(d, f) for d, _s, files in os.walk(folder) for f in files}
+
+
 def test_sigkill_during_snapshot_keeps_earlier_snapshots(cli, tmp_path):
     first = tmp_path / "first"
     first.mkdir()
@@ -35,9 +40,20 @@ def test_sigkill_during_snapshot_keeps_earlier_snapshots(cli, tmp_path):
     for i in range(6):
         (big / f"scan{i}.bin").write_bytes(rng.randbytes(12 << 20))
     killed = 0
-    for delay in (0.35, 0.6, 0.9, 1.3):
+    packs = os.path.join(cli.repo, "data")
+    # The first kill waits for a new pack on disk (the snapshot is then surely mid-way, however
+    # fast the machine); the others land at fixed moments, wherever they fall.
+    for delay in ("first pack", 0.35, 0.6, 0.9):
         proc = cli.popen("snapshot", str(big), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        if delay == "first pack":
+            before = _files_under(packs)
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                if _files_under(packs) - before:
+                    break
+                time.sleep(0.002)
+        else:
+            time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
