@@ -1,15 +1,19 @@
 """The chunk index: which pack holds each blob, where, and how big.
 
-In memory it is the union of every index file. Index files are written only after the packs
-they name are durable, and are replaced (gc) by writing a superseding file before deleting.
+It is the union of every index file: in memory, or mostly in the memory-mapped local cache
+(`dedupe.repo.indexcache`) with the newer files in memory. Index files are written only after the
+packs they name are durable, and are replaced (gc) by writing a superseding file before deleting.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
@@ -29,6 +33,66 @@ class Location:
     raw_length: int
 
 
+Row = tuple[int, int, int, int]  # pack number, offset, length, raw length
+ROW_BYTES = 48  # an entry as one row: 32-byte id, then its Row as little-endian u32
+
+
+class BaseDamaged(Exception):
+    """A base table's bytes failed verification while being read (see `SortedBase`)."""
+
+
+class SortedBase(Protocol):
+    """A read-only table of entries beneath a ChunkIndex's own (the local cache,
+    `dedupe.repo.indexcache`). It verifies what it reads and raises BaseDamaged when that fails;
+    its pack numbers index `pack_ids`, which the ChunkIndex extends for its own entries."""
+
+    pack_ids: list[bytes]
+
+    def __len__(self) -> int: ...
+
+    def find(self, blob_id: bytes, verify_absent: bool = True) -> Row | None:
+        """The entry of `blob_id`, verified. Without `verify_absent`, an answer of None may
+        come from unverified bytes: enough where a false "absent" only costs storing again."""
+        ...
+
+    def known(self, keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """A boolean mask: which of these (sorted or not) ids the table holds."""
+        ...
+
+    def verify_all(self) -> None: ...
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, fields) of every entry in order, in chunks; call `verify_all` first."""
+        ...
+
+
+def sort_unique(ids: np.ndarray, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by key (the first 8 id bytes as a little-endian integer), keeping the first
+    row of each id: (keys, ids, fields). Pure; the merge of the index and of its cache file."""
+    keys = ids[:, :8].copy().view("<u8").reshape(-1)
+    # Sort by prefix, keeping the first occurrence of each id (a stable sort).
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    ids = ids[order]
+    fields = fields[order]
+    del order
+    if len(keys) > 1:
+        same_key = keys[1:] == keys[:-1]
+        if same_key.any():
+            dup = np.zeros(len(keys), dtype=bool)
+            for i in np.nonzero(same_key)[0] + 1:
+                # equal prefixes are rare: compare full ids against earlier equal keys
+                j = i - 1
+                while j >= 0 and keys[j] == keys[i]:
+                    if not dup[j] and (ids[j] == ids[i]).all():
+                        dup[i] = True
+                        break
+                    j -= 1
+            keep = ~dup
+            keys, ids, fields = keys[keep], ids[keep], fields[keep]
+    return keys, ids, fields
+
+
 class ChunkIndex:
     """blob id -> location, for every blob the repository's index files name.
 
@@ -36,18 +100,37 @@ class ChunkIndex:
     sorted numpy arrays, 56 bytes per blob (8-byte id prefix for the search, the full 32-byte
     id, and four 32-bit fields: pack number, offset, length, raw length). Blobs added since the
     last merge sit in a small dict; `merge` folds them in. Pack ids are stored once each.
+
+    With a `base` (the memory-mapped local cache), those arrays hold only what the base lacks
+    (index files newer than the cache, packs written by this process), and lookups check both.
+    An id is in at most one of them. If the base fails verification, `recover` (a load from the
+    repository's own index files) replaces it, so a damaged cache costs time, never an entry.
     """
 
     MERGE_AT = 1 << 20
 
-    def __init__(self) -> None:
-        self._pack_ids: list[bytes] = []
-        self._pack_numbers: dict[bytes, int] = {}
+    def __init__(
+        self,
+        base: SortedBase | None = None,
+        recover: Callable[[], ChunkIndex] | None = None,
+    ) -> None:
+        if base is not None and recover is None:
+            raise ValueError("an index over a base needs a way to recover from its damage")
+        self._recover = recover
+        self._fallback_lock = threading.Lock()
+        self._base = base
+        self._pack_ids: list[bytes] = list(base.pack_ids) if base is not None else []
+        self._pack_numbers = {pack_id: n for n, pack_id in enumerate(self._pack_ids)}
         self._keys = np.empty(0, dtype=np.uint64)
         self._ids = np.empty((0, 32), dtype=np.uint8)
         self._fields = np.empty((0, 4), dtype=np.uint32)
-        self._recent: dict[bytes, tuple[int, int, int, int]] = {}
+        self._recent: dict[bytes, Row] = {}
+        self._bulk: list[tuple[np.ndarray, np.ndarray]] = []
         self._views()
+
+    @property
+    def base(self) -> SortedBase | None:
+        return self._base
 
     def _pack_number(self, pack_id: bytes) -> int:
         number = self._pack_numbers.get(pack_id)
@@ -57,10 +140,23 @@ class ChunkIndex:
         return number
 
     def add_pack(self, pack_id: bytes, entries: Iterable[BlobEntry]) -> None:
+        entries = list(entries)
+        try:
+            self._add_pack(pack_id, entries)
+        except BaseDamaged:
+            self._fall_back()
+            self._add_pack(pack_id, entries)
+
+    def _add_pack(self, pack_id: bytes, entries: list[BlobEntry]) -> None:
         number = self._pack_number(pack_id)
         recent = self._recent
+        base = self._base
         for e in entries:
-            if e.blob_id not in recent and self._find(e.blob_id) < 0:
+            if (
+                e.blob_id not in recent
+                and self._find(e.blob_id) < 0
+                and (base is None or base.find(e.blob_id, False) is None)
+            ):
                 recent[e.blob_id] = (number, e.offset, e.length, e.raw_length)
         if len(recent) >= self.MERGE_AT:
             self.merge()
@@ -73,17 +169,16 @@ class ChunkIndex:
         block = np.empty((n, 4), dtype=np.uint32)
         block[:, 0] = number
         block[:, 1:] = fields
-        self._pending_bulk.append((np.frombuffer(ids, dtype=np.uint8).reshape(n, 32), block))
-
-    @property
-    def _pending_bulk(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        bulk = self.__dict__.get("_bulk")
-        if bulk is None:
-            bulk = self.__dict__["_bulk"] = []
-        return bulk
+        self._bulk.append((np.frombuffer(ids, dtype=np.uint8).reshape(n, 32), block))
 
     def merge(self) -> None:
         """Fold recent and bulk entries into the sorted arrays (first entry of an id wins)."""
+        try:
+            self._merge()
+        except BaseDamaged:
+            self._fall_back()
+
+    def _merge(self) -> None:
         parts_ids = [self._ids]
         parts_fields = [self._fields]
         if self._recent:
@@ -92,7 +187,7 @@ class ChunkIndex:
                 np.frombuffer(b"".join(self._recent.keys()), dtype=np.uint8).reshape(n, 32)
             )
             parts_fields.append(np.array(list(self._recent.values()), dtype=np.uint32))
-        for ids, fields in self._pending_bulk:
+        for ids, fields in self._bulk:
             parts_ids.append(ids)
             parts_fields.append(fields)
         if len(parts_ids) == 1:
@@ -100,35 +195,51 @@ class ChunkIndex:
         # Memory matters at tens of millions of entries: every source is released as soon as
         # it has been copied, and the arrays are reordered one at a time.
         self._recent = {}
-        self._pending_bulk.clear()
+        self._bulk = []
         self._ids = self._fields = None  # type: ignore[assignment]
         ids = np.concatenate(parts_ids)
         del parts_ids
         fields = np.concatenate(parts_fields)
         del parts_fields
-        keys = ids[:, :8].copy().view("<u8").reshape(-1)
-        # Sort by prefix, keeping the first occurrence of each id (a stable sort).
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        ids = ids[order]
-        fields = fields[order]
-        del order
-        if len(keys) > 1:
-            same_key = keys[1:] == keys[:-1]
-            if same_key.any():
-                dup = np.zeros(len(keys), dtype=bool)
-                for i in np.nonzero(same_key)[0] + 1:
-                    # equal prefixes are rare: compare full ids against earlier equal keys
-                    j = i - 1
-                    while j >= 0 and keys[j] == keys[i]:
-                        if not dup[j] and (ids[j] == ids[i]).all():
-                            dup[i] = True
-                            break
-                        j -= 1
-                keep = ~dup
-                keys, ids, fields = keys[keep], ids[keep], fields[keep]
-        self._keys, self._ids, self._fields = keys, ids, fields
+        self._keys, self._ids, self._fields = sort_unique(ids, fields)
         self._views()
+        if self._base is not None and len(self._keys):
+            # Entries the base has already (an index file written after the cache naming a
+            # blob the cache knows) stay the base's: an id lives in one place only.
+            known = self._base.known(self._keys, self._ids)
+            if known.any():
+                keep = ~known
+                self._keys, self._ids = self._keys[keep], self._ids[keep]
+                self._fields = self._fields[keep]
+                self._views()
+
+    def _fall_back(self) -> None:
+        """Replace a base that failed verification by the repository's own index files, keeping
+        this index's entries (they are in those files too, unless a writer just added them)."""
+        with self._fallback_lock:
+            if self._base is None:
+                return  # another thread did it
+            assert self._recover is not None
+            fresh = self._recover()
+            ids, fields = self._own_rows()
+            if len(ids):
+                numbers = np.array([fresh._pack_number(p) for p in self._pack_ids], np.uint32)
+                fields[:, 0] = numbers[fields[:, 0]]
+                fresh._bulk.append((ids, fields))
+            fresh.merge()
+            # One dict update: a thread looking up meanwhile sees the old state or the new one.
+            state = {k: v for k, v in fresh.__dict__.items() if k not in _OWN}
+            self.__dict__.update(state)
+
+    def _own_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry held outside the base, unmerged: (ids, fields)."""
+        ids = [self._ids] + [b[0] for b in self._bulk]
+        fields = [self._fields] + [b[1] for b in self._bulk]
+        if self._recent:
+            n = len(self._recent)
+            ids.append(np.frombuffer(b"".join(self._recent), dtype=np.uint8).reshape(n, 32))
+            fields.append(np.array(list(self._recent.values()), dtype=np.uint32))
+        return np.concatenate(ids), np.concatenate(fields)
 
     def _views(self) -> None:
         # Plain memoryviews: bisect and slicing on them cost about a microsecond, where numpy
@@ -162,39 +273,69 @@ class ChunkIndex:
             i += 1
         return -1
 
-    def __contains__(self, blob_id: bytes) -> bool:
-        if self._pending_bulk:
+    def _row(self, blob_id: bytes, verify_absent: bool = True) -> Row | None:
+        if self._bulk:
             self.merge()
-        return blob_id in self._recent or self._find(blob_id) >= 0
+        row = self._recent.get(blob_id)
+        if row is not None:
+            return row
+        i = self._find(blob_id)
+        if i >= 0:
+            number, offset, length, raw_length = self._field_view[4 * i : 4 * i + 4]
+            return number, offset, length, raw_length
+        base = self._base
+        if base is None:
+            return None
+        try:
+            return base.find(blob_id, verify_absent)
+        except BaseDamaged:
+            self._fall_back()
+            return self._row(blob_id)
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        # Writers ask this before storing a blob: a false "absent" would only store it again,
+        # so an absent answer from the base needs no verification; a present one always has.
+        return self._row(blob_id, verify_absent=False) is not None
 
     def __len__(self) -> int:
-        if self._pending_bulk:
+        if self._bulk:
             self.merge()
-        return len(self._keys) + len(self._recent)
+        base = len(self._base) if self._base is not None else 0
+        return base + len(self._keys) + len(self._recent)
 
     def lookup(self, blob_id: bytes) -> Location | None:
-        if self._pending_bulk:
-            self.merge()
-        item = self._recent.get(blob_id)
-        if item is None:
-            i = self._find(blob_id)
-            if i < 0:
-                return None
-            fields = self._field_view
-            number, offset, length, raw_length = fields[4 * i : 4 * i + 4]
-        else:
-            number, offset, length, raw_length = item
+        row = self._row(blob_id)
+        if row is None:
+            return None
+        number, offset, length, raw_length = row
         return Location(self._pack_ids[number], offset, length, raw_length)
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
         self.merge()
+        if self._base is not None:
+            try:
+                self._base.verify_all()  # before the first item: a fall-back cannot restart
+            except BaseDamaged:
+                self._fall_back()
         pack_ids = self._pack_ids
-        for i in range(len(self._keys)):
-            number, offset, length, raw_length = (int(v) for v in self._fields[i])
-            yield self._ids[i].tobytes(), Location(pack_ids[number], offset, length, raw_length)
+        chunks = self._base.chunks() if self._base is not None else iter(())
+        for ids, fields in itertools.chain(chunks, [(self._ids, self._fields)]):
+            id_bytes = np.ascontiguousarray(ids).tobytes()
+            for i, (number, offset, length, raw_length) in enumerate(fields.tolist()):
+                location = Location(pack_ids[number], offset, length, raw_length)
+                yield id_bytes[32 * i : 32 * i + 32], location
+
+    def own_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sorted (keys, ids, fields) held outside the base (merged first)."""
+        self.merge()
+        return self._keys, self._ids, self._fields
 
     def pack_ids(self) -> list[bytes]:
         return list(self._pack_ids)
+
+
+# Attributes a fall-back keeps (the rest is replaced by the recovered index's state).
+_OWN = frozenset({"_recover", "_fallback_lock"})
 
 
 @dataclass(frozen=True)
@@ -225,6 +366,22 @@ class IndexFile:
     def packs(self) -> list[tuple[bytes, list[BlobEntry]]]:
         """Entries as objects (for gc and check; loading the index uses the columns)."""
         return [(c.pack_id, c.entries()) for c in self.columns]
+
+    def rows(self, first_slot: int) -> np.ndarray:
+        """Every entry as a ROW_BYTES row: the id, then u32 slot, offset, length, raw length,
+        where pack i of this file is slot `first_slot + i` (the local cache's cold build)."""
+        count = sum(len(c.ids) // 32 for c in self.columns)
+        rows = np.empty((count, ROW_BYTES), dtype=np.uint8)
+        fields = np.empty((count, 4), dtype="<u4")
+        at = 0
+        for slot, column in enumerate(self.columns, first_slot):
+            n = len(column.ids) // 32
+            rows[at : at + n, :32] = np.frombuffer(column.ids, dtype=np.uint8).reshape(n, 32)
+            fields[at : at + n, 0] = slot
+            fields[at : at + n, 1:] = column.fields
+            at += n
+        rows[:, 32:] = fields.view(np.uint8).reshape(count, 16)
+        return rows
 
 
 def encode_index(
