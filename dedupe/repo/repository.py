@@ -8,8 +8,9 @@ structure belongs to `dedupe.model.snapshot`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.crypto import keys
@@ -23,11 +24,19 @@ from dedupe.errors import (
     UsageError,
     WrongPassword,
 )
+from dedupe.filescache import default_cache_dir
 from dedupe.repo import config as config_mod
+from dedupe.repo import indexcache, reserve
 from dedupe.repo import lock as lock_mod
-from dedupe.repo import reserve
 from dedupe.repo.blob import BlobCodec, parse_compression
-from dedupe.repo.index import ChunkIndex, Location, decode_index, encode_index
+from dedupe.repo.index import (
+    BaseDamaged,
+    ChunkIndex,
+    IndexFile,
+    Location,
+    decode_index,
+    encode_index,
+)
 from dedupe.repo.pack import BlobEntry
 from dedupe.storage.base import Storage
 
@@ -75,6 +84,8 @@ class Repository:
         self._index: ChunkIndex | None = None
         self.index_names: list[str] = []
         self.index_errors: list[str] = []
+        # Where the local index cache lives (None: no cache); the files cache's folder.
+        self.cache_dir: str | None = default_cache_dir()
 
     # --- creation and unlocking ------------------------------------------------------------
 
@@ -183,13 +194,39 @@ class Repository:
         return self._index
 
     def load_index(self) -> ChunkIndex:
-        """Read every index file. Superseded files (left by an interrupted gc) are skipped."""
-        files = {}
+        """The union of the current index files (superseded ones, left by an interrupted gc,
+        are skipped): the local cache plus the files newer than it when a cache may be used
+        (`dedupe.repo.indexcache`), else every file decoded into memory."""
         self.index_errors = []
-        for info in self.storage.list("index/"):
-            name = info.name.split("/")[-1]
+        sizes = {info.name.split("/")[-1]: info.size for info in self.storage.list("index/")}
+        total = sum(sizes.values())
+        if (
+            not self.cache_dir
+            or not indexcache.usable()
+            or total < indexcache.MIN_INDEX_BYTES
+            # While gc-pending exists, entries of deleted packs must be filtered out, and gc's
+            # next step supersedes every index file a cache could cover anyway.
+            or self.storage.exists(GC_PENDING)
+        ):
+            return self._load_uncached()
+        key = indexcache.cache_key(self.key.enc_key, self.key.id_key, self.key.repo_id)
+        folder = os.path.join(self.cache_dir, self.settings.repo_id.hex())
+        cache = indexcache.IndexCache(folder, key, self.settings.repo_id)
+        table = cache.open()
+        index = self._index_over_cache(cache, table, sizes) if table is not None else None
+        if index is not None:
+            return index
+        try:  # no usable cache: build one (~44 bytes of index file per entry)
+            table, self.index_names = cache.build(self._decode_each(sizes), total // 44)
+        except OSError:
+            return self._load_uncached()  # an unwritable cache folder: do without
+        return ChunkIndex(table, self._load_uncached)
+
+    def _decode_each(self, names: Iterable[str]) -> Iterator[tuple[str, IndexFile]]:
+        """Decode index files one at a time; damaged ones go to `index_errors`."""
+        for name in names:
             try:
-                files[name] = decode_index(self.storage.get(info.name), self.sealer, name)
+                yield name, decode_index(self.storage.get(f"index/{name}"), self.sealer, name)
             except ObjectNotFound:
                 continue
             except DamageError as exc:
@@ -197,7 +234,52 @@ class Repository:
                 # look absent (a snapshot stores them again; a restore needing them fails
                 # loudly) and `check` reports it as damage.
                 self.index_errors.append(str(exc))
-                continue
+
+    def _index_over_cache(
+        self, cache: indexcache.IndexCache, table: indexcache.CacheTable, sizes: dict[str, int]
+    ) -> ChunkIndex | None:
+        """The cache plus the index files newer than it, or None if the cache is stale: a file
+        it covers is gone or superseded (gc), so it may name packs that no longer exist."""
+        if not table.covered <= sizes.keys():
+            return None
+        new = [n for n in sizes if n not in table.covered and n not in table.superseded]
+        files = dict(self._decode_each(new))
+        superseded = {s for f in files.values() for s in f.supersedes}
+        if superseded & table.covered:
+            return None
+        current = [n for n in files if n not in superseded]
+        index = ChunkIndex(table, self._load_uncached)
+        for name in current:
+            for column in files[name].columns:
+                if len(column.ids):
+                    index.add_bulk(column.pack_id, column.ids, column.fields)
+        files.clear()
+        index.merge()
+        self.index_names = sorted(table.covered) + current
+        if index.base is table and (
+            len(current) >= indexcache.REWRITE_FILES
+            or len(index.own_entries()[0]) >= indexcache.REWRITE_ROWS
+        ):
+            try:
+                table = cache.rewrite(
+                    table,
+                    index.own_entries(),
+                    index.pack_ids(),
+                    self.index_names,
+                    table.superseded | superseded,
+                )
+            except BaseDamaged:
+                return None
+            except OSError:
+                return index
+            return ChunkIndex(table, self._load_uncached)
+        return index
+
+    def _load_uncached(self) -> ChunkIndex:
+        """Read every index file into memory (no local cache)."""
+        self.index_errors = []
+        names = [info.name.split("/")[-1] for info in self.storage.list("index/")]
+        files = dict(self._decode_each(names))
         superseded = {s for f in files.values() for s in f.supersedes}
         present: set[bytes | None] | None = None
         if self.storage.exists(GC_PENDING):
