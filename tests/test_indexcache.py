@@ -305,6 +305,19 @@ def test_concurrent_rewriters_and_a_reader_of_the_old_file(repo_path, tmp_path, 
     assert os.listdir(folder) == [indexcache.CACHE_NAME]  # no temporary file left behind
 
 
+def test_temporary_file_of_a_killed_writer_is_removed(repo_path, tmp_path):
+    cache = str(tmp_path / "cache")
+    folder = os.path.dirname(cache_file(open_repo(repo_path, cache)))
+    os.makedirs(folder)
+    old, fresh = os.path.join(folder, ".index.dead.tmp"), os.path.join(folder, ".index.live.tmp")
+    for path in (old, fresh):
+        with open(path, "wb") as f:
+            f.write(b"x" * 1000)
+    os.utime(old, (0, 0))
+    open_repo(repo_path, cache).load_index()
+    assert sorted(os.listdir(folder)) == [".index.live.tmp", indexcache.CACHE_NAME]
+
+
 def test_rewrite_merges_sorted_delta_across_chunks(tmp_path, monkeypatch):
     """The rewrite's chunked merge, with chunks much smaller than the table."""
     monkeypatch.setattr(indexcache, "_CHUNK_ROWS", indexcache.BLOCK * 2)

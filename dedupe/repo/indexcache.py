@@ -22,6 +22,7 @@ import secrets
 import struct
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
@@ -384,6 +385,11 @@ class _Writer:
         superseded: Iterable[str],
     ) -> None:
         os.makedirs(cache.folder, mode=0o700, exist_ok=True)
+        for name in os.listdir(cache.folder):  # left by a killed writer (a live one writes)
+            stale = os.path.join(cache.folder, name)
+            with contextlib.suppress(OSError):
+                if name.endswith(".tmp") and time.time() - os.lstat(stale).st_mtime > 3600:
+                    os.unlink(stale)
         self._cache = cache
         self._tmp = os.path.join(cache.folder, f".{CACHE_NAME}.{secrets.token_hex(8)}.tmp")
         self._names = _encode_names(covered, superseded)
