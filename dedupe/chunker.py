@@ -9,6 +9,7 @@ exactly the cut points of one continuous pass.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -44,6 +45,52 @@ class ChunkerParams:
 
 ReadInto = Callable[[memoryview], int]
 
+# Blocks larger than this come from a small pool of reusable buffers.
+POOL_MIN = 1 << 20
+POOL_BUFFERS = 16
+
+
+class _BlockPool:
+    """Reusable read buffers for large blocks.
+
+    A fresh 8 MiB bytearray is zero-filled and page-faulted in each time, which cost more than
+    the chunking itself. A pooled buffer is reused only once nothing refers to its bytes any
+    more: a bytearray with live memoryviews refuses to be resized, which is the test. A buffer
+    still in use is simply skipped, so consumers may keep chunk views as long as they like.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._buffers: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _unused(buf: bytearray) -> bool:
+        try:
+            buf.append(0)  # raises BufferError while any view of the buffer exists
+        except BufferError:
+            return False
+        del buf[-1]
+        return True
+
+    def take(self, size: int) -> memoryview:
+        """A view of `size` bytes of a free pooled buffer (or of a fresh one if all are busy).
+
+        The view is made under the lock: from then on the buffer counts as in use.
+        """
+        if size > self._size:
+            return memoryview(bytearray(size))
+        with self._lock:
+            for buf in self._buffers:
+                if self._unused(buf):
+                    return memoryview(buf)[:size]
+            if len(self._buffers) < POOL_BUFFERS:
+                buf = bytearray(self._size)
+                self._unused(buf)  # grow its capacity now, not on the first reuse test
+                self._buffers.append(buf)
+                return memoryview(buf)[:size]
+        return memoryview(bytearray(size))
+
 
 class Chunker:
     """Splits byte streams into content-defined chunks."""
@@ -51,6 +98,7 @@ class Chunker:
     def __init__(self, params: ChunkerParams, seed: int) -> None:
         params.validate()
         self.params = params
+        self._pool = _BlockPool(BLOCK_SIZE + params.max_size + 1)
         self._cdc = FastCDC(
             params.avg_size,
             min_size=params.min_size,
@@ -76,12 +124,12 @@ class Chunker:
         remaining_hint = size_hint
         while True:
             want = BLOCK_SIZE if remaining_hint is None else min(BLOCK_SIZE, remaining_hint + 1)
-            buf = bytearray(len(carry) + max(want, 1))
-            view = memoryview(buf)
+            size = len(carry) + max(want, 1)
+            view = self._pool.take(size) if size > POOL_MIN else memoryview(bytearray(size))
             view[: len(carry)] = carry
             filled = len(carry)
             eof = False
-            while filled < len(buf):
+            while filled < len(view):
                 n = readinto(view[filled:])
                 if not n:
                     eof = True

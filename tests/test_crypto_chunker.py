@@ -116,3 +116,43 @@ def test_chunker_small_and_empty_inputs():
     chunker = Chunker(ChunkerParams.for_average(64 * 1024), 5)
     assert [bytes(c) for c in chunker.chunks(io.BytesIO(b"abc").readinto, 3)] == [b"abc"]
     assert list(chunker.chunks(io.BytesIO(b"").readinto, 0)) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 300_000])
+def test_seal_tagged_and_open_fast_match_the_plain_forms(size):
+    sealer = Sealer(bytes(range(32)))
+    payload = random.Random(size).randbytes(size)
+    sealed = sealer.seal_tagged(1, memoryview(payload))
+    assert sealer.open(bytes(sealed)) == b"\x01" + payload
+    assert sealer.open_fast(memoryview(bytes(sealed))) == b"\x01" + payload
+    assert sealer.open_fast(sealer.seal(b"\x00" + payload)) == b"\x00" + payload
+    for flip in (0, 24, len(sealed) - 1):
+        bad = bytearray(sealed)
+        bad[flip] ^= 1
+        with pytest.raises(DamageError):
+            sealer.open_fast(memoryview(bad))
+    with pytest.raises(DamageError):
+        sealer.open_fast(bytes(sealed[:39]))
+
+
+def test_chunker_reuses_block_buffers_only_when_no_chunk_is_held(monkeypatch):
+    """Chunks kept by a consumer keep their bytes while later blocks reuse other buffers."""
+    monkeypatch.setattr("dedupe.chunker.BLOCK_SIZE", 2 << 20)
+    chunker = Chunker(ChunkerParams.for_average(64 * 1024), seed=7)
+    data = random.Random(3).randbytes(40 << 20)
+    kept = []
+    seen = 0
+    for block in chunker.blocks(io.BytesIO(data).readinto, len(data)):
+        for chunk in block:
+            if len(kept) < 30:
+                kept.append((seen, chunk))  # hold views of the first blocks to the end
+            seen += len(chunk)
+    assert seen == len(data)
+    for offset, chunk in kept:
+        assert bytes(chunk) == data[offset : offset + len(chunk)]
+    pooled = chunker._pool._buffers
+    assert 1 <= len(pooled) <= 4  # buffers were reused, not one per block (20 blocks)
+    # The same chunking twice over reused buffers gives identical chunks.
+    first = [bytes(c) for c in chunker.chunks(io.BytesIO(data).readinto, len(data))]
+    again = [bytes(c) for c in chunker.chunks(io.BytesIO(data).readinto, None)]
+    assert first == again and b"".join(first) == data

@@ -16,8 +16,15 @@ import nacl.utils
 
 from dedupe.errors import DamageError
 
+try:  # pynacl's compiled libsodium binding: lets blobs be sealed in place, without copies
+    from nacl._sodium import ffi as _ffi
+    from nacl._sodium import lib as _lib
+except ImportError:  # pragma: no cover - every pynacl release since 1.0 ships it
+    _ffi = _lib = None
+
 NONCE_BYTES = nacl.secret.SecretBox.NONCE_SIZE
-OVERHEAD = NONCE_BYTES + nacl.secret.SecretBox.MACBYTES
+MAC_BYTES = nacl.secret.SecretBox.MACBYTES
+OVERHEAD = NONCE_BYTES + MAC_BYTES
 
 
 class Sealer:
@@ -36,6 +43,45 @@ class Sealer:
     def seal(self, plaintext: bytes | memoryview) -> bytes:
         nonce = self._prefix + next(self._counter).to_bytes(8, "little")
         return nonce + nacl.bindings.crypto_secretbox_easy(bytes(plaintext), nonce, self._key)
+
+    def seal_tagged(self, tag: int, payload: bytes | memoryview) -> bytearray:
+        """`seal(bytes([tag]) + payload)`, with one copy of the payload instead of five.
+
+        The payload is copied once into the output buffer and encrypted there in place
+        (libsodium allows it; the GIL is released meanwhile): for a blob pipeline moving
+        gigabytes, the copies pynacl's convenience wrapper makes cost more than the cipher.
+        """
+        nonce = self._prefix + next(self._counter).to_bytes(8, "little")
+        if _lib is None:
+            return bytearray(self.seal(bytes([tag]) + bytes(payload)))
+        out = bytearray(nonce)
+        out += bytes(MAC_BYTES + 1)
+        out[OVERHEAD] = tag
+        out += payload
+        mlen = len(out) - OVERHEAD
+        # Buffers are released explicitly (`with`): a view still exported when an exception
+        # unwinds is freed in whatever order the collector picks, which crashed CPython.
+        with _ffi.from_buffer(out) as ptr:
+            failed = _lib.crypto_secretbox_easy(
+                ptr + NONCE_BYTES, ptr + OVERHEAD, mlen, ptr, self._key
+            )
+        if failed:
+            raise DamageError("encryption failed")  # pragma: no cover - it cannot fail
+        return out
+
+    def open_fast(self, sealed: bytes | memoryview, what: str = "object") -> bytes | bytearray:
+        """`open`, decrypting straight into one fresh buffer (no intermediate copies)."""
+        if _lib is None:
+            return self.open(sealed, what)
+        if len(sealed) < OVERHEAD:
+            raise DamageError(f"{what} is truncated")
+        out = bytearray(len(sealed) - OVERHEAD)
+        clen = len(sealed) - NONCE_BYTES
+        with _ffi.from_buffer(sealed) as src, _ffi.from_buffer(out) as dst:
+            failed = _lib.crypto_secretbox_open_easy(dst, src + NONCE_BYTES, clen, src, self._key)
+        if failed:
+            raise DamageError(f"{what} failed authentication (damaged or tampered)")
+        return out
 
     def open(self, sealed: bytes | memoryview, what: str = "object") -> bytes:
         if len(sealed) < OVERHEAD:

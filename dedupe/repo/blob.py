@@ -55,21 +55,21 @@ class BlobCodec:
             dec = self._local.dec = zstandard.ZstdDecompressor()
         return dec
 
-    def encode(self, data: bytes | memoryview) -> bytes:
+    def encode(self, data: bytes | memoryview) -> bytes | bytearray:
         """The sealed stored form of `data`."""
         if self.level:
             packed = self._compressor().compress(data)
             # Keep compression only when it saves something worth a decompression.
             if len(packed) < len(data) - len(data) // 64:
-                return self.sealer.seal(b"\x01" + packed)
-        return self.sealer.seal(b"\x00" + bytes(data))
+                return self.sealer.seal_tagged(MODE_ZSTD, packed)
+        return self.sealer.seal_tagged(MODE_RAW, data)
 
     def decode(self, sealed: bytes | memoryview, blob_id: bytes, raw_length: int) -> bytes:
         """Open, decompress and verify a stored blob; DamageError on any mismatch."""
-        plain = self.sealer.open(sealed, f"blob {blob_id.hex()[:16]}")
+        plain = self.sealer.open_fast(sealed, f"blob {blob_id.hex()[:16]}")
         mode = plain[:1]
         if mode == b"\x00":
-            data = plain[1:]
+            data = bytes(memoryview(plain)[1:])
         elif mode == b"\x01":
             frame = memoryview(plain)[1:]
             try:
