@@ -8,29 +8,31 @@ prunes exactly the snapshots a nightly `forget` would.
 The model, stated so that its errors can be judged:
 
 1. **Nightly added bytes.** Each future night every group (host and paths, as `forget` groups)
-   gets one snapshot at the time of day of its newest one. It adds the median of the added bytes
-   of the group's last 30 snapshots, the group's oldest snapshot (the base, a full copy)
-   excluded. The median ignores the odd huge night (a reorganised folder) and the odd empty one.
-   `growth_per_month` compounds it: night d adds `median * (1 + growth) ** (d / 30.44)`.
-2. **How long added data stays referenced.** Measured, not assumed: the survival curve S(k) is
-   the share of the bytes a snapshot added that the group's snapshot k days later still
-   references (from the reference bitmasks, over the same recent snapshots; monotone, and flat
-   beyond the longest measured gap; S = 1 without any measurement, the safe side). A night's
-   data is stored while a kept snapshot within its lifetime exists: with the next kept snapshot
-   d days after the night, an expected share S(d) of it is still needed. Keep-everything thus
-   grows linearly; a policy that forgets nights frees their short-lived data (a rewritten
-   dump) and keeps their long-lived data (new scans) as long as any later snapshot is kept.
+   gets one snapshot at the time of day of its newest one. It adds the mean of what the
+   group's last 30 snapshots added (its oldest, the base, excluded), plus their trend when it
+   rises significantly (`estimate_nightly`). `growth_per_month` compounds on top:
+   night d adds `(level + trend * d) * (1 + growth) ** (d / 30.44)`.
+2. **How long added data stays referenced.** Measured, not assumed: S(k), the share of one
+   night's added bytes that the group's snapshot k days later still references, from the
+   reference bitmasks (`measure_survival`, `survival_curve`); beyond the longest measured gap
+   K a power law fitted on the measured days (`fit_tail_exponent`); S = 1 without any
+   measurement, the safe side. A night's data is stored while a kept snapshot within its
+   lifetime exists: with the next kept snapshot d days after the night, a share S(d) of it is
+   still needed. Keep-everything thus grows linearly; a policy that forgets nights frees their
+   short-lived data (a rewritten dump) and keeps their long-lived data (new scans).
 3. **Existing data** is replayed exactly: stored bytes are grouped by (pack, set of referencing
    snapshots), and a group is needed while one of its snapshots is kept. Data the newest
-   snapshot of a group references is carried into the future snapshots with the conditional
-   survival S(age + k) / S(age).
+   snapshot of a group references is carried on with the conditional survival
+   S(age + k) / S(age), so old data thins out slowly along the tail.
 4. **gc** runs after every nightly forget, as `dedupe gc --max-unused` does: a pack with no
    needed data is deleted; a pack whose unneeded share exceeds `max_unused` is rewritten to its
    needed bytes; otherwise it stays as it is. Each future night's data is its own pack group
    (a snapshot writes its own packs). Index files and manifests stay at today's size.
 
 The size reported for a day is after that night's snapshot, forget and gc; the temporary extra
-space a gc repack needs is not included (it is at most one batch of packs).
+space a gc repack needs is not included (it is at most one batch of packs). What the history
+cannot show, it cannot forecast: a pace of growth that has not started yet. docs/PLAN.md has
+the validation against replayed nights and its error.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import bisect
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
@@ -94,20 +97,34 @@ class GroupEstimate:
     newest: datetime
     newest_bit: int
     nightly_bytes: float
+    """The expected added bytes of a night at the newest snapshot (the trend applied)."""
     nights_used: int
-    """How many snapshots the median was taken over (0: no estimate, nothing added)."""
+    """How many snapshots the estimate was taken over (0: no estimate, nothing added)."""
+    nights_capped: int
+    """Of those, nights counted at the outlier bound instead of their own size."""
+    nightly_trend: float
+    """Bytes the nightly addition rises by each day (0: no rising trend measured)."""
     survival: tuple[float, ...]
-    """survival[k]: share of a night's added bytes still referenced k days later; [0] = 1."""
+    """survival[k]: measured share of a night's added bytes still referenced k days later."""
     survival_measured: bool
+    tail_exponent: float = 0.0
+    """Beyond the measured days, S(k) = S(K) * ((1 + K) / (1 + k)) ** tail_exponent."""
 
     def survive(self, days: int) -> float:
-        """S(days), flat beyond the longest measured gap."""
-        return self.survival[min(max(days, 0), len(self.survival) - 1)]
+        """S(days): measured up to the longest measured gap K, the fitted tail beyond."""
+        last = len(self.survival) - 1
+        if days <= last:
+            return self.survival[max(days, 0)]
+        return self.survival[last] * ((1 + last) / (1 + days)) ** self.tail_exponent
 
     def survive_given(self, age: int, days: int) -> float:
         """S(age + days) / S(age): the chance that data already `age` days old lasts `days` more."""
         alive = self.survive(age)
         return self.survive(age + days) / alive if alive > 0 else 0.0
+
+    def added_on(self, day: int) -> float:
+        """The expected added bytes of night `day` (1 = the night after the newest snapshot)."""
+        return self.nightly_bytes + self.nightly_trend * day
 
 
 @dataclass(frozen=True)
@@ -166,20 +183,85 @@ def estimate_groups(history: History, tz: tzinfo | None = None) -> tuple[GroupEs
     estimates = []
     for group, indices in sorted(members.items()):
         recent = indices[1:][-ESTIMATE_NIGHTS:]
-        added = [history.added_bytes[i] for i in recent]
-        survival = measure_survival(history, indices, recent, by_mask, tz)
+        newest_day = _local_day(history.snapshots[indices[-1]].time, tz)
+        nightly = estimate_nightly(
+            [_local_day(history.snapshots[i].time, tz) - newest_day for i in recent],
+            [history.added_bytes[i] for i in recent],
+        )
+        points = measure_survival(history, indices, recent, by_mask, tz)
         estimates.append(
             GroupEstimate(
                 group=group,
                 newest=history.snapshots[indices[-1]].time,
                 newest_bit=indices[-1],
-                nightly_bytes=float(statistics.median(added)) if added else 0.0,
-                nights_used=len(added),
-                survival=survival or (1.0,),
-                survival_measured=bool(survival),
+                nightly_bytes=nightly.level,
+                nights_used=len(recent),
+                nights_capped=nightly.capped,
+                nightly_trend=nightly.trend,
+                survival=survival_curve(points) if points else (1.0,),
+                survival_measured=bool(points),
+                tail_exponent=fit_tail_exponent(points),
             )
         )
     return tuple(estimates)
+
+
+@dataclass(frozen=True)
+class NightlyEstimate:
+    """What a group's past nights say about its future ones."""
+
+    level: float
+    """Expected added bytes of a night at day 0 (the newest snapshot's day)."""
+    trend: float
+    """Bytes per day the nightly addition rises by; 0 unless a rise is significant."""
+    capped: int
+    """Nights counted at the outlier bound."""
+
+
+def estimate_nightly(days: Sequence[int], added: Sequence[float]) -> NightlyEstimate:
+    """The nightly addition from past nights: `days` (0 = the newest snapshot's day, earlier
+    nights negative) and what each added.
+
+    The level is a mean, not a median: what the drive must hold is the sum of the nights, and
+    nightly additions are skewed (most nights small, some bring a big scan), so a median
+    under-counts. One freak night (a reorganised folder) is kept from dominating by counting any
+    night above median + 5 robust standard deviations (1.4826 MAD) at that bound.
+
+    The trend is Sen's slope (the median of the pairwise slopes, robust to single big nights),
+    used only when Kendall's test puts its 90 % confidence interval above zero: a handful of
+    noisy nights says nothing about a trend, and a falling one is not extrapolated (the safe
+    side for sizing a drive). The level is the mean moved along the trend to day 0.
+    """
+    if not added:
+        return NightlyEstimate(0.0, 0.0, 0)
+    middle = statistics.median(added)
+    spread = 1.4826 * statistics.median(abs(a - middle) for a in added)
+    bound = middle + 5 * spread if spread > 0 else math.inf
+    counted = [min(a, bound) for a in added]
+    mean = statistics.fmean(counted)
+    trend = rising_trend(days, added)
+    level = mean - trend * statistics.fmean(days)
+    return NightlyEstimate(level, trend, sum(a > bound for a in added))
+
+
+def rising_trend(days: Sequence[int], values: Sequence[float], z: float = 1.645) -> float:
+    """Sen's slope of `values` over `days` if its two-sided 90 % interval is above 0, else 0."""
+    slopes = sorted(
+        (values[j] - values[i]) / (days[j] - days[i])
+        for i in range(len(days))
+        for j in range(i + 1, len(days))
+        if days[j] != days[i]
+    )
+    n = len(days)
+    if n < 5 or not slopes:
+        return 0.0
+    # The interval's lower end is the ((N - C) / 2)-th smallest of the N slopes, C from the
+    # variance of Kendall's S (normal approximation, ties ignored); rounded down, the safe side.
+    spread = z * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    lower = math.floor((len(slopes) - spread) / 2) - 1
+    if lower < 0 or slopes[lower] <= 0:
+        return 0.0
+    return statistics.median(slopes)
 
 
 def measure_survival(
@@ -188,13 +270,15 @@ def measure_survival(
     origins: list[int],
     by_mask: dict[int, int],
     tz: tzinfo | None,
-) -> tuple[float, ...]:
-    """S(k) over the group `indices`, from the data each of `origins` first referenced.
+) -> dict[int, tuple[float, float]]:
+    """Measured survival: gap in days -> (share still referenced, bytes it was measured on).
 
     For an origin snapshot i and the group's newest snapshot on each later day (k days later),
     the bytes i references first (no older snapshot of the group references them) and that one
-    still references. Weighted over origins; forced non-increasing. Empty when nothing could be
-    measured (fewer than two snapshots, or no origin has a later snapshot).
+    still references. Only origins whose group has a snapshot on the day before count: after a
+    gap (a forgotten weekend, a month end kept alone) an origin's first bytes are several
+    nights' data that already survived some days, which would overstate survival. Empty when
+    nothing could be measured.
     """
     group_bits = sum(1 << i for i in indices)
     days = {i: _local_day(history.snapshots[i].time, tz) for i in indices}
@@ -203,7 +287,8 @@ def measure_survival(
         newest_of_day[days[i]] = i
     later: dict[int, dict[int, int]] = {}
     for i in origins:
-        later[i] = {d - days[i]: j for d, j in newest_of_day.items() if d > days[i]}
+        if days[i] - 1 in newest_of_day:
+            later[i] = {d - days[i]: j for d, j in newest_of_day.items() if d > days[i]}
     first_bytes: dict[int, int] = defaultdict(int)
     reached: dict[tuple[int, int], int] = defaultdict(int)
     for mask, size in by_mask.items():
@@ -223,13 +308,53 @@ def measure_survival(
         for gap in gaps:
             denominator[gap] += first_bytes[i]
             numerator[gap] += reached[i, gap]
-    measured = {gap: numerator[gap] / den for gap, den in denominator.items() if den > 0}
-    if not measured:
-        return ()
+    return {gap: (numerator[gap] / den, den) for gap, den in denominator.items() if den > 0}
+
+
+def survival_curve(points: dict[int, tuple[float, float]]) -> tuple[float, ...]:
+    """S(0..K) from the measured points: the weighted non-increasing fit (pool adjacent
+    violators), so that one noisy low day does not drag every later day down as a running
+    minimum would; a day without measurement takes the previous day's value."""
+    gaps = sorted(points)
+    blocks: list[tuple[float, float, int]] = []  # (share, weight, days pooled)
+    for gap in gaps:
+        share, weight = points[gap]
+        days = 1
+        while blocks and blocks[-1][0] < share:
+            prev_share, prev_weight, prev_days = blocks.pop()
+            share = (share * weight + prev_share * prev_weight) / (weight + prev_weight)
+            weight += prev_weight
+            days += prev_days
+        blocks.append((share, weight, days))
+    pooled = [share for share, _weight, days in blocks for _ in range(days)]
+    fitted = dict(zip(gaps, pooled, strict=True))
     curve = [1.0]
-    for gap in range(1, max(measured) + 1):
-        curve.append(min(curve[-1], measured.get(gap, curve[-1])))
+    for gap in range(1, max(points) + 1):
+        curve.append(min(curve[-1], fitted.get(gap, curve[-1])))
     return tuple(curve)
+
+
+def fit_tail_exponent(points: dict[int, tuple[float, float]]) -> float:
+    """The b of S(k) ~ (1 + k) ** -b over the measured days (k >= 1), by least squares of
+    log S on log(1 + k), each day weighted by the bytes measured on it.
+
+    A power law, not an exponential: a night's data is a mixture (a rewritten dump dies within
+    days, edited letters within weeks, scans stay for years), and the longer data has lived,
+    the likelier it lives on, which is a falling death rate; one exponential fitted to the
+    first weeks would also delete long-lived data at the dump's pace. b is at least 0 (data
+    does not come back) and 0 when fewer than two days were measured (the tail stays flat).
+    """
+    usable = [(math.log1p(k), math.log(s), w) for k, (s, w) in points.items() if s > 0]
+    if len(usable) < 2:
+        return 0.0
+    total = sum(w for _x, _y, w in usable)
+    mean_x = sum(x * w for x, _y, w in usable) / total
+    mean_y = sum(y * w for _x, y, w in usable) / total
+    spread = sum(w * (x - mean_x) ** 2 for x, _y, w in usable)
+    if spread <= 0:
+        return 0.0
+    slope = sum(w * (x - mean_x) * (y - mean_y) for x, y, w in usable) / spread
+    return max(0.0, -slope)
 
 
 # --- the replay --------------------------------------------------------------------------------
@@ -297,7 +422,7 @@ def forecast(
                 hold_reason=None,
             )
             night_ids[info.id] = len(nights)
-            added = est.nightly_bytes * factor
+            added = est.added_on(day) * factor
             nights.append(_Night(e, day, added, added))
             alive.append(info)
         if prune:

@@ -44,7 +44,7 @@ def close(actual: float, expected: float, within: float = 0.10) -> bool:
     return abs(actual - expected) <= within * expected
 
 
-def test_estimates_median_and_survival():
+def test_estimates_mean_and_survival():
     history = synthetic(20, 50 * MB, 2 * MB, 8 * MB)
     (estimate,) = estimate_groups(history, TZ)
     assert estimate.nightly_bytes == 10 * MB

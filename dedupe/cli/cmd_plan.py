@@ -22,7 +22,7 @@ from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, UsageError
 from dedupe.retention import Policy
 
-SURVIVAL_REPORT_DAYS = (1, 7, 30)
+SURVIVAL_REPORT_DAYS = (1, 7, 30, 365)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -31,16 +31,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="forecast the repository size under a retention policy",
         description="Replay the policy night by night from the newest snapshot on, each night "
-        "adding what recent nights added (the median of the last 30, the first snapshot "
-        "excluded), with forget and gc after every night; print the size every day, the peak, "
-        "the final size and the drive size to buy.",
+        "adding what recent nights added (the mean of the last 30, the first snapshot "
+        "excluded, and their trend when it is significantly rising), with forget and gc after "
+        "every night; print the size every day, the peak, the final size and the drive size "
+        "to buy.",
     )
     p.add_argument("--days", type=int, required=True, metavar="N", help="nights to forecast")
     p.add_argument(
         "--growth",
         default="0",
         metavar="PCT",
-        help="the nightly additions grow by PCT percent a month, compounded (default 0)",
+        help="the nightly additions grow by PCT percent a month, compounded, on top of any "
+        "measured trend (default 0)",
     )
     p.add_argument(
         "--max-unused",
@@ -90,15 +92,25 @@ def history_from_stats(result: stats.RepoStats) -> plan.History:
 
 
 def describe_estimate(estimate: plan.GroupEstimate) -> str:
-    """One sentence per group: the estimator and the measured survival, in words."""
+    """One sentence per group: the estimators used and what they measured, in words."""
     host, paths = estimate.group
     where = f"{host} {' '.join(paths)}"
     if not estimate.nights_used:
         return f"{where}: only one snapshot, so no nightly estimate (nothing added)"
     text = (
-        f"{where}: each night adds {human_bytes(estimate.nightly_bytes)}, the median added "
-        f"bytes of the last {estimate.nights_used} snapshot(s), the first (base) excluded"
+        f"{where}: each night adds {human_bytes(estimate.nightly_bytes)}, the mean added bytes "
+        f"of the last {estimate.nights_used} snapshot(s), the first (base) excluded"
     )
+    if estimate.nights_capped:
+        text += (
+            f" ({estimate.nights_capped} unusually large night(s) counted at median + 5 robust "
+            "standard deviations)"
+        )
+    if estimate.nightly_trend > 0:
+        monthly = estimate.nightly_trend * plan.DAYS_PER_MONTH
+        text += f", rising by {human_bytes(monthly)} a month (Sen's slope, significant at 90 %)"
+    else:
+        text += ", no significant rising trend"
     if not estimate.survival_measured:
         return text + "; nothing added is assumed ever to become unreferenced (not measurable yet)"
     shares = ", ".join(
@@ -106,7 +118,11 @@ def describe_estimate(estimate: plan.GroupEstimate) -> str:
         for k in SURVIVAL_REPORT_DAYS
     )
     measured = len(estimate.survival) - 1
-    return f"{text}; of what a night adds, still referenced: {shares} (measured up to {measured})"
+    return (
+        f"{text}; of what a night adds, still referenced: {shares} (measured up to {measured} "
+        f"day(s); beyond, a power-law tail fitted on them, (1 + days) ^ "
+        f"-{estimate.tail_exponent:.3f})"
+    )
 
 
 def forecast_json(
@@ -133,9 +149,16 @@ def forecast_json(
                     "host": e.group[0],
                     "paths": list(e.group[1]),
                     "nightly_added_bytes": round(e.nightly_bytes),
+                    "nightly_estimator": "mean, outliers capped at median + 5 robust SD",
                     "nights_used": e.nights_used,
+                    "nights_capped": e.nights_capped,
+                    "nightly_trend_bytes_per_day": round(e.nightly_trend),
+                    "trend_estimator": "Sen's slope if its 90 % interval is above 0, else 0",
                     "survival": {str(k): round(e.survive(k), 4) for k in SURVIVAL_REPORT_DAYS},
                     "survival_measured": e.survival_measured,
+                    "survival_measured_days": len(e.survival) - 1,
+                    "survival_tail": "S(K) * ((1 + K) / (1 + days)) ** exponent",
+                    "survival_tail_exponent": round(e.tail_exponent, 4),
                 }
                 for e in forecast.estimates
             ],
@@ -194,8 +217,10 @@ def chart_title(policy: Policy, pruned: bool, days: int) -> str:
 def _write_chart(path: str, forecast: plan.Forecast, policy: Policy, growth: float) -> None:
     days = len(forecast.series) - 1
     nightly = sum(e.nightly_bytes for e in forecast.estimates)
+    trend = sum(e.nightly_trend for e in forecast.estimates) * plan.DAYS_PER_MONTH
     subtitle = (
         f"nightly added {chart.format_bytes(nightly)}"
+        + (f" + {chart.format_bytes(trend)}/month" if trend else "")
         + (f", growing {growth * 100:g} %/month" if growth else "")
         + f"; peak x {forecast.margin:g} -> drive {chart.format_bytes(forecast.drive_bytes)}"
     )
