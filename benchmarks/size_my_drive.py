@@ -192,6 +192,8 @@ def run(args: argparse.Namespace) -> Report:
             )
             if night == args.nights:
                 report.forecast_night = night
+                if args.keep:  # the history the forecast saw, to re-run `plan` on later
+                    shutil.copytree(work / "repo", work / f"repo-night-{night}")
                 days = args.days if not args.validate else max(args.days, args.validate - night)
                 chart = ["--chart", args.chart] if args.chart and not args.validate else []
                 report.forecast = cli.json(
@@ -297,7 +299,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, help="write the report as JSON")
     ap.add_argument("--workdir", help="where the temporary repository goes")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary repository, and a copy as it was at the forecast night",
+    )
     ap.add_argument("--real-kdf", action="store_true", help="use the real key derivation")
     args = ap.parse_args(argv)
     if args.validate is not None and args.validate <= args.nights:
