@@ -216,7 +216,9 @@ def run(args: argparse.Namespace) -> Report:
                 report.forecast_night = args.validate
         return report
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"kept {work}", flush=True)
+        else:
             shutil.rmtree(work, ignore_errors=True)
 
 
