@@ -14,8 +14,9 @@ import grp
 import os
 import pwd
 import stat
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -29,6 +30,8 @@ from dedupe.repo.writer import BlobWriter
 
 # Files at least this big are hashed block by block in the workers (see _store_content).
 ASYNC_MIN = 1 << 20
+# Files at least this big are read on the read-ahead thread while the walk goes on.
+READ_AHEAD_MIN = 8 << 20
 
 Progress = Callable[[int, int], None]  # (bytes read so far, files so far)
 Warn = Callable[[str], None]
@@ -103,11 +106,25 @@ class Archiver:
         self._unstable = 0  # errors and files that changed while read: never cache their folder
         self._users: dict[int, str | None] = {}
         self._groups: dict[int, str | None] = {}
+        self._ahead_pool: ThreadPoolExecutor | None = None
+        # Progress is reported by the walking thread and the read-ahead thread alike: one
+        # running total under a lock, kept by the Archiver that owns the progress callback.
+        self._progress_owner = self
+        self._progress_lock = threading.Lock()
+        self._progress_bytes = 0
+        self._progress_files = 0
+        self._unreported = 0
 
     # --- public ----------------------------------------------------------------------------
 
     def archive_paths(self, paths: Iterable[bytes]) -> bytes:
         """Store the given absolute paths; return the root tree id."""
+        try:
+            return self._archive_paths(paths)
+        finally:
+            self.close()  # whatever happened, no read-ahead outlives the walk
+
+    def _archive_paths(self, paths: Iterable[bytes]) -> bytes:
         roots = _normalise(paths)
         if roots == [b"/"]:
             root = self._store_dir(b"/")
@@ -216,6 +233,10 @@ class Archiver:
                 self._error(entry.path, exc)
                 continue
             children.append((entry.name, entry.path, st))
+        unstable_before = self._unstable
+        # Large files start at once on the read-ahead thread: the walk below goes on meanwhile,
+        # so a database dump's compression overlaps the (GIL-bound) walk of small files.
+        ahead = self._read_ahead(children)
         # Subfolders first: their tree ids are part of this folder's digest.
         subtrees = {
             name: self._store_dir(child) for name, child, st in children if stat.S_ISDIR(st.st_mode)
@@ -227,6 +248,8 @@ class Archiver:
             digest = _folder_digest(children, subtrees)
             hit = cache.lookup_dir(key, digest)
             if hit is not None and self.writer.has(hit[0]):
+                for future in ahead.values():
+                    future.result()  # finished (or raising) before anything else goes on
                 tree_id, files, size = hit
                 self.stats.files += files
                 self.stats.files_unchanged += files
@@ -235,13 +258,14 @@ class Archiver:
                     cache.key(child) for _, child, st in children if stat.S_ISREG(st.st_mode)
                 )
                 return tree_id
-        unstable_before = self._unstable
         nodes = []
         own_files = own_bytes = 0
         for name, child, st in children:
             if stat.S_ISDIR(st.st_mode):
                 subtree = subtrees[name]
                 node = None if subtree is None else self._dir_node(name, st, subtree)
+            elif name in ahead:
+                node = self._join_ahead(ahead.pop(name))
             else:
                 node = self._node_for(child, name, st)
             if node is not None:
@@ -253,6 +277,45 @@ class Archiver:
         if cache is not None and self._unstable == unstable_before:
             cache.remember_dir(key, digest, tree_id, own_files, own_bytes)
         return tree_id
+
+    # --- read-ahead of large files ---------------------------------------------------------
+
+    def _read_ahead(self, children: list[tuple[bytes, bytes, os.stat_result]]) -> dict:
+        """Start the folder's large files on the read-ahead thread: name -> Future."""
+        started = {}
+        for name, child, st in children:
+            if stat.S_ISREG(st.st_mode) and st.st_size >= READ_AHEAD_MIN:
+                if self._ahead_pool is None:
+                    self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+                started[name] = self._ahead_pool.submit(self._ahead_file, child, name, st)
+        return started
+
+    def _ahead_file(self, path: bytes, name: bytes, st: os.stat_result) -> tuple:
+        """On the read-ahead thread: store one file through a helper Archiver of its own (its
+        statistics are merged by the walking thread, so no counter is shared)."""
+        helper = Archiver(self.writer, self.chunker, self.cache, warn=self.warn)
+        helper.excluder = self.excluder
+        helper._progress_owner = self
+        node = helper._file_node(path, name, st)
+        if node is not None:
+            node = helper._resolve([node])[0]
+        return node, helper.stats, helper._unstable
+
+    def _join_ahead(self, future: Future) -> Node | None:
+        node, stats, unstable = future.result()
+        self.stats.files += stats.files
+        self.stats.bytes_read += stats.bytes_read
+        self.stats.bytes_total += stats.bytes_total
+        self.stats.files_unchanged += stats.files_unchanged
+        self.stats.errors.extend(stats.errors)
+        self._unstable += unstable
+        return node
+
+    def close(self) -> None:
+        """Stop the read-ahead thread (every started file has been joined by then)."""
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(wait=True, cancel_futures=True)
+            self._ahead_pool = None
 
     # --- files -----------------------------------------------------------------------------
 
@@ -299,8 +362,8 @@ class Archiver:
             remember = None if changed or self.cache is None or key is None else (key, st)
         self.stats.files += 1
         self.stats.bytes_total += size
-        if self.progress is not None:
-            self.progress(self.stats.bytes_read, self.stats.files)
+        self._report(self._unreported, 1)
+        self._unreported = 0
         node = self._node(name, FILE, st, size=size)
         return self._with_content(node, content, remember)
 
@@ -341,6 +404,7 @@ class Archiver:
                 ids.append(add(chunk))
                 size += len(chunk)
             self.stats.bytes_read += size
+            self._unreported += size  # reported with the file, in one call
             return ids, size
         # Large files and streams: this thread reads and cuts, workers hash and store.
         futures: list = []
@@ -349,9 +413,16 @@ class Archiver:
             read = sum(len(c) for c in block)
             size += read
             self.stats.bytes_read += read
-            if self.progress is not None:
-                self.progress(self.stats.bytes_read, self.stats.files)
+            self._report(read, 0)
         return futures, size
+
+    def _report(self, read: int, files: int) -> None:
+        owner = self._progress_owner
+        if owner.progress is not None:
+            with owner._progress_lock:
+                owner._progress_bytes += read
+                owner._progress_files += files
+                owner.progress(owner._progress_bytes, owner._progress_files)
 
     def _error(self, path: bytes, exc: OSError) -> None:
         self._unstable += 1

@@ -47,7 +47,7 @@ ReadInto = Callable[[memoryview], int]
 
 # Blocks larger than this come from a small pool of reusable buffers.
 POOL_MIN = 1 << 20
-POOL_BUFFERS = 16
+POOL_BUFFERS = 10
 
 
 class _BlockPool:
