@@ -28,14 +28,6 @@ MAX_AGE = 8
 VERSION = 2
 
 
-def default_cache_dir() -> str:
-    explicit = os.environ.get("DEDUPE_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dedupe")
-
-
 def _valid_entry(entry: object, length: int) -> bool:
     return isinstance(entry, list) and len(entry) == length
 

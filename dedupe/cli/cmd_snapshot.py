@@ -11,9 +11,10 @@ from datetime import datetime
 
 from dedupe import snapshots, space
 from dedupe.archiver import Archiver
+from dedupe.cachedir import default_cache_dir
 from dedupe.cli.context import Context, human_bytes
 from dedupe.errors import DedupeError, PartialSnapshot, UsageError
-from dedupe.filescache import FilesCache, default_cache_dir
+from dedupe.filescache import FilesCache
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import valid_name
 from dedupe.repo.repository import GC_PENDING

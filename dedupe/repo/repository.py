@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 
+from dedupe.cachedir import default_cache_dir
 from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.crypto import keys
 from dedupe.errors import (
@@ -24,7 +25,6 @@ from dedupe.errors import (
     UsageError,
     WrongPassword,
 )
-from dedupe.filescache import default_cache_dir
 from dedupe.repo import config as config_mod
 from dedupe.repo import indexcache, reserve
 from dedupe.repo import lock as lock_mod
