@@ -54,6 +54,7 @@ class Excluder:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.by_name = [p for p in patterns if "/" not in p]
         self.by_path = [p.rstrip("/") for p in patterns if "/" in p]
+        self.active = bool(self.by_name or self.by_path)
 
     def excluded(self, path: bytes, name: bytes) -> bool:
         if not self.by_name and not self.by_path:
@@ -224,8 +225,9 @@ class Archiver:
             self._error(path, exc)
             return None
         children = []
+        excluded = self.excluder.excluded if self.excluder.active else None
         for entry in entries:
-            if self.excluder.excluded(entry.path, entry.name):
+            if excluded is not None and excluded(entry.path, entry.name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

@@ -139,8 +139,10 @@ class Chunker:
                 remaining_hint = max(0, remaining_hint - (filled - len(carry)))
             data = view[:filled]
             if eof:
-                if filled:
+                if filled > self.params.min_size:
                     yield [c.data for c in self._cdc.cut_buf(data)]
+                elif filled:
+                    yield [data]  # FastCDC never cuts below min_size: one chunk, no cutter
                 return
             pieces = [c.data for c in self._cdc.cut_buf(data)]
             # The last piece ends at the block's end, not at a real cut point: cut it again
