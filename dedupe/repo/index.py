@@ -398,6 +398,17 @@ def encode_index(
     )
 
 
+def encode_columns(columns: Iterable[PackColumns], supersedes: list[str], sealer: Sealer) -> bytes:
+    """`encode_index` for packs given as columns: no object per entry (gc writes its index
+    files this way)."""
+    packs = [
+        [c.pack_id, c.ids, np.ascontiguousarray(c.fields, dtype="<u4").tobytes()] for c in columns
+    ]
+    return sealer.seal(
+        codec.pack({"v": codec.FORMAT_VERSION, "packs": packs, "supersedes": supersedes})
+    )
+
+
 def decode_index(data: bytes, sealer: Sealer, name: str) -> IndexFile:
     what = f"index file {name}"
     obj = codec.check_version(codec.unpack(sealer.open(data, what), what), what)
