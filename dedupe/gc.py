@@ -2,25 +2,30 @@
 
 Survey (list packs and index files, read the headers of packs no index names), mark (every blob
 the snapshots reach, trees included), plan (`dedupe.gcplan`, pure), then execute in an order
-that a SIGKILL at any instant cannot turn into a lost chunk:
+that a SIGKILL at any instant cannot turn into a lost chunk. Every index entry is a row of numpy
+columns (`dedupe.gcindex`), never a Python object, so memory stays near 60 bytes a chunk.
 
 1. Temporary leftovers, packs no index names and no snapshot needs, and index files already
    superseded are deleted first: no index names them, so nothing can reach them.
-2. Whole-garbage packs: a new index file naming every kept pack (and every pack still to be
-   repacked) and superseding every old index file is written, the old index files are deleted,
-   then the garbage packs, which nothing names any more. On a disk too full for that index
-   write, the zero-byte marker `gc-pending` is written first and the garbage packs are deleted
-   before the index: while the marker exists, `Repository.load_index` drops entries of absent
-   packs, so a later snapshot can never dedupe against a deleted chunk (borg#9748). The marker
-   goes once the new index is durable.
+2. Whole-garbage packs: new index files naming every kept pack (and every pack still to be
+   repacked) are written, each of at most `gcindex.MAX_FILE_ENTRIES` entries, the last one
+   superseding every old index file; then the old index files are deleted, then the garbage
+   packs, which nothing names any more. On a disk too full for that index write, the zero-byte
+   marker `gc-pending` is written first and the garbage packs are deleted before the index:
+   while the marker exists, `Repository.load_index` drops entries of absent packs, so a later
+   snapshot can never dedupe against a deleted chunk (borg#9748). The marker goes once the new
+   index is durable.
 3. Repacks, in batches that fit the free space: the kept copies are verified and copied sealed
    as they are (a blob's ciphertext does not depend on its pack) into new packs, which are made
-   durable; then an index file naming them and superseding the previous one; then the old index
-   file; then the old packs. Each batch frees its space before the next one needs it; when the
-   next repack cannot fit, gc stops there and reports what is left (what was possible was freed).
+   durable; then index files naming them and everything else the files naming the old packs
+   name, the last superseding those files; then those files; then the old packs. Each batch
+   frees its space before the next one needs it; when the next repack cannot fit, gc stops
+   there and reports what is left (what was possible was freed).
 
-At every instant the current index (the files no other file supersedes) names only packs that
-exist, or the marker is present; and every live chunk is in a pack the current index names.
+Only the last file of a replacement supersedes anything, so until it is durable the replaced
+files are current and name everything the new ones name. At every instant the current index
+(the files no other file supersedes) names only packs that exist, or the marker is present; and
+every live chunk is in a pack the current index names.
 
 Concurrency: `run_gc` must be called with the repository's exclusive lock held (`run` takes it).
 `snapshot` takes a shared lock, so a snapshot and gc never overlap: a snapshot that started
@@ -34,21 +39,24 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from dedupe import snapshots
 from dedupe.crypto.seal import content_hash
-from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace, StorageError
-from dedupe.gcplan import GcPlan, PackInfo, Repack, index_bytes, make_plan
-from dedupe.reachable import referenced_blobs
+from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace
+from dedupe.gcindex import EntryTable, IndexFiles, read_index
+from dedupe.gcplan import GcPlan, Repack, index_bytes, make_plan
+from dedupe.reachable import mark_reachable
 from dedupe.repo import reserve
-from dedupe.repo.index import ChunkIndex, IndexFile, decode_index
-from dedupe.repo.pack import BlobEntry, PackBuilder, decode_header, header_span
+from dedupe.repo.index import ChunkIndex, PackColumns
+from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
 from dedupe.storage.base import Leftover
 
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): phases "mark" (trees), "delete" (packs), "repack" (bytes)."""
 
-# Free space gc leaves untouched while repacking, beyond the next index file.
+# Free space gc leaves untouched while repacking, beyond the next index files.
 SPACE_MARGIN = 1 << 20
 # Below the estimated index size plus this, gc frees space before it writes the index.
 INDEX_SLACK = 64 << 10
@@ -83,9 +91,10 @@ class GcResult:
 class Survey:
     """The repository's packs and index files as listed at the start of gc."""
 
-    packs: list[PackInfo]
-    pack_sizes: dict[bytes, int]
-    index_names: list[str]
+    table: EntryTable
+    """Every entry of every present pack: named by a current index file, or from its header."""
+    files: dict[str, list[int]]
+    """Current index file -> the (present) packs it names, by number."""
     superseded: list[str]
     absent_indexed: int
     unreadable: list[bytes]
@@ -118,10 +127,10 @@ def run_gc(
 ) -> GcResult:
     """Collect garbage. The caller holds the exclusive lock (except for a dry run)."""
     report = progress or _no_progress
-    survey = survey_repository(repo)
     try:
-        live = mark(repo, survey, report)
-        plan = make_plan(survey.packs, live, max_unused)
+        survey = survey_repository(repo)
+        missing = mark(repo, survey, report)
+        plan = make_plan(survey.table.entries(), survey.table.packs(), max_unused, missing)
         if dry_run:
             return _dry_result(survey, plan)
         return _Executor(repo, survey, plan, report).run()
@@ -144,68 +153,31 @@ def survey_repository(repo: Repository) -> Survey:
         pack_id = pack_id_from_name(info.name)
         if pack_id is not None:
             pack_sizes[pack_id] = info.size
-    files: dict[str, IndexFile] = {}
-    for info in storage.list("index/"):
-        name = info.name.split("/")[-1]
-        try:
-            files[name] = decode_index(storage.get(info.name), repo.sealer, name)
-        except ObjectNotFound:
-            continue
-    superseded_names = {s for f in files.values() for s in f.supersedes}
-    indexed: dict[bytes, dict[bytes, BlobEntry]] = {}
-    absent = set()
-    for name, index_file in files.items():
-        if name in superseded_names:
-            continue
-        for pack_id, entries in index_file.packs:
-            if pack_id not in pack_sizes:
-                absent.add(pack_id)
-                continue
-            table = indexed.setdefault(pack_id, {})
-            for e in entries:
-                table.setdefault(e.blob_id, e)
-    packs = [
-        PackInfo(pid, pack_sizes[pid], tuple(table.values()), True)
-        for pid, table in indexed.items()
-    ]
-    unreadable = []
-    for pack_id, size in pack_sizes.items():
-        if pack_id in indexed:
-            continue
-        try:
-            entries = read_pack_header(repo, pack_id, size)
-        except (DamageError, StorageError):
-            unreadable.append(pack_id)  # left alone: it is not ours to judge without a header
-            continue
-        packs.append(PackInfo(pack_id, size, tuple(entries), False))
+    found = read_index(repo, pack_sizes)
     temporary = _temporary_files(storage)
     stored += sum(t.size for t in temporary)
     return Survey(
-        packs=packs,
-        pack_sizes=pack_sizes,
-        index_names=sorted(files),
-        superseded=sorted(n for n in files if n in superseded_names),
-        absent_indexed=len(absent),
-        unreadable=unreadable,
+        table=found.table,
+        files=found.files,
+        superseded=found.superseded,
+        absent_indexed=found.absent,
+        unreadable=found.unreadable,
         stored_bytes=stored,
         temporary=temporary,
     )
 
 
-def read_pack_header(repo: Repository, pack_id: bytes, size: int) -> list[BlobEntry]:
-    """The entries of a pack's own header (for packs no index names)."""
-    name = pack_name(pack_id)
-    offset, length = header_span(size, repo.storage.get(name, size - 4, 4))
-    return decode_header(repo.storage.get(name, offset, length), repo.sealer, size)
+def _no_recovery() -> ChunkIndex:
+    raise AssertionError("gc's entry table is never damaged: it is no cache")
 
 
-def mark(repo: Repository, survey: Survey, report: Progress) -> set[bytes]:
-    """Every blob a snapshot reaches. A damaged manifest or tree aborts gc (DamageError):
-    without a complete mark nothing may be deleted."""
-    index = ChunkIndex()
-    for pack in sorted(survey.packs, key=lambda p: not p.indexed):
-        index.add_pack(pack.pack_id, pack.entries)
-    repo._index = index  # trees in adopted packs must be readable too
+def mark(repo: Repository, survey: Survey, report: Progress) -> int:
+    """Mark every blob a snapshot reaches in the table; returns how many reached ids are in no
+    pack. A damaged manifest or tree aborts gc (DamageError): without a complete mark nothing
+    may be deleted."""
+    table = survey.table
+    # Trees are read through the table: trees in adopted packs must be readable too.
+    repo._index = ChunkIndex(table, _no_recovery)
     snaps = snapshots.load_all(repo)
     count = [0]
 
@@ -213,8 +185,9 @@ def mark(repo: Repository, survey: Survey, report: Progress) -> set[bytes]:
         count[0] += 1
         report("mark", count[0], 0)
 
-    trees, data = referenced_blobs(repo, snaps, on_tree)
-    return trees | data
+    mark_reachable(repo, [s.tree for s in snaps], table, on_tree)
+    repo._index = None
+    return table.finish_mark()
 
 
 def _temporary_files(storage: object) -> list[Leftover]:
@@ -236,10 +209,11 @@ def _temporary_files(storage: object) -> list[Leftover]:
 
 
 def _dry_result(survey: Survey, plan: GcPlan) -> GcResult:
+    sizes = survey.table.packs().sizes
     freed = (
         sum(t.size for t in survey.temporary)
-        + sum(p.size for p in (*plan.orphans, *plan.delete))
-        + sum(max(0, r.pack.size - r.write_bytes) for r in plan.repack)
+        + int(sizes[plan.orphans].sum() + sizes[plan.delete].sum())
+        + sum(max(0, r.size - r.write_bytes) for r in plan.repack)
     )
     return GcResult(
         dry_run=True,
@@ -250,7 +224,7 @@ def _dry_result(survey: Survey, plan: GcPlan) -> GcResult:
         packs_rewritten=len(plan.repack),
         unused_bytes=plan.unused_kept_bytes,
         live_blobs=plan.live_blobs,
-        missing_blobs=len(plan.missing),
+        missing_blobs=plan.missing,
         temporary_files_deleted=len(survey.temporary),
         damaged_packs=[p.hex() for p in survey.unreadable],
     )
@@ -268,18 +242,15 @@ class _Executor:
         self.survey = survey
         self.plan = plan
         self.report = report
-        # What the next index file names: every pack that stays, with all its entries.
-        self.current: dict[bytes, tuple[BlobEntry, ...]] = {
-            p.pack_id: p.entries for p in (*plan.keep, *(r.pack for r in plan.repack))
-        }
-        self.index_names = [n for n in survey.index_names if n not in survey.superseded]
+        # The current index files and what they name; the replacements gc writes.
+        self.index = IndexFiles(repo, survey.table, plan, survey.files)
         self.result = GcResult(
             dry_run=False,
             stored_bytes_before=survey.stored_bytes,
             stored_bytes_after=survey.stored_bytes,
             freed_bytes=0,
             live_blobs=plan.live_blobs,
-            missing_blobs=len(plan.missing),
+            missing_blobs=plan.missing,
             damaged_packs=[p.hex() for p in survey.unreadable],
         )
         self.rng = random.Random()
@@ -290,14 +261,15 @@ class _Executor:
         self._delete_packs(self.plan.orphans)
         self._delete_index_files(self.survey.superseded)
         marker = self.storage.exists(GC_PENDING)
-        if self.plan.delete or self.plan.adopted or self.survey.absent_indexed or marker:
+        if len(self.plan.delete) or len(self.plan.adopted) or self.survey.absent_indexed or marker:
             self._drop_garbage(marker)
         left = self._repack_all()
         reserve.ensure(self.storage)
         r = self.result
+        r.index_files_deleted += self.index.deleted
         r.packs_left_for_space = len(left)
         r.unused_bytes = self.plan.unused_kept_bytes + sum(
-            self.plan.unused_bytes.get(x.pack.pack_id, 0) for x in left
+            int(self.plan.unused[x.pack]) for x in left
         )
         r.stored_bytes_after = stored_bytes(self.storage)
         r.freed_bytes = max(0, r.stored_bytes_before - r.stored_bytes_after)
@@ -314,21 +286,23 @@ class _Executor:
                 pass
 
     def _drop_garbage(self, marker: bool) -> None:
-        needed = index_bytes(len(self.current), sum(len(e) for e in self.current.values()))
+        staying = [*self.plan.keep.tolist(), *(r.pack for r in self.plan.repack)]
+        needed = index_bytes(len(staying), int(self.plan.named_count[staying].sum()))
         free = self.storage.free_space()
         full_disk = free is not None and free < needed + INDEX_SLACK
-        if not (full_disk and self.plan.delete):
+        garbage = len(self.plan.delete) > 0
+        if not (full_disk and garbage):
             try:
-                # The new index no longer names the garbage packs and supersedes every old
-                # index file; only once it is durable (and the old files are gone) are the
-                # packs deleted, when nothing names them any more.
-                self._commit_index()
+                # The new index no longer names the garbage packs and its last file supersedes
+                # every old index file; only once it is durable (and the old files are gone)
+                # are the packs deleted, when nothing names them any more.
+                self._commit_all(staying)
                 self._delete_packs(self.plan.delete)
                 if marker:
                     self.storage.delete(GC_PENDING)
                 return
             except OutOfSpace:
-                if not self.plan.delete:
+                if not garbage:
                     raise
         # No room for the index write: free space first. The marker is durable before the
         # first delete, so after a crash from here on readers ignore index entries of packs
@@ -336,16 +310,14 @@ class _Executor:
         if not marker:
             self.storage.put(GC_PENDING, b"")
         self._delete_packs(self.plan.delete)
-        self._commit_index()
+        self._commit_all(staying)
         self.storage.delete(GC_PENDING)
 
-    def _commit_index(self) -> None:
-        """Write an index naming `self.current` that supersedes every index file, then delete
-        those files. Every pack it names exists and stays until a later commit drops it."""
-        packs = sorted(self.current.items())
-        name, _size = self.repo.write_index([(pid, list(e)) for pid, e in packs], self.index_names)
-        old, self.index_names = self.index_names, [name]
-        self._delete_index_files(old)
+    def _commit_all(self, staying: list[int]) -> None:
+        """Replace every current index file by files naming the packs that stay. Packs to be
+        repacked come last, in the order they are repacked: each repack batch then rewrites
+        only the few files that name its packs."""
+        self.index.commit(staying, list(self.index.files))
 
     def _delete_index_files(self, names: list[str]) -> None:
         for name in names:
@@ -355,14 +327,15 @@ class _Executor:
             except ObjectNotFound:
                 pass
 
-    def _delete_packs(self, packs: tuple[PackInfo, ...] | list[PackInfo]) -> None:
+    def _delete_packs(self, packs: np.ndarray | list[int]) -> None:
+        total = len(packs)
         for i, pack in enumerate(packs):
             try:
-                self.storage.delete(pack_name(pack.pack_id))
+                self.storage.delete(pack_name(self.index.pack_id(int(pack))))
                 self.result.packs_deleted += 1
             except ObjectNotFound:
                 pass
-            self.report("delete", i + 1, len(packs))
+            self.report("delete", i + 1, total)
 
     # --- step 3 -----------------------------------------------------------------------------
 
@@ -377,8 +350,8 @@ class _Executor:
             done, stop = self._repack_batch(batch, progress)
             pending = pending[len(batch) :]
             if stop:
-                done_ids = {r.pack.pack_id for r in done}
-                return [r for r in batch if r.pack.pack_id not in done_ids] + pending
+                done_packs = {r.pack for r in done}
+                return [r for r in batch if r.pack not in done_packs] + pending
             # A repack not done without a full disk met damage: it is reported, not retried.
         return []
 
@@ -386,91 +359,107 @@ class _Executor:
         free = self.storage.free_space()
         if free is None:
             return list(pending)
-        blobs = sum(len(e) for e in self.current.values())
-        budget = free - SPACE_MARGIN - index_bytes(len(self.current) + len(pending), blobs)
         batch: list[Repack] = []
-        used = 0
+        files: set[str] = set()
+        used = new_entries = 0
         for r in pending:
-            if used + r.write_bytes > budget:
+            # The batch writes its packs, then files replacing those that name its packs.
+            grown = files.union(self.index.naming([r.pack]))
+            packs, entries = self.index.entries_of(grown)
+            index = index_bytes(packs + 2 * (len(batch) + 1), entries + new_entries + r.kept_blobs)
+            if used + r.write_bytes + index > free - SPACE_MARGIN:
                 break  # keep the order: most freed per byte written first
             batch.append(r)
+            files = grown
             used += r.write_bytes
+            new_entries += r.kept_blobs
         return batch
 
     def _repack_batch(self, batch: list[Repack], progress: list[int]) -> tuple[list[Repack], bool]:
         """Copy, commit, delete. (repacks done, stop because the disk is full)."""
         builders = [PackBuilder(), PackBuilder()]
+        # Per builder: how many blobs of each repack (by position in the batch) it holds.
+        holds: list[dict[int, int]] = [{}, {}]
+        # Per repack whose blobs were all verified: how many are not yet in a durable pack.
+        waiting: dict[int, int] = {}
         # Two packs are filled at random (as the writer does, so pack contents do not mirror
         # file order), unless the batch fills less than one pack: then one, not two half packs.
         slots = 2 if sum(r.write_bytes for r in batch) > self.repo.settings.pack_size else 1
-        relocated: set[bytes] = set()
-        new_packs: list[bytes] = []
+        new_packs: list[int] = []
         stop = False
+
+        def put(slot: int) -> None:
+            new_packs.append(self._put_pack(builders[slot]))
+            for position, count in holds[slot].items():
+                waiting[position] -= count
+            builders[slot], holds[slot] = PackBuilder(), {}
+
         try:
-            for r in batch:
+            for position, r in enumerate(batch):
                 items = self._verified_blobs(r)
                 if items is None:
                     continue
+                waiting[position] = len(items)
                 self.rng.shuffle(items)
-                for entry, sealed in items:
+                for blob_id, sealed, raw_length in items:
                     slot = self.rng.randrange(slots)
-                    builders[slot].add(entry.blob_id, sealed, entry.raw_length)
+                    builders[slot].add(blob_id, sealed, raw_length)
+                    holds[slot][position] = holds[slot].get(position, 0) + 1
                     if len(builders[slot]) >= self.repo.settings.pack_size:
-                        new_packs.append(self._put_pack(builders[slot], relocated))
-                        builders[slot] = PackBuilder()
+                        put(slot)
                 progress[0] += r.live_bytes
                 self.report("repack", progress[0], progress[1])
-            for builder in builders:
-                if len(builder):
-                    new_packs.append(self._put_pack(builder, relocated))
+            for slot in range(2):
+                if len(builders[slot]):
+                    put(slot)
         except OutOfSpace:
             stop = True  # the free-space estimate was wrong; commit what is durable
-        done = [r for r in batch if r.keep and all(e.blob_id in relocated for e in r.keep)]
+        done = [batch[p] for p, count in waiting.items() if count == 0]
         if not new_packs:
             return [], stop
-        for r in done:
-            del self.current[r.pack.pack_id]
         try:
-            self._commit_index()
+            self.index.replace([r.pack for r in done], new_packs)
         except OutOfSpace:
-            # The old packs stay named by the old index: drop the unnamed copies again.
-            for r in done:
-                self.current[r.pack.pack_id] = r.pack.entries
-            for pack_id in new_packs:
-                self.current.pop(pack_id, None)
-                self._delete_quietly(pack_name(pack_id))
+            # The old packs stay named by the old files: drop the new copies again, unless a
+            # file that could not be deleted names them.
+            for pack in new_packs:
+                if not self.index.naming([pack]):
+                    self._delete_quietly(pack_name(self.index.pack_id(pack)))
             return [], True
         self._delete_packs([r.pack for r in done])
         self.result.packs_rewritten += len(done)
         return done, stop
 
-    def _verified_blobs(self, r: Repack) -> list[tuple[BlobEntry, bytes]] | None:
-        """The sealed bytes of the kept blobs, each verified; None (and noted) on damage, so a
-        damaged copy is never spread into a new pack while its pack is deleted."""
-        pack_id = r.pack.pack_id
+    def _verified_blobs(self, r: Repack) -> list[tuple[bytes, bytes, int]] | None:
+        """(id, sealed bytes, raw length) of the kept blobs, each verified; None (and noted) on
+        damage, so a damaged copy is never spread into a new pack while its pack is deleted."""
         try:
-            data = self.storage.get(pack_name(pack_id))
-            if content_hash(data) != pack_id:
+            data = self.storage.get(pack_name(r.pack_id))
+            if content_hash(data) != r.pack_id:
                 raise DamageError("pack contents do not match its name")
+            table = self.survey.table
+            rows = table.pack_rows(r.pack, self.plan.kept)
+            ids = table.ids[rows].tobytes()
             items = []
-            for e in r.keep:
-                sealed = data[e.offset : e.offset + e.length]
-                self.repo.blobs.decode(sealed, e.blob_id, e.raw_length)
-                items.append((e, sealed))
+            for i, (offset, length, raw_length) in enumerate(table.fields[rows].tolist()):
+                blob_id = ids[32 * i : 32 * i + 32]
+                sealed = data[offset : offset + length]
+                self.repo.blobs.decode(sealed, blob_id, raw_length)
+                items.append((blob_id, sealed, raw_length))
             return items
         except (DamageError, ObjectNotFound):
-            self.result.damaged_packs.append(pack_id.hex())
+            self.result.damaged_packs.append(r.pack_id.hex())
             return None
 
-    def _put_pack(self, builder: PackBuilder, relocated: set[bytes]) -> bytes:
-        entries = tuple(builder.entries)
+    def _put_pack(self, builder: PackBuilder) -> int:
+        entries = builder.entries
+        ids = b"".join(e.blob_id for e in entries)
+        fields = np.array([(e.offset, e.length, e.raw_length) for e in entries], dtype="<u4")
         pack_id, data = builder.finish(self.repo.sealer)
         self.storage.put(pack_name(pack_id), data)
-        self.current[pack_id] = entries
-        relocated.update(e.blob_id for e in entries)
         self.result.packs_written += 1
         self.result.bytes_written += len(data)
-        return pack_id
+        return self.index.add_new_pack(PackColumns(pack_id, ids, fields.reshape(-1, 3)))
 
     def _delete_quietly(self, name: str) -> None:
         try:

@@ -1,10 +1,12 @@
-"""gc planning: a pure function from (packs, live blob ids, max_unused) to what gc will do.
+"""gc planning: a pure function from (entries, packs, max_unused) to what gc will do.
 
-No storage, no clock, no randomness: `dedupe.gc` gathers the facts, calls `make_plan`, and
-executes the plan. Keeping the decision pure makes the rules testable on their own:
+No storage, no clock, no randomness: `dedupe.gc` gathers the facts (as numpy columns, one row per
+index entry, so that tens of millions of chunks cost tens of bytes each; see `dedupe.gcindex`),
+calls `make_plan`, and executes the plan. Keeping the decision pure makes the rules testable:
 
 - Each live blob keeps exactly one copy. Copies in indexed packs are preferred over copies in
   packs no index names, then the pack holding the most live bytes, then the lowest pack id.
+- A blob listed twice in one pack (or a pack named by two index files) counts once.
 - An indexed pack holding no kept copy is garbage and is deleted whole (no writes needed).
 - A pack no index names is a leftover of an interrupted write: deleted if it holds no kept copy,
   else adopted (a lost index file must not cost a live chunk) and named by the new index.
@@ -16,10 +18,12 @@ executes the plan. Keeping the decision pure makes the rules testable on their o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Set
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from dedupe.repo.pack import TRAILER, BlobEntry
+import numpy as np
+
+from dedupe.repo.pack import TRAILER
 
 # What a pack costs beyond its blobs: the sealed header (~46 bytes a blob plus the seal) and the
 # trailer. Used to estimate the bytes a repack writes.
@@ -28,129 +32,187 @@ HEADER_FIXED_BYTES = 64 + TRAILER.size
 # What an index file costs a pack and a blob (msgpack of ids and ints, sealed).
 INDEX_BYTES_PER_BLOB = 48
 INDEX_BYTES_PER_PACK = 40
+_STEP = 1 << 20  # rows per step of a per-pack sum (bounds the temporary arrays)
 
 
-@dataclass(frozen=True)
-class PackInfo:
-    """One pack file as gc sees it."""
+@dataclass(frozen=True, eq=False)
+class Entries:
+    """One row per index entry (or pack header entry) gc has seen."""
 
-    pack_id: bytes
-    size: int
-    entries: tuple[BlobEntry, ...]
-    indexed: bool
+    pack: np.ndarray
+    """Pack number of each row (an index into `Packs`)."""
+    length: np.ndarray
+    """Stored length of each row's blob."""
+    live: np.ndarray
+    """True for every row of a blob some snapshot reaches (all its copies)."""
+    group_rows: np.ndarray
+    """Rows of blob ids held by several rows, group after group (one group per id)."""
+    group_starts: np.ndarray
+    """Where each group starts in `group_rows`."""
+
+
+@dataclass(frozen=True, eq=False)
+class Packs:
+    """One item per pack number."""
+
+    pack_ids: Sequence[bytes]
+    sizes: np.ndarray
+    indexed: np.ndarray
+    """False for packs no current index file names (their entries come from their header)."""
 
 
 @dataclass(frozen=True)
 class Repack:
     """A pack to rewrite: its kept blobs are copied to new packs, then it is deleted."""
 
-    pack: PackInfo
-    keep: tuple[BlobEntry, ...]
-
-    @property
-    def live_bytes(self) -> int:
-        return sum(e.length for e in self.keep)
+    pack: int
+    pack_id: bytes
+    size: int
+    kept_blobs: int
+    live_bytes: int
 
     @property
     def write_bytes(self) -> int:
         """Bytes the copies need in new packs, headers included (an estimate from above)."""
-        return self.live_bytes + HEADER_BYTES_PER_BLOB * len(self.keep) + HEADER_FIXED_BYTES
+        return self.live_bytes + HEADER_BYTES_PER_BLOB * self.kept_blobs + HEADER_FIXED_BYTES
 
     @property
     def freed_bytes(self) -> int:
         """Net bytes the repack gives back."""
-        return self.pack.size - self.live_bytes
+        return self.size - self.live_bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GcPlan:
-    """What gc will do; `dedupe.gc` executes it in a crash-safe order."""
+    """What gc will do; `dedupe.gc` executes it in a crash-safe order. Packs are numbers."""
 
-    keep: tuple[PackInfo, ...]
-    """Packs kept as they are (adopted unindexed packs included)."""
-    delete: tuple[PackInfo, ...]
+    keep: np.ndarray
+    """Packs kept as they are (adopted unindexed packs included), by pack id."""
+    delete: np.ndarray
     """Indexed packs without a kept copy: deleted whole."""
-    orphans: tuple[PackInfo, ...]
+    orphans: np.ndarray
     """Packs no index names and no snapshot needs: deleted whole."""
     repack: tuple[Repack, ...]
     """Most bytes freed per byte written first."""
+    adopted: np.ndarray
+    """Unindexed packs that hold the only copy of a live blob (kept or repacked)."""
+    named: np.ndarray
+    """Per row: it is one of its pack's entries in the next index (a repeat in a pack is not)."""
+    kept: np.ndarray
+    """Per row: it is the copy kept of a live blob."""
+    named_count: np.ndarray
+    """Per pack: how many entries the next index names for it."""
+    unused: np.ndarray
+    """Per pack: bytes of its entries that are not kept copies."""
     live_blobs: int
-    missing: frozenset[bytes] = field(default_factory=frozenset)
+    missing: int = 0
     """Live blob ids found in no pack (damage that gc cannot repair; `check` reports it)."""
-    unused_bytes: Mapping[bytes, int] = field(default_factory=dict)
-    """Unused blob bytes per kept or repacked pack."""
-
-    @property
-    def adopted(self) -> tuple[PackInfo, ...]:
-        """Unindexed packs that hold the only copy of a live blob."""
-        kept = (*self.keep, *(r.pack for r in self.repack))
-        return tuple(p for p in kept if not p.indexed)
 
     @property
     def unused_kept_bytes(self) -> int:
         """Unused bytes left in packs that are kept as they are."""
-        return sum(self.unused_bytes.get(p.pack_id, 0) for p in self.keep)
+        return int(self.unused[self.keep].sum())
 
 
 def index_bytes(packs: int, blobs: int) -> int:
-    """An estimate from above of the size of an index file naming `packs` and `blobs`."""
+    """An estimate from above of the size of index files naming `packs` and `blobs`."""
     return INDEX_BYTES_PER_PACK * packs + INDEX_BYTES_PER_BLOB * blobs + 256
 
 
-def choose_copies(packs: Iterable[PackInfo], live: Set[bytes]) -> dict[bytes, bytes]:
-    """blob id -> the pack id holding the copy to keep, for every live blob found in a pack."""
-    packs = list(packs)
-    live_bytes: dict[bytes, int] = {}
-    for pack in packs:
-        live_bytes[pack.pack_id] = sum(e.length for e in pack.entries if e.blob_id in live)
-    best: dict[bytes, tuple[tuple[bool, int, bytes], bytes]] = {}
-    for pack in packs:
-        # Larger key wins; the pack id is negated by comparing its complement so that the lowest
-        # id wins ties deterministically.
-        rank = (pack.indexed, live_bytes[pack.pack_id], bytes(255 - b for b in pack.pack_id))
-        for entry in pack.entries:
-            if entry.blob_id not in live:
-                continue
-            current = best.get(entry.blob_id)
-            if current is None or rank > current[0]:
-                best[entry.blob_id] = (rank, pack.pack_id)
-    return {blob_id: pack_id for blob_id, (_rank, pack_id) in best.items()}
+def per_pack(pack: np.ndarray, mask: np.ndarray, packs: int, values: np.ndarray | None = None):
+    """Per pack: how many rows `mask` selects, or the sum of their `values` (int64)."""
+    total = np.zeros(packs, dtype=np.int64)
+    for start in range(0, len(pack), _STEP):
+        chosen = mask[start : start + _STEP]
+        numbers = pack[start : start + _STEP][chosen]
+        if values is None:
+            total += np.bincount(numbers, minlength=packs)
+        else:
+            weights = values[start : start + _STEP][chosen]
+            # float64 sums of fewer than 2**20 values below 2**32 are exact
+            total += np.bincount(numbers, weights=weights, minlength=packs).astype(np.int64)
+    return total
 
 
-def make_plan(packs: Iterable[PackInfo], live: Set[bytes], max_unused: float) -> GcPlan:
+def _group_ids(entries: Entries) -> np.ndarray:
+    sizes = np.diff(np.append(entries.group_starts, len(entries.group_rows)))
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def _named(entries: Entries) -> np.ndarray:
+    """Rows that are their pack's entries: of rows with the same id and pack, the first."""
+    named = np.ones(len(entries.pack), dtype=bool)
+    rows = entries.group_rows
+    if len(rows):
+        group = _group_ids(entries)
+        pack = entries.pack[rows]
+        by_pack = np.lexsort((pack, group))  # stable: the first row of a pair stays first
+        group, pack, rows = group[by_pack], pack[by_pack], rows[by_pack]
+        repeat = (group[1:] == group[:-1]) & (pack[1:] == pack[:-1])
+        named[rows[1:][repeat]] = False
+    return named
+
+
+def _pack_order(packs: Packs, *first: np.ndarray) -> np.ndarray:
+    """Pack numbers sorted by the `first` keys (most significant last), then by pack id."""
+    ids = np.frombuffer(b"".join(packs.pack_ids), dtype=np.uint8).reshape(-1, 32)
+    words = ids.view(">u8")  # big-endian words sort like the bytes
+    return np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0], *first))
+
+
+def _kept(entries: Entries, packs: Packs, named: np.ndarray) -> np.ndarray:
+    """Per row: the copy kept of its live blob (see the module docstring for the choice)."""
+    count = len(packs.sizes)
+    live_named = entries.live & named
+    live_bytes = per_pack(entries.pack, live_named, count, entries.length)
+    rank = np.empty(count, dtype=np.int64)
+    rank[_pack_order(packs, -live_bytes, ~packs.indexed)] = np.arange(count)
+    kept = live_named.copy()
+    rows = entries.group_rows
+    if len(rows):
+        candidate = live_named[rows]
+        group, rows = _group_ids(entries)[candidate], rows[candidate]
+        best = np.lexsort((rank[entries.pack[rows]], group))
+        group, rows = group[best], rows[best]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = group[1:] != group[:-1]
+        kept[rows] = False
+        kept[rows[first]] = True
+    return kept
+
+
+def make_plan(entries: Entries, packs: Packs, max_unused: float, missing: int = 0) -> GcPlan:
     """Decide the fate of every pack. `max_unused` is a fraction (0.10 = 10 %)."""
     if not 0.0 <= max_unused <= 1.0:
         raise ValueError("max_unused must be between 0 and 1")
-    packs = sorted(packs, key=lambda p: p.pack_id)
-    owner = choose_copies(packs, live)
-    keep: list[PackInfo] = []
-    delete: list[PackInfo] = []
-    orphans: list[PackInfo] = []
-    repack: list[Repack] = []
-    unused: dict[bytes, int] = {}
-    for pack in packs:
-        kept = tuple(e for e in pack.entries if owner.get(e.blob_id) == pack.pack_id)
-        # A blob listed twice in one pack keeps one entry.
-        seen: set[bytes] = set()
-        kept = tuple(e for e in kept if not (e.blob_id in seen or seen.add(e.blob_id)))
-        if not kept:
-            (delete if pack.indexed else orphans).append(pack)
-            continue
-        unused_bytes = sum(e.length for e in pack.entries) - sum(e.length for e in kept)
-        unused[pack.pack_id] = unused_bytes
-        share = unused_bytes / pack.size if pack.size else 0.0
-        if unused_bytes > 0 and share > max_unused:
-            repack.append(Repack(pack, kept))
-        else:
-            keep.append(pack)
-    repack.sort(key=lambda r: (r.write_bytes / max(1, r.freed_bytes), r.pack.pack_id))
-    missing = frozenset(live - owner.keys())
+    count = len(packs.sizes)
+    named = _named(entries)
+    kept = _kept(entries, packs, named)
+    kept_blobs = per_pack(entries.pack, kept, count)
+    kept_bytes = per_pack(entries.pack, kept, count, entries.length)
+    unused = per_pack(entries.pack, named, count, entries.length) - kept_bytes
+    has = kept_blobs > 0
+    share = unused / np.maximum(packs.sizes, 1)
+    rewrite = has & (unused > 0) & (share > max_unused)
+    by_id = _pack_order(packs)
+    repack = [
+        Repack(
+            int(p), packs.pack_ids[p], int(packs.sizes[p]), int(kept_blobs[p]), int(kept_bytes[p])
+        )
+        for p in by_id[rewrite[by_id]]
+    ]
+    repack.sort(key=lambda r: (r.write_bytes / max(1, r.freed_bytes), r.pack_id))
+    unused[~has] = 0
     return GcPlan(
-        keep=tuple(keep),
-        delete=tuple(delete),
-        orphans=tuple(orphans),
+        keep=by_id[(has & ~rewrite)[by_id]],
+        delete=by_id[(~has & packs.indexed)[by_id]],
+        orphans=by_id[(~has & ~packs.indexed)[by_id]],
         repack=tuple(repack),
-        live_blobs=len(owner),
+        adopted=by_id[(has & ~packs.indexed)[by_id]],
+        named=named,
+        kept=kept,
+        named_count=per_pack(entries.pack, named, count),
+        unused=unused,
+        live_blobs=int(kept_blobs.sum()),
         missing=missing,
-        unused_bytes=unused,
     )

@@ -4,6 +4,7 @@ snapshots racing gc, and a real full tmpfs (ENOSPC during a snapshot, then forge
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dedupe.repo import config as config_mod
+from dedupe.repo.index import decode_index
 from dedupe.repo.repository import GC_PENDING, Repository
 from dedupe.restorer import Restorer
 from dedupe.snapshots import load_all
@@ -89,9 +91,15 @@ def make_history(
     return History(cli, cli.repo, expected, before - repo_size(cli.repo))
 
 
-def run_kill_entry(cli: Cli, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_kill_entry(
+    cli: Cli, *args: str, env: dict[str, str], file_entries: int = 0
+) -> subprocess.CompletedProcess:
+    """The kill entry; with `file_entries`, gc's index files hold at most that many entries
+    (through this module's own entry point, below)."""
+    entry = [__file__] if file_entries else [KILL_ENTRY]
+    env = env | ({"GC_TEST_FILE_ENTRIES": str(file_entries)} if file_entries else {})
     return subprocess.run(
-        [sys.executable, KILL_ENTRY, *args],
+        [sys.executable, *entry, *args],
         env=cli.env | env,
         capture_output=True,
         timeout=120,
@@ -118,6 +126,37 @@ def test_gc_frees_forgotten_space_and_kept_snapshots_restore(tmp_path):
     assert h.cli("gc", "--json").json()["freed_bytes"] == 0
 
 
+def test_gc_writes_its_index_as_bounded_files_and_kept_snapshots_restore(tmp_path):
+    """With the bound at 8 entries, gc's index is many files, none over the bound unless it
+    names a single pack; the real CLI then checks, restores, snapshots and collects again."""
+    h = make_history(tmp_path, change_all=True)  # whole garbage packs: the index is rewritten
+    before = set(os.listdir(os.path.join(h.repo, "index")))
+    run = run_kill_entry(h.cli, "gc", "--max-unused", "0", "--json", env={}, file_entries=8)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["freed_bytes"] > 500_000
+    repo = open_repo(h.repo)
+    files = [
+        decode_index(repo.storage.get(i.name), repo.sealer, i.name)
+        for i in repo.storage.list("index/")
+    ]
+    assert len(files) >= 3
+    assert not before & {i.name.split("/")[-1] for i in repo.storage.list("index/")}
+    for f in files:
+        assert sum(len(c.ids) // 32 for c in f.columns) <= 8 or len(f.columns) == 1
+    names = {i.name.split("/")[-1] for i in repo.storage.list("index/")}
+    assert not names & {s for f in files for s in f.supersedes}  # every file is current
+    assert h.cli("check", "--read-data", "--json").json()["ok"]
+    assert restore_digests(h.repo, str(tmp_path / "after")) == h.expected
+    for snap_id, digests in h.expected.items():
+        target = tmp_path / f"cli-{snap_id[:8]}"
+        h.cli("restore", snap_id, "--target", str(target))
+        assert digest_tree(str(target)) == digests
+    (tmp_path / "src" / "late").write_bytes(random.Random(8).randbytes(200_000))
+    h.cli("snapshot", str(tmp_path / "src"), "-q")
+    assert h.cli("gc", "--json").json()["freed_bytes"] == 0
+    assert h.cli("check", "--read-data", "--json").json()["ok"]
+
+
 def test_gc_dry_run_changes_nothing(tmp_path):
     h = make_history(tmp_path, files=8)
     before = all_stored_bytes(h.repo)
@@ -130,7 +169,13 @@ def test_gc_dry_run_changes_nothing(tmp_path):
 
 
 def _kill_round(
-    h: History, baseline: str, work: Path, point: int, when: str, env: dict[str, str]
+    h: History,
+    baseline: str,
+    work: Path,
+    point: int,
+    when: str,
+    env: dict[str, str],
+    file_entries: int = 0,
 ) -> str:
     """Copy the baseline, kill gc at `point`, verify, finish with gc. Returns a failure or ''."""
     repo = str(work / "repo")
@@ -142,6 +187,7 @@ def _kill_round(
         "--max-unused",
         "0",
         env=env | {"GC_TEST_KILL_AT": str(point), "GC_TEST_KILL_WHEN": when},
+        file_entries=file_entries,
     )
     what = f"kill {when} call {point}"
     if killed.returncode != -9:
@@ -168,12 +214,18 @@ def _spread(total: int, count: int) -> list[int]:
     return sorted({1 + round(i * (total - 1) / max(1, count - 1)) for i in range(count)})
 
 
-@pytest.mark.parametrize("full_disk", [False, True], ids=["normal", "full-disk-order"])
-def test_sigkill_gc_at_many_points(tmp_path, full_disk):
+@pytest.mark.parametrize(
+    ("full_disk", "change_all", "file_entries"),
+    [(False, False, 0), (True, True, 0), (False, False, 8), (False, True, 8), (True, True, 8)],
+    ids=["normal", "full-disk-order", "split-repack", "split-rewrite", "split-full-disk"],
+)
+def test_sigkill_gc_at_many_points(tmp_path, full_disk, change_all, file_entries):
     """Kill gc right before and right after mutating storage calls spread over the whole run
     (including the lock, marker, index and pack writes and every delete); each time every kept
-    snapshot restores, check --read-data passes, and gc run again finishes the job."""
-    h = make_history(tmp_path, files=12, change_all=full_disk)
+    snapshot restores, check --read-data passes, and gc run again finishes the job. With
+    `file_entries`, gc writes its index as many small files and is killed at every call, in
+    particular between those files (`change_all`: whole garbage packs, so all are rewritten)."""
+    h = make_history(tmp_path, files=12, change_all=change_all)
     baseline = str(tmp_path / "baseline")
     shutil.copytree(h.repo, baseline)
     env = {"GC_TEST_FREE": "0"} if full_disk else {}
@@ -186,19 +238,26 @@ def test_sigkill_gc_at_many_points(tmp_path, full_disk):
         "--max-unused",
         "0",
         env=env | {"GC_TEST_COUNT_FILE": count_file},
+        file_entries=file_entries,
     )
     assert run.returncode == 0, run.stderr
     total = int(Path(count_file).read_text())
     assert total >= 10, total
+    if file_entries:
+        assert len(os.listdir(os.path.join(counted, "index"))) >= 3
     # At least 20 points on the common path; the full-disk order differs only in its first
     # steps (marker, deletes, index), so fewer points cover it.
     before, after = (7, 5) if full_disk else (12, 10)
+    if file_entries:
+        before = after = total
     rounds = [(p, "before") for p in _spread(total, before)]
     rounds += [(p, "after") for p in _spread(total, after)]
     assert len(rounds) >= (10 if full_disk else 20)
     with ThreadPoolExecutor(2) as pool:
         failures = pool.map(
-            lambda job: _kill_round(h, baseline, tmp_path / f"k{job[0]}{job[1]}", *job, env),
+            lambda job: _kill_round(
+                h, baseline, tmp_path / f"k{job[0]}{job[1]}", *job, env, file_entries
+            ),
             rounds,
         )
         failures = [f for f in failures if f]
@@ -318,3 +377,15 @@ def test_full_disk_snapshot_exits_13_then_forget_and_gc_free_space(tmp_path, sma
     write_random(src / "dump.sql", 4_000_000, rng)
     cli("snapshot", str(src), "-q")
     assert cli("check", "--json").json()["ok"]
+
+
+if __name__ == "__main__":
+    # `python tests/test_e2e_gc.py gc ...`: tests/gc_kill_entry.py (its hooks and environment)
+    # with gc's index files bounded to GC_TEST_FILE_ENTRIES entries, so that small test
+    # repositories get an index of many files. Tests only: users cannot reach this.
+    import runpy
+
+    from dedupe import gcindex
+
+    gcindex.MAX_FILE_ENTRIES = int(os.environ["GC_TEST_FILE_ENTRIES"])
+    runpy.run_path(KILL_ENTRY, run_name="__main__")
