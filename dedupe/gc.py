@@ -453,8 +453,10 @@ class _Executor:
 
     def _put_pack(self, builder: PackBuilder) -> int:
         entries = builder.entries
-        ids = b"".join(e.blob_id for e in entries)
-        fields = np.array([(e.offset, e.length, e.raw_length) for e in entries], dtype="<u4")
+        ids = b"".join([e.blob_id for e in entries])
+        # No tuple per entry: a pack of tiny blobs holds hundreds of thousands of them.
+        flat = (value for e in entries for value in (e.offset, e.length, e.raw_length))
+        fields = np.fromiter(flat, dtype="<u4", count=3 * len(entries))
         pack_id, data = builder.finish(self.repo.sealer)
         self.storage.put(pack_name(pack_id), data)
         self.result.packs_written += 1

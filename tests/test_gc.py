@@ -18,6 +18,7 @@ from dedupe.errors import DedupeError, OutOfSpace
 from dedupe.gcindex import EntryTable
 from dedupe.gcplan import GcPlan, make_plan
 from dedupe.model.snapshot import Snapshot
+from dedupe.reachable import SetMarks, mark_reachable
 from dedupe.repo import config as config_mod
 from dedupe.repo import reserve
 from dedupe.repo.pack import BlobEntry, PackBuilder
@@ -292,6 +293,23 @@ def test_gc_frees_forgotten_snapshot_and_the_rest_restores(tmp_path):
     assert contents(repo, new) == expected
     again = gc.run(reopen(repo.storage))
     assert again.freed_bytes == 0 and again.packs_deleted == again.packs_rewritten == 0
+
+
+def test_the_table_marks_exactly_what_the_trees_reference(tmp_path):
+    repo = new_repo(str(tmp_path / "repo"))
+    write_files(str(tmp_path / "a"), 6, 120_000, seed=21)
+    write_files(str(tmp_path / "b"), 6, 120_000, seed=22)
+    gone = take_snapshot(repo, str(tmp_path / "a"))
+    kept = take_snapshot(repo, str(tmp_path / "b"), T0 + timedelta(days=1))
+    snapshots.delete(repo, gone)
+    expected = SetMarks()
+    mark_reachable(reopen(repo.storage), [kept.tree], expected)
+    survey = gc.survey_repository(repo)
+    assert gc.mark(repo, survey, lambda *_: None) == 0
+    table = survey.table
+    live = {table.ids[row].tobytes() for row in np.flatnonzero(table.entries().live)}
+    assert live == expected.trees | expected.data
+    assert len(live) < table.rows  # the forgotten snapshot's blobs are not marked
 
 
 def test_dry_run_changes_nothing(tmp_path):

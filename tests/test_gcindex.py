@@ -62,6 +62,15 @@ def test_lookups_compare_full_ids_and_find_the_first_copy():
     assert live.tolist() == [True, False, True, True, True, False, True]
 
 
+def test_an_empty_table_answers_nothing():
+    table = EntryTable()
+    table.seal()
+    assert table.find(blob(1)) is None and table.visit_tree(blob(1))
+    assert table.locate(np.zeros((2, 32), np.uint8)).tolist() == [-1, -1]
+    table.add_data([blob(2)])
+    assert table.finish_mark() == 1 and len(table.entries().live) == 0
+
+
 def test_many_rows_round_trip_through_batches():
     rng = np.random.default_rng(3)
     ids = rng.integers(0, 256, (50_000, 32), dtype=np.uint8)
