@@ -131,6 +131,7 @@ def run_gc(
         survey = survey_repository(repo)
         missing = mark(repo, survey, report)
         plan = make_plan(survey.table.entries(), survey.table.packs(), max_unused, missing)
+        survey.table.release_marks()
         if dry_run:
             return _dry_result(survey, plan)
         return _Executor(repo, survey, plan, report).run()

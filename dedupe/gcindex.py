@@ -262,6 +262,12 @@ class EntryTable:
             indexed=np.array(self._indexed, dtype=bool),
         )
 
+    def release_marks(self) -> None:
+        """Once planned, gc needs only ids, fields and each pack's ranges (60 MB fewer at ten
+        million rows, while repacks fill their packs)."""
+        self._pack = self.pack = self._live = self._walked = None  # type: ignore[assignment]
+        self._group_rows = self._group_starts = _NO_ROWS
+
     def pack_rows(self, pack: int, mask: np.ndarray) -> np.ndarray:
         """The pack's rows selected by `mask` (a bool per row), in order."""
         parts = [np.arange(a, b)[mask[a:b]] for a, b in self._ranges[pack]]
