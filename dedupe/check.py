@@ -24,13 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dedupe.check_data import PackVerdict, Subset, verify_pack
+from dedupe.check_index import IndexSurvey
 from dedupe.crypto import keys
-from dedupe.crypto.seal import content_hash
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE, Node, decode_tree
 from dedupe.repo import lock as lock_mod
-from dedupe.repo.index import ChunkIndex, decode_index
 from dedupe.repo.pack import BlobEntry, decode_header, header_span
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
 from dedupe.snapshots import load as load_snapshot
@@ -118,8 +117,7 @@ class _Checker:
         self.own_lock = own_lock
         self.report = CheckReport()
         self.snaps: list[Snapshot] = []
-        self.index = ChunkIndex()
-        self.index_packs: dict[bytes, dict[bytes, BlobEntry]] = {}
+        self.index = IndexSurvey(repo)
         self.pack_sizes: dict[bytes, int] = {}
         self.header_only_blobs: set[bytes] = set()
 
@@ -172,31 +170,7 @@ class _Checker:
         self.report.snapshots = len(self.snaps)
 
     def _load_index(self) -> None:
-        files = {}
-        for info in self.storage.list("index/"):
-            name = info.name.split("/")[-1]
-            try:
-                data = self.storage.get(info.name)
-            except ObjectNotFound:
-                continue
-            if content_hash(data).hex() != name:
-                self.error(f"index file {name[:16]} does not match its name (damaged)")
-            try:
-                files[name] = decode_index(data, self.repo.sealer, name[:16])
-            except DedupeError as exc:
-                self.error(f"{exc}")
-        superseded = {s for f in files.values() for s in f.supersedes}
-        for name, index_file in files.items():
-            if name in superseded:
-                self.warn(f"index file {name[:16]} is superseded (left by an interrupted gc)")
-                continue
-            self.report.index_files += 1
-            for pack_id, entries in index_file.packs:
-                self.index.add_pack(pack_id, entries)
-                per_pack = self.index_packs.setdefault(pack_id, {})
-                for e in entries:
-                    per_pack.setdefault(e.blob_id, e)
-        self.report.blobs_indexed = len(self.index)
+        self.report.index_files = self.index.load(self.error, self.warn)
 
     def _list_packs(self) -> None:
         for info in self.storage.list("data/"):
@@ -216,29 +190,27 @@ class _Checker:
         """While `gc-pending` exists, an interrupted gc has deleted garbage packs that older
         index files still name; readers ignore those entries (`Repository.load_index`), and so
         does check. A live blob that was only there is still reported by the tree check."""
-        gone = [p for p in self.index_packs if p not in self.pack_sizes]
+        gone = [p for p in self.index.pack_ids if p not in self.pack_sizes]
         if not gone or not self.storage.exists(GC_PENDING):
             return
         self.warn(
             f"{len(gone)} pack(s) the index names were deleted by an interrupted gc; "
             "'dedupe gc' finishes the job"
         )
-        for pack_id in gone:
-            del self.index_packs[pack_id]
-        self.index = ChunkIndex()
-        for pack_id, per_pack in self.index_packs.items():
-            self.index.add_pack(pack_id, per_pack.values())
-        self.report.blobs_indexed = len(self.index)
+        self.index.forget(set(gone))
 
     def _check_packs(self) -> None:
         self._forget_packs_gc_deleted()
-        for pack_id, entries in self.index_packs.items():
+        self.index.seal()
+        self.report.blobs_indexed = len(self.index)
+        for pack_id in self.index.pack_ids:
             if pack_id not in self.pack_sizes:
+                entries = self.index.entries(pack_id)
                 self.error(
                     f"pack {pack_id.hex()[:16]} is missing ({len(entries)} blobs the index names)"
                 )
                 self._mark_damaged(entries)
-        unindexed = [p for p in self.pack_sizes if p not in self.index_packs]
+        unindexed = [p for p in self.pack_sizes if not self.index.names(p)]
         if unindexed:
             self.warn(
                 f"{len(unindexed)} pack(s) are named by no index file (left by an interrupted "
@@ -266,7 +238,7 @@ class _Checker:
 
     def _compare_header(self, pack_id: bytes, result: list[BlobEntry] | DedupeError) -> None:
         short = pack_id.hex()[:16]
-        indexed = self.index_packs.get(pack_id)
+        indexed = self.index.entries(pack_id) if self.index.names(pack_id) else None
         size = self.pack_sizes[pack_id]
         if isinstance(result, DedupeError):
             if indexed is None:
@@ -389,7 +361,7 @@ class _Checker:
         advance = self.progress(total) if self.progress is not None else None
 
         def task(pack_id: bytes) -> PackVerdict:
-            entries = list(self.index_packs.get(pack_id, {}).values())
+            entries = list(self.index.entries(pack_id).values())
             return verify_pack(self.storage, self.repo.blobs, pack_id, entries)
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="check-data") as pool:
