@@ -91,7 +91,10 @@ def test_plan_json_and_chart(history):
     (line,) = [e for e in root.iter() if e.get("class") == "series"]
     assert len(line.get("points").split()) == 91
     assert any("--keep-business-days 10" in "".join(t.itertext()) for t in root.iter())
-    assert "peak:" in cli("plan", *policy, "--days", "30").text
+    text = cli("plan", *policy, "--days", "30").text
+    assert "peak:" in text and "pass --growth PCT" in text
+    grown = cli("plan", *policy, "--days", "30", "--growth", "2").text
+    assert "grow 2 % a month" in grown and "pass --growth PCT" not in grown
 
 
 def test_plan_refuses_bad_arguments(history):

@@ -243,6 +243,10 @@ def _print(ctx: Context, forecast: plan.Forecast, policy: Policy, growth: float)
         ctx.out(f"estimate: {describe_estimate(estimate)}")
     if growth:
         ctx.out(f"growth: the nightly additions grow {growth * 100:g} % a month (compounded)")
+    else:
+        # Validation (docs/PLAN.md): most of the forecast's error is growth that had not started
+        # when the forecast was made; only the user can know it is coming.
+        ctx.out("growth: only what the history shows; pass --growth PCT if more data is coming")
     ctx.out("")
     ctx.out(f"  {'DATE':<10}  {'STORED':>10}  SNAPSHOTS")
     step = max(1, days // 12)
