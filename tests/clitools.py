@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +96,21 @@ def digest_tree(root: str) -> dict[str, str]:
             with open(path, "rb") as f:
                 out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
     return out
+
+
+def files_under(folder: str) -> set[str]:
+    """Every file below `folder` (none if it does not exist)."""
+    return {os.path.join(d, f) for d, _s, files in os.walk(folder) for f in files}
+
+
+def wait_for_new_file(
+    folder: str, proc: subprocess.Popen, before: set[str], timeout: float = 60
+) -> bool:
+    """Poll until a file not in `before` appears below `folder`: True then, False if `proc`
+    ended or the time ran out first. Kill tests use it to strike mid-write on any machine."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if files_under(folder) - before:
+            return True
+        time.sleep(0.002)
+    return False

@@ -11,14 +11,13 @@ import os
 import random
 import signal
 import subprocess
-import time
 import uuid
 
 import pytest
 
 from dedupe.repo.repository import Repository
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli
+from tests.clitools import PASSWORD, Cli, files_under, wait_for_new_file
 from tests.servers import S3Server, SFTPServer
 from tests.test_e2e_core import assert_same_tree, make_tree
 
@@ -170,17 +169,14 @@ def test_copy_killed_midway_is_finished_by_the_next_run(tmp_path):
         _write(os.path.join(data, f"dump-{night}.bin"), random.Random(night).randbytes(24 << 20))
         ids.append(src("snapshot", data, "--json").json()["id"])
     dest = _dest(tmp_path, "drive")
+    packs = os.path.join(dest.repo, "data")
+    before = files_under(packs)
     proc = subprocess.Popen(
         src.command("copy", "--to", dest.repo),
         env=src.env | _dest_env(dest),
         stderr=subprocess.PIPE,
     )
-    packs = os.path.join(dest.repo, "data")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(files for _d, _s, files in os.walk(packs)):
-            break
-        time.sleep(0.005)
+    wait_for_new_file(packs, proc, before)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # Killed after its first pack: no manifest yet (they come after the index). The locks it

@@ -14,7 +14,7 @@ import pytest
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, digest_tree
+from tests.clitools import PASSWORD, Cli, digest_tree, files_under, wait_for_new_file
 
 
 @pytest.fixture
@@ -22,10 +22,6 @@ def cli(tmp_path) -> Cli:
     c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
     c("init")
     return c
-
-
-def _files_under(folder: str) -> set[str]:
-    return {os.path.join(d, f) for d, _s, files in os.walk(folder) for f in files}
 
 
 def test_sigkill_during_snapshot_keeps_earlier_snapshots(cli, tmp_path):
@@ -44,14 +40,10 @@ def test_sigkill_during_snapshot_keeps_earlier_snapshots(cli, tmp_path):
     # The first kill waits for a new pack on disk (the snapshot is then surely mid-way, however
     # fast the machine); the others land at fixed moments, wherever they fall.
     for delay in ("first pack", 0.35, 0.6, 0.9):
+        before = files_under(packs)
         proc = cli.popen("snapshot", str(big), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if delay == "first pack":
-            before = _files_under(packs)
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and time.monotonic() < deadline:
-                if _files_under(packs) - before:
-                    break
-                time.sleep(0.002)
+            wait_for_new_file(packs, proc, before)
         else:
             time.sleep(delay)
         if proc.poll() is None:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.clitools import Cli
+from tests.clitools import Cli, files_under, wait_for_new_file
 from tests.servers import SSHD, start_sftp_server
 from tests.test_e2e_core import assert_same_tree
 
@@ -70,10 +70,6 @@ def restart_server(server, procs) -> None:
     raise AssertionError("sshd did not come back")
 
 
-def _files_under(folder: str) -> set[str]:
-    return {os.path.join(d, f) for d, _s, files in os.walk(folder) for f in files}
-
-
 def test_sftp_server_killed_mid_snapshot(private_sftp, tmp_path):
     server, procs = private_sftp
     cli = Cli(server.url(server.root + "/repo"), str(tmp_path / "cache"))
@@ -88,17 +84,13 @@ def test_sftp_server_killed_mid_snapshot(private_sftp, tmp_path):
     rng = random.Random(4)
     for i in range(6):
         (big / f"scan{i}.bin").write_bytes(rng.randbytes(16 << 20))
-    proc = cli.popen("snapshot", str(big), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # Kill the server as soon as the first pack (or its temporary upload) shows on its disk: the
     # other five 16 MiB packs are still to come, so the snapshot cannot have finished, however fast
     # this machine is. A fixed delay was not enough on a fast CI machine.
     packs = os.path.join(server.root, "repo", "data")
-    before = _files_under(packs)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _files_under(packs) - before:
-            break
-        time.sleep(0.002)
+    before = files_under(packs)
+    proc = cli.popen("snapshot", str(big), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for_new_file(packs, proc, before)
     assert proc.poll() is None, "the snapshot ended before any pack reached the server"
     kill_server(server, procs)
     _out, err = proc.communicate(timeout=180)
