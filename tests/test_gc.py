@@ -13,7 +13,6 @@ import pytest
 
 from dedupe import gc, snapshots, space
 from dedupe.archiver import Archiver
-from dedupe.crypto import kdf
 from dedupe.errors import DedupeError, OutOfSpace
 from dedupe.model.snapshot import Snapshot
 from dedupe.reachable import SetMarks, mark_reachable
@@ -31,13 +30,7 @@ SMALL_PACKS = 1 << 20  # the smallest a config allows
 T0 = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch):
-    monkeypatch.setattr(
-        kdf,
-        "params_for_new_keys",
-        kdf.KdfParams(ops=kdf.pwhash.argon2id.OPSLIMIT_MIN, mem=kdf.pwhash.argon2id.MEMLIMIT_MIN),
-    )
+pytestmark = pytest.mark.usefixtures("cheap_kdf")
 
 
 def new_repo(root: str, pack_size: int = SMALL_PACKS, chunk_avg: int = 16384) -> Repository:

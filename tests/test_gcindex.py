@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from dedupe import gcindex
-from dedupe.crypto import kdf
 from dedupe.errors import OutOfSpace
 from dedupe.gcindex import EntryTable, IndexFiles
 from dedupe.gcplan import make_plan
@@ -20,13 +19,7 @@ from dedupe.storage.memory import MemoryStorage
 PASSWORD = b"gcindex tests"
 
 
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch):
-    monkeypatch.setattr(
-        kdf,
-        "params_for_new_keys",
-        kdf.KdfParams(ops=kdf.pwhash.argon2id.OPSLIMIT_MIN, mem=kdf.pwhash.argon2id.MEMLIMIT_MIN),
-    )
+pytestmark = pytest.mark.usefixtures("cheap_kdf")
 
 
 def blob(n: int, prefix: int | None = None) -> bytes:

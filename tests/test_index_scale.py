@@ -13,22 +13,11 @@ import tracemalloc
 import pytest
 
 from benchmarks.index_scale import write_fake_index
-from dedupe.crypto import kdf
 from dedupe.repo.repository import Repository
 from dedupe.storage.memory import MemoryStorage
 
 ENTRIES = 300_000
 PASSWORD = b"index scale"
-
-
-@pytest.fixture
-def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests only: Argon2id at its minimum cost."""
-    monkeypatch.setattr(
-        kdf,
-        "params_for_new_keys",
-        kdf.KdfParams(ops=kdf.pwhash.argon2id.OPSLIMIT_MIN, mem=kdf.pwhash.argon2id.MEMLIMIT_MIN),
-    )
 
 
 @pytest.mark.timeout(60)

@@ -12,7 +12,6 @@ import pytest
 
 from benchmarks.index_scale import write_fake_index
 from dedupe import gc
-from dedupe.crypto import kdf
 from dedupe.repo import indexcache
 from dedupe.repo.index import ChunkIndex, IndexFile, PackColumns
 from dedupe.repo.pack import BlobEntry
@@ -24,12 +23,7 @@ PASSWORD = b"index cache"
 
 
 @pytest.fixture(autouse=True)
-def small_repositories_cached(monkeypatch):
-    monkeypatch.setattr(
-        kdf,
-        "params_for_new_keys",
-        kdf.KdfParams(ops=kdf.pwhash.argon2id.OPSLIMIT_MIN, mem=kdf.pwhash.argon2id.MEMLIMIT_MIN),
-    )
+def small_repositories_cached(monkeypatch, cheap_kdf):
     monkeypatch.setattr(indexcache, "MIN_INDEX_BYTES", 0)
 
 
