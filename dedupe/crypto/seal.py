@@ -14,13 +14,12 @@ import nacl.exceptions
 import nacl.secret
 import nacl.utils
 
-from dedupe.errors import DamageError
+# pynacl's compiled libsodium binding (shipped by every pynacl release): lets blobs be sealed
+# in place, without the copies of pynacl's convenience wrappers.
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
-try:  # pynacl's compiled libsodium binding: lets blobs be sealed in place, without copies
-    from nacl._sodium import ffi as _ffi
-    from nacl._sodium import lib as _lib
-except ImportError:  # pragma: no cover - every pynacl release since 1.0 ships it
-    _ffi = _lib = None
+from dedupe.errors import DamageError
 
 NONCE_BYTES = nacl.secret.SecretBox.NONCE_SIZE
 MAC_BYTES = nacl.secret.SecretBox.MACBYTES
@@ -52,8 +51,6 @@ class Sealer:
         gigabytes, the copies pynacl's convenience wrapper makes cost more than the cipher.
         """
         nonce = self._prefix + next(self._counter).to_bytes(8, "little")
-        if _lib is None:
-            return bytearray(self.seal(bytes([tag]) + bytes(payload)))
         out = bytearray(nonce)
         out += bytes(MAC_BYTES + 1)
         out[OVERHEAD] = tag
@@ -71,8 +68,6 @@ class Sealer:
 
     def open_fast(self, sealed: bytes | memoryview, what: str = "object") -> bytes | bytearray:
         """`open`, decrypting straight into one fresh buffer (no intermediate copies)."""
-        if _lib is None:
-            return self.open(sealed, what)
         if len(sealed) < OVERHEAD:
             raise DamageError(f"{what} is truncated")
         out = bytearray(len(sealed) - OVERHEAD)
