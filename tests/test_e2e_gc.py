@@ -242,17 +242,20 @@ def test_sigkill_gc_at_many_points(tmp_path, full_disk, change_all, file_entries
     )
     assert run.returncode == 0, run.stderr
     total = int(Path(count_file).read_text())
-    assert total >= 10, total
+    # Lock, marker, new index, at least one pack and one index deleted, marker and lock removed.
+    # The exact count depends on where the repository's secret-seeded chunker cut (9-14 seen).
+    assert total >= 7, total
     if file_entries:
         assert len(os.listdir(os.path.join(counted, "index"))) >= 3
-    # At least 20 points on the common path; the full-disk order differs only in its first
-    # steps (marker, deletes, index), so fewer points cover it.
+    # At least 20 points on the common path (every point, before and after, when gc makes fewer
+    # calls); the full-disk order differs only in its first steps (marker, deletes, index), so
+    # fewer points cover it.
     before, after = (7, 5) if full_disk else (12, 10)
     if file_entries:
         before = after = total
     rounds = [(p, "before") for p in _spread(total, before)]
     rounds += [(p, "after") for p in _spread(total, after)]
-    assert len(rounds) >= (10 if full_disk else 20)
+    assert len(rounds) >= min(10 if full_disk else 20, 2 * total)
     with ThreadPoolExecutor(2) as pool:
         failures = pool.map(
             lambda job: _kill_round(
