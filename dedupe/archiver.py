@@ -205,15 +205,17 @@ class Archiver:
 
     def _node(self, name: bytes, kind: str, st: os.stat_result, **fields: object) -> Node:
         """A node with the metadata every kind shares, taken from `st`."""
+        uid, gid = st.st_uid, st.st_gid
+        users, groups = self._users, self._groups
         return Node(
-            name=name,
-            type=kind,
-            mode=stat.S_IMODE(st.st_mode),
-            mtime_ns=st.st_mtime_ns,
-            uid=st.st_uid,
-            gid=st.st_gid,
-            user=_owner(st.st_uid, self._users),
-            group=_group(st.st_gid, self._groups),
+            name,
+            kind,
+            st.st_mode & 0o7777,
+            st.st_mtime_ns,
+            uid,
+            gid,
+            users[uid] if uid in users else _owner(uid, users),
+            groups[gid] if gid in groups else _group(gid, groups),
             **fields,  # type: ignore[arg-type]
         )
 
@@ -349,8 +351,12 @@ class Archiver:
                 return None
             try:
                 with open(fd, "rb", buffering=0, closefd=True) as f:
-                    content, size = self._store_content(f.readinto, st.st_size)
-                    after = os.fstat(f.fileno())
+                    small = self._read_small(fd, st.st_size)
+                    if small is not None:
+                        content, size = self._store_small(small)
+                    else:
+                        content, size = self._store_content(f.readinto, st.st_size)
+                    after = os.fstat(fd)
             except OSError as exc:
                 self._error(path, exc)
                 return None
@@ -366,8 +372,11 @@ class Archiver:
         self.stats.bytes_total += size
         self._report(self._unreported, 1)
         self._unreported = 0
-        node = self._node(name, FILE, st, size=size)
-        return self._with_content(node, content, remember)
+        if content and isinstance(content[0], Future):
+            return self._with_content(self._node(name, FILE, st, size=size), content, remember)
+        if remember is not None and self.cache is not None:
+            self.cache.remember(remember[0], remember[1], content)
+        return self._node(name, FILE, st, size=size, content=tuple(content))
 
     def _with_content(
         self, node: Node, content: list, remember: tuple[bytes, os.stat_result] | None
@@ -394,6 +403,38 @@ class Archiver:
                 node = self._with_content(node, ids, remember)
             out.append(node)
         return out
+
+    @staticmethod
+    def _read_small(fd: int, size: int) -> bytes | None:
+        """A small file's whole content in one read, or None (large, or it grew while read:
+        the caller then streams it from where it stands now, the start).
+
+        Most files of a server are small; one `os.read` into a bytes object spares them the
+        block buffers and generators that large files need (per-file Python is what bounds
+        a walk of many small files).
+        """
+        if size >= ASYNC_MIN:
+            return None
+        parts = []
+        got = 0
+        while got <= size:
+            part = os.read(fd, size + 1 - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        if got > size:
+            os.lseek(fd, 0, os.SEEK_SET)  # it grew: stream it like a large file
+            return None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _store_small(self, data: bytes) -> tuple[list[bytes], int]:
+        add = self.writer.add
+        ids = [add(chunk) for chunk in self.chunker.cut(data)] if data else []
+        size = len(data)
+        self.stats.bytes_read += size
+        self._unreported += size  # reported with the file, in one call
+        return ids, size
 
     def _store_content(
         self, readinto: Callable[[memoryview], int], size_hint: int | None

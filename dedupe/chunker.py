@@ -109,6 +109,12 @@ class Chunker:
             seed=seed,
         )
 
+    def cut(self, data: bytes) -> list[bytes | memoryview]:
+        """The chunks of one whole, in-memory piece of data (a small file read at once)."""
+        if len(data) <= self.params.min_size:
+            return [data]  # FastCDC never cuts below min_size: one chunk, no cutter
+        return [c.data for c in self._cdc.cut_buf(data)]
+
     def chunks(self, readinto: ReadInto, size_hint: int | None = None) -> Iterator[memoryview]:
         """Yield the chunks of the stream read by `readinto` until it returns 0."""
         for block in self.blocks(readinto, size_hint):

@@ -74,7 +74,12 @@ class PackBuilder:
     def finish(self, sealer: Sealer) -> tuple[bytes, bytes]:
         """(pack_id, pack bytes). The builder must not be used afterwards."""
         header = sealer.seal(
-            codec.pack({"v": codec.FORMAT_VERSION, "blobs": [e.to_list() for e in self.entries]})
+            codec.pack(
+                {
+                    "v": codec.FORMAT_VERSION,
+                    "blobs": [(e.blob_id, e.offset, e.length, e.raw_length) for e in self.entries],
+                }
+            )
         )
         self._parts += (header, TRAILER.pack(len(header)))
         data = b"".join(self._parts)
