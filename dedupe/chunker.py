@@ -9,6 +9,7 @@ exactly the cut points of one continuous pass.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +53,14 @@ POOL_MIN = 1 << 20
 POOL_BUFFERS = 4
 
 
+def _fresh(size: int) -> memoryview:
+    """A new zeroed buffer straight from the kernel: a large bytearray would be zero-filled by
+    the allocator under the GIL (once glibc recycles freed blocks, it memsets them), an
+    anonymous map gets zero pages as the read touches them. Unmapped when its last view dies.
+    """
+    return memoryview(mmap.mmap(-1, size))
+
+
 class _BlockPool:
     """Reusable read buffers for large blocks.
 
@@ -81,7 +90,7 @@ class _BlockPool:
         The view is made under the lock: from then on the buffer counts as in use.
         """
         if size > self._size:
-            return memoryview(bytearray(size))
+            return _fresh(size)
         with self._lock:
             for buf in self._buffers:
                 if self._unused(buf):
@@ -91,7 +100,7 @@ class _BlockPool:
                 self._unused(buf)  # grow its capacity now, not on the first reuse test
                 self._buffers.append(buf)
                 return memoryview(buf)[:size]
-        return memoryview(bytearray(size))
+        return _fresh(size)
 
 
 class Chunker:

@@ -156,3 +156,24 @@ def test_chunker_reuses_block_buffers_only_when_no_chunk_is_held(monkeypatch):
     first = [bytes(c) for c in chunker.chunks(io.BytesIO(data).readinto, len(data))]
     again = [bytes(c) for c in chunker.chunks(io.BytesIO(data).readinto, None)]
     assert first == again and b"".join(first) == data
+
+
+def test_chunks_of_fresh_blocks_stay_valid_when_every_pooled_buffer_is_held(monkeypatch):
+    """A consumer holding a chunk of every block keeps all pooled buffers busy: later blocks
+    come from fresh kernel-zeroed maps, and every held chunk keeps its bytes."""
+    monkeypatch.setattr("dedupe.chunker.BLOCK_SIZE", 2 << 20)
+    chunker = Chunker(ChunkerParams.for_average(64 * 1024), seed=9)
+    data = random.Random(4).randbytes(24 << 20)
+    held = []
+    seen = 0
+    for block in chunker.blocks(io.BytesIO(data).readinto, None):
+        held.append((seen, block[0]))  # one chunk of every block: its buffer stays in use
+        seen += sum(len(c) for c in block)
+    assert seen == len(data) and len(held) >= 10
+    assert len(chunker._pool._buffers) == 4  # the pool is full; the other blocks were fresh
+    for offset, chunk in held:
+        assert bytes(chunk) == data[offset : offset + len(chunk)]
+    del held
+    # With the views gone, the pooled buffers are free again and reused.
+    again = [bytes(c) for c in chunker.chunks(io.BytesIO(data).readinto, len(data))]
+    assert b"".join(again) == data and len(chunker._pool._buffers) == 4
