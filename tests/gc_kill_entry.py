@@ -5,6 +5,8 @@ backend, for killing gc at exact points. It lives under tests/: users cannot rea
   after the Nth mutating storage call (put or delete), counting from the start of the process.
 - GC_TEST_COUNT_FILE=PATH: write the number of mutating calls made, at each call.
 - GC_TEST_SLOW=SECONDS: sleep after each mutating call (to widen windows for concurrency tests).
+- GC_TEST_PAUSE_FILE=PATH: after each mutating call, wait while PATH exists (at most 10 minutes),
+  so a test can act at a known point (e.g. while gc surely holds its lock) on any machine.
 - GC_TEST_FREE=BYTES: report this much free space (forces gc's full-disk ordering).
 """
 
@@ -21,6 +23,7 @@ KILL_AT = int(os.environ.get("GC_TEST_KILL_AT", "0"))
 KILL_AFTER = os.environ.get("GC_TEST_KILL_WHEN", "before") == "after"
 COUNT_FILE = os.environ.get("GC_TEST_COUNT_FILE")
 SLOW = float(os.environ.get("GC_TEST_SLOW", "0"))
+PAUSE_FILE = os.environ.get("GC_TEST_PAUSE_FILE")
 FREE = os.environ.get("GC_TEST_FREE")
 _calls = 0
 
@@ -41,6 +44,10 @@ def _hook(method_name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if SLOW:
             time.sleep(SLOW)
+        if PAUSE_FILE:
+            deadline = time.monotonic() + 600
+            while os.path.exists(PAUSE_FILE) and time.monotonic() < deadline:
+                time.sleep(0.01)
         return result
 
     setattr(LocalStorage, method_name, hooked)

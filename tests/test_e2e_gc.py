@@ -271,26 +271,41 @@ def test_snapshot_started_during_gc_is_never_broken(tmp_path):
     h = make_history(tmp_path, files=12)
     src = tmp_path / "src"
     (src / "new-during-gc").write_bytes(random.Random(5).randbytes(300_000))
+    # gc pauses after its first storage write (its exclusive lock) until `pause` is removed: a
+    # snapshot started then must meet the lock however slow this machine is (a fixed window of
+    # gc's sleeps could close before a snapshot process on a busy machine reached its lock).
+    pause = tmp_path / "gc-paused"
+    pause.touch()
     gc_proc = subprocess.Popen(
         [sys.executable, KILL_ENTRY, "gc", "--max-unused", "0"],
-        env=h.cli.env | {"GC_TEST_SLOW": "0.1"},
+        env=h.cli.env | {"GC_TEST_SLOW": "0.1", "GC_TEST_PAUSE_FILE": str(pause)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     # Start snapshotting only once gc holds its lock (on a busy machine a snapshot started at
     # once could take its shared lock first, and gc would rightly exit 11).
     locks = os.path.join(h.repo, "locks")
-    deadline = time.monotonic() + 30
-    while not os.listdir(locks) and gc_proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    codes = []
-    deadline = time.monotonic() + 60
-    while gc_proc.poll() is None and time.monotonic() < deadline:
-        codes.append(h.cli("snapshot", str(src), "-q", check=False).code)
-        time.sleep(0.1)
-    assert gc_proc.wait(timeout=60) == 0, gc_proc.stderr.read()
-    assert codes and set(codes) <= {0, 11}, codes
-    assert 11 in codes  # the lock kept them apart
+    try:
+        deadline = time.monotonic() + 120
+        while gc_proc.poll() is None and time.monotonic() < deadline:
+            if [n for n in os.listdir(locks) if not n.startswith(".")]:  # not a temporary
+                break
+            time.sleep(0.02)
+        assert gc_proc.poll() is None, gc_proc.stderr.read()
+        codes = [h.cli("snapshot", str(src), "-q", check=False).code]
+        assert codes == [11]  # the lock kept them apart
+        pause.unlink()  # gc goes on (0.1 s a write); snapshots keep trying while it runs
+        deadline = time.monotonic() + 120
+        while gc_proc.poll() is None and time.monotonic() < deadline:
+            codes.append(h.cli("snapshot", str(src), "-q", check=False).code)
+            time.sleep(0.1)
+        assert gc_proc.wait(timeout=120) == 0, gc_proc.stderr.read()
+    finally:
+        pause.unlink(missing_ok=True)
+        if gc_proc.poll() is None:
+            gc_proc.kill()
+            gc_proc.wait()
+    assert set(codes) <= {0, 11}, codes
     assert h.cli("snapshot", str(src), "-q", check=False).code == 0
     assert h.cli("check", "--read-data", "--json").json()["ok"]
     restored = restore_digests(h.repo, str(tmp_path / "r"))
