@@ -350,13 +350,16 @@ class Archiver:
                 self._error(path, exc)
                 return None
             try:
-                with open(fd, "rb", buffering=0, closefd=True) as f:
+                try:
                     small = self._read_small(fd, st.st_size)
                     if small is not None:
                         content, size = self._store_small(small)
                     else:
-                        content, size = self._store_content(f.readinto, st.st_size)
+                        readinto = open(fd, "rb", buffering=0, closefd=False).readinto
+                        content, size = self._store_content(readinto, st.st_size)
                     after = os.fstat(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 self._error(path, exc)
                 return None
