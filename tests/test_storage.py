@@ -124,7 +124,7 @@ class TestS3(StorageConformance):
 # --- SFTP specifics ----------------------------------------------------------------------------
 
 
-def _wait_for_temporary(folder: str, min_size: int, timeout: float = 20) -> str:
+def _wait_for_temporary(folder: str, min_size: int, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for entry in os.scandir(folder) if os.path.isdir(folder) else []:
