@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import blake3
 import msgpack
@@ -27,6 +27,9 @@ from dedupe.chunker import Chunker
 from dedupe.filescache import FilesCache
 from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
 from dedupe.repo.writer import BlobWriter
+
+if TYPE_CHECKING:
+    from dedupe.offload import Offloader
 
 # Files at least this big are hashed block by block in the workers (see _store_content).
 ASYNC_MIN = 1 << 20
@@ -95,8 +98,10 @@ class Archiver:
         excludes: Iterable[str] = (),
         warn: Warn = lambda msg: None,
         progress: Progress | None = None,
+        offload: Offloader | None = None,
     ) -> None:
         self.writer = writer
+        self.offload = offload  # large files go to a helper process (dedupe.offload)
         self.chunker = chunker
         self.cache = files_cache
         self.excluder = Excluder(excludes)
@@ -291,6 +296,8 @@ class Archiver:
             if stat.S_ISREG(st.st_mode) and st.st_size >= READ_AHEAD_MIN:
                 if self._ahead_pool is None:
                     self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+                if self.offload is not None:
+                    self.offload.start()  # from this (the walking) thread: see Offloader.start
                 started[name] = self._ahead_pool.submit(self._ahead_file, child, name, st)
         return started
 
@@ -300,6 +307,12 @@ class Archiver:
         helper = Archiver(self.writer, self.chunker, self.cache, warn=self.warn)
         helper.excluder = self.excluder
         helper._progress_owner = self
+        if self.offload is not None and not helper._cache_hit(path, st):
+            node, stats, unstable = self.offload.store(path, name, st, helper._report, self.warn)
+            helper._report(0, 1)
+            if node is not None and not unstable and self.cache is not None:
+                self.cache.remember(self.cache.key(path), st, list(node.content))
+            return node, stats, unstable
         node = helper._file_node(path, name, st)
         if node is not None:
             node = helper._resolve([node])[0]
@@ -322,6 +335,13 @@ class Archiver:
             self._ahead_pool = None
 
     # --- files -----------------------------------------------------------------------------
+
+    def _cache_hit(self, path: bytes, st: os.stat_result) -> bool:
+        """Whether the files cache holds this file's content (so it need not be read)."""
+        if self.cache is None:
+            return False
+        cached = self.cache.lookup(self.cache.key(path), st)
+        return cached is not None and (self.cache.trusted or all(map(self.writer.has, cached)))
 
     def _file_node(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
         content = None

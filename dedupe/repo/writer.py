@@ -74,6 +74,15 @@ class BlobWriter:
         """True if the blob is in the repository or already queued by this writer."""
         return blob_id in self._pending or blob_id in self.repo.index
 
+    def add_stats(self, other: WriteStats) -> None:
+        """Count what a helper writer (another process's) added for the same snapshot."""
+        with self._pack_lock:
+            self.stats.blobs_new += other.blobs_new
+            self.stats.raw_bytes_new += other.raw_bytes_new
+        with self._upload_lock:
+            self.stats.stored_bytes += other.stored_bytes
+            self.stats.packs += other.packs
+
     def _claim(self, blob_id: bytes) -> bool:
         """Mark the blob as ours to store; False if it is stored or claimed already."""
         with self._pending_lock:

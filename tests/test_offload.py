@@ -1,0 +1,188 @@
+"""Large files are stored by a helper process (dedupe.offload) during the walk: the snapshot must
+be complete and exact, its statistics must include the helper's share, the helper's index must be
+durable with the snapshot, and neither its errors nor its death may go unnoticed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from dedupe.archiver import Archiver
+from dedupe.errors import DedupeError
+from dedupe.offload import Offloader
+from dedupe.repo.repository import Repository
+from dedupe.repo.writer import BlobWriter
+from dedupe.storage.local import LocalStorage
+from tests.clitools import PASSWORD, Cli, digest_tree, files_under, repo_size, wait_for_new_file
+
+
+def _tree(root: str, bigs: int = 2, big_size: int = 9 << 20) -> int:
+    rng = random.Random(5)
+    total = 0
+    for folder in ("", "scans", "docs/2026"):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        for i in range(20):
+            data = rng.randbytes(rng.randint(0, 50_000))
+            with open(os.path.join(root, folder, f"note{i}.txt"), "wb") as f:
+                f.write(data)
+            total += len(data)
+    for i in range(bigs):
+        data = rng.randbytes(big_size)
+        with open(os.path.join(root, "scans", f"scan{i}.bin"), "wb") as f:
+            f.write(data)
+        total += len(data)
+    return total
+
+
+def _helpers_of(pid: int) -> list[int]:
+    """Pids of running `dedupe.offload` processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/status") as f:
+                ppid = next(int(ln.split()[1]) for ln in f if ln.startswith("PPid:"))
+        except (OSError, StopIteration):
+            continue
+        if b"dedupe.offload" in cmdline and ppid == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(ln.startswith("State:") and "Z" in ln.split()[1] for ln in f)
+    except OSError:
+        return False
+
+
+def test_snapshot_with_a_helper_is_exact_and_counts_its_share(tmp_path):
+    src = str(tmp_path / "src")
+    total = _tree(src)
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init")
+    before = repo_size(cli.repo)
+    indexes_before = files_under(os.path.join(cli.repo, "index"))
+    snap = cli("snapshot", src, "--json").json()
+    assert snap["files"] == 62 and snap["bytes_total"] == total
+    # The helper wrote its own index file beside ours: two new ones for one snapshot.
+    new_indexes = files_under(os.path.join(cli.repo, "index")) - indexes_before
+    assert len(new_indexes) >= 2, new_indexes
+    # Both shares are counted: what the snapshot says it added is what the disk grew by.
+    grown = repo_size(cli.repo) - before
+    assert abs(snap["bytes_added"] - grown) <= 0.02 * grown, (snap["bytes_added"], grown)
+    assert snap["bytes_added"] > 18 << 20  # the two incompressible 9 MiB scans
+    target = tmp_path / "restored"
+    cli("restore", snap["id"], "--target", str(target))
+    assert digest_tree(str(target) + src) == digest_tree(src)
+    assert cli("check", "--read-data", "--json").json()["ok"]
+    # Unchanged rerun: the files cache covers the helper's files too.
+    again = cli("snapshot", src, "--json").json()
+    assert again["bytes_read"] == 0 and again["bytes_total"] == total
+
+
+def test_helper_reports_a_vanished_file_and_the_rest_is_kept(tmp_path, monkeypatch):
+    src = str(tmp_path / "src")
+    _tree(src, bigs=3)
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init")
+    doomed = os.path.join(src, "scans", "scan1.bin")
+    original = Archiver._read_ahead
+
+    def listing_then_delete(self, children):
+        if any(name == b"scan1.bin" for name, _c, _s in children):
+            os.unlink(doomed)  # gone between the folder listing and the helper's open
+        return original(self, children)
+
+    monkeypatch.setattr(Archiver, "_read_ahead", listing_then_delete)
+    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    warnings: list[str] = []
+    seen: list[int] = []
+    offload = Offloader(repo, cli.repo)
+    with repo.lock(exclusive=False):
+        _ = repo.index
+        writer = BlobWriter(repo)
+        arch = Archiver(
+            writer,
+            repo.chunker(),
+            warn=warnings.append,
+            progress=lambda b, f: seen.append(b),
+            offload=offload,
+        )
+        tree = arch.archive_paths([os.fsencode(src)])
+        stats, names = offload.finish()
+        writer.flush()
+    assert tree and names and stats.blobs_new > 0
+    assert arch.stats.files == 60 + 2
+    assert len(arch.stats.errors) == 1 and "scan1.bin" in arch.stats.errors[0]
+    assert any("scan1.bin" in w for w in warnings)
+    assert seen == sorted(seen) and seen[-1] == arch.stats.bytes_read  # one monotonic total
+    assert arch.stats.bytes_read >= 2 * (9 << 20)  # the helper's reads are counted
+
+
+def test_helper_failure_is_raised_in_the_parent(tmp_path, monkeypatch):
+    """A helper that dies mid-file (here: killed) fails the snapshot with a message."""
+    src = str(tmp_path / "src")
+    _tree(src, bigs=1, big_size=40 << 20)
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init")
+    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    offload = Offloader(repo, cli.repo)
+    original_store = Offloader.store
+
+    def store_then_kill(self, path, name, st, report, warn):
+        os.kill(self._proc.pid, signal.SIGKILL)
+        return original_store(self, path, name, st, report, warn)
+
+    monkeypatch.setattr(Offloader, "store", store_then_kill)
+    with repo.lock(exclusive=False):
+        writer = BlobWriter(repo)
+        arch = Archiver(writer, repo.chunker(), offload=offload)
+        with pytest.raises(DedupeError, match="helper process"):
+            arch.archive_paths([os.fsencode(src)])
+        offload.abort()
+        writer.abort()
+
+
+def test_sigkill_of_the_snapshot_kills_its_helper(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(3)
+    for i in range(4):
+        (src / f"dump{i}.sql").write_bytes(rng.randbytes(48 << 20))
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init")
+    packs = os.path.join(cli.repo, "data")
+    before = files_under(packs)
+    proc = cli.popen("snapshot", str(src), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for_new_file(packs, proc, before), "the snapshot ended before a pack"
+        helpers = _helpers_of(proc.pid)
+        assert helpers, "no helper process is storing the large files"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(h) for h in helpers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(h) for h in helpers), "the helper outlived its snapshot"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # The repository is intact: the leftovers are gc's to clean, and a new snapshot works.
+    assert cli("check", "--json").json()["ok"]
+    snap = cli("snapshot", str(src), "--json").json()
+    target = tmp_path / "restored"
+    cli("restore", snap["id"], "--target", str(target))
+    assert digest_tree(str(target) + str(src)) == digest_tree(str(src))
+    cli("gc", "--max-unused", "0", "-q")
+    assert cli("check", "--read-data", "--json").json()["ok"]
