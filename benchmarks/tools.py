@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,27 +50,98 @@ class Measured:
         self.stderr_tail = other.stderr_tail or self.stderr_tail
 
 
+def _descendants(pid: int) -> list[int]:
+    """All processes below `pid` (Linux /proc children lists; empty where unavailable)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")), 0)
+    except (OSError, ValueError):
+        return 0
+
+
+class _TreeRss:
+    """Samples the summed RSS of a command's whole process tree. rusage only reports the
+    largest single process, which would hide a tool's helper processes (dedupe stores large
+    files in one); the sum is what the machine must hold."""
+
+    INTERVAL = 0.05
+
+    def __init__(self, root_pid: int) -> None:
+        self.peak_kib = 0
+        self._root = root_pid
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            # Below the time wrapper: the command and everything it started.
+            total = sum(_rss_kib(p) for p in _descendants(self._root))
+            self.peak_kib = max(self.peak_kib, total)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib
+
+
 def run_measured(
     argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 3600
 ) -> Measured:
-    """Run ``argv`` under GNU time (or a rusage wrapper); wall time from our own clock."""
+    """Run ``argv`` under GNU time (or a rusage wrapper); wall time from our own clock. The
+    peak RSS is the larger of rusage's (one process, exact) and the sampled sum over the
+    command's process tree (all processes, sampled every 50 ms)."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
         if os.access(TIME_BIN, os.X_OK):
             full = [TIME_BIN, "-v", "-o", rss_file.name, *argv]
         else:
             full = [sys.executable, "-c", _RSS_WRAPPER, rss_file.name, *argv]
         started = time.perf_counter()
-        proc = subprocess.run(
-            full, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        proc = subprocess.Popen(
+            full,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        sampler = _TreeRss(proc.pid)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        finally:
+            tree_peak = sampler.stop()
         wall = time.perf_counter() - started
         match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", rss_file.read())
     return Measured(
         wall,
-        int(match.group(1)) if match else 0,
+        max(int(match.group(1)) if match else 0, tree_peak),
         proc.returncode,
-        proc.stdout,
-        "\n".join(proc.stderr.strip().splitlines()[-8:]),
+        stdout,
+        "\n".join(stderr.strip().splitlines()[-8:]),
     )
 
 

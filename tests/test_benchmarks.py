@@ -7,8 +7,10 @@ while dedupe's CLI evolves) is worse than none, so both are pinned here at a tin
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import blake3
@@ -190,3 +192,21 @@ def test_runner_smoke_with_dedupe(tmp_path: Path) -> None:
     ):
         assert key in med
     assert med["second_added_mib"] < med["repo_after_first_mib"]
+
+
+def test_peak_rss_counts_every_process_of_the_command() -> None:
+    """A command whose helper process holds memory at the same time as itself is measured by
+    the sum (rusage alone would report only the larger of the two)."""
+    from benchmarks.tools import run_measured
+
+    script = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', "
+        '\'x = bytearray(200 << 20); x[::4096] = b"1" * len(x[::4096]); '
+        "import time; time.sleep(1.5)'])\n"
+        "y = bytearray(150 << 20); y[::4096] = b'1' * len(y[::4096])\n"
+        "time.sleep(1.5); p.wait()\n"
+    )
+    m = run_measured([sys.executable, "-c", script], dict(os.environ))
+    assert m.rc == 0
+    assert m.max_rss_kib >= 340 << 10, m.max_rss_kib  # both at once, not max(200, 150)
