@@ -221,7 +221,8 @@ def _dry_result(survey: Survey, plan: GcPlan) -> GcResult:
         stored_bytes_before=survey.stored_bytes,
         stored_bytes_after=survey.stored_bytes - freed,
         freed_bytes=freed,
-        packs_deleted=len(plan.orphans) + len(plan.delete),
+        # A repacked pack is deleted once its live blobs are rewritten: the real run counts it.
+        packs_deleted=len(plan.orphans) + len(plan.delete) + len(plan.repack),
         packs_rewritten=len(plan.repack),
         unused_bytes=plan.unused_kept_bytes,
         live_blobs=plan.live_blobs,

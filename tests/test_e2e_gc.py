@@ -110,10 +110,17 @@ def run_kill_entry(
 def test_gc_frees_forgotten_space_and_kept_snapshots_restore(tmp_path):
     h = make_history(tmp_path)
     before = repo_size(h.repo)
+    dry = h.cli("gc", "--dry-run", "--json").json()
+    assert repo_size(h.repo) == before  # a dry run changes nothing
     result = h.cli("gc", "--json").json()
     assert {"freed_bytes", "stored_bytes_before", "stored_bytes_after"} <= result.keys()
     assert result["freed_bytes"] > 500_000 and result["packs_deleted"] > 0
     assert result["stored_bytes_before"] - result["stored_bytes_after"] == result["freed_bytes"]
+    # The dry run announced exactly what the real run did.
+    for key in ("packs_deleted", "packs_rewritten"):
+        assert dry[key] == result[key], (key, dry, result)
+    # Freed bytes are an estimate before the run (rewritten packs and index files may differ).
+    assert abs(dry["freed_bytes"] - result["freed_bytes"]) <= 0.05 * result["freed_bytes"] + 65536
     assert repo_size(h.repo) <= before - result["freed_bytes"] + 8192  # the reserve comes back
     assert h.cli("check", "--read-data", "--json").json()["ok"]
     assert restore_digests(h.repo, str(tmp_path / "after")) == h.expected
