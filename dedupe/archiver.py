@@ -9,10 +9,7 @@ saved. A file that changes while it is read is saved as read, with a warning, an
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import grp
 import os
-import pwd
 import stat
 import threading
 from collections.abc import Callable, Iterable
@@ -20,13 +17,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
-import blake3
-import msgpack
-
 from dedupe.chunker import Chunker
 from dedupe.filescache import FilesCache
 from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
 from dedupe.repo.writer import BlobWriter
+from dedupe.walkparts import Excluder, folder_digest, group_name, normalise_sources, owner_name
 
 if TYPE_CHECKING:
     from dedupe.offload import Offloader
@@ -48,43 +43,6 @@ class ArchiveStats:
     bytes_total: int = 0
     files_unchanged: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-class Excluder:
-    """`--exclude GLOB`: a pattern without '/' matches a name anywhere; one with '/' matches
-    the whole absolute path (and everything under a matched folder is left out with it)."""
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        self.by_name = [p for p in patterns if "/" not in p]
-        self.by_path = [p.rstrip("/") for p in patterns if "/" in p]
-        self.active = bool(self.by_name or self.by_path)
-
-    def excluded(self, path: bytes, name: bytes) -> bool:
-        if not self.by_name and not self.by_path:
-            return False
-        name_s = os.fsdecode(name)
-        if any(fnmatch.fnmatchcase(name_s, p) for p in self.by_name):
-            return True
-        path_s = os.fsdecode(path)
-        return any(fnmatch.fnmatchcase(path_s, p) for p in self.by_path)
-
-
-def _owner(uid: int, cache: dict[int, str | None]) -> str | None:
-    if uid not in cache:
-        try:
-            cache[uid] = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            cache[uid] = None
-    return cache[uid]
-
-
-def _group(gid: int, cache: dict[int, str | None]) -> str | None:
-    if gid not in cache:
-        try:
-            cache[gid] = grp.getgrgid(gid).gr_name
-        except KeyError:
-            cache[gid] = None
-    return cache[gid]
 
 
 class Archiver:
@@ -131,7 +89,7 @@ class Archiver:
             self.close()  # whatever happened, no read-ahead outlives the walk
 
     def _archive_paths(self, paths: Iterable[bytes]) -> bytes:
-        roots = _normalise(paths)
+        roots = normalise_sources(paths)
         if roots == [b"/"]:
             root = self._store_dir(b"/")
             return root if root is not None else self.writer.add(encode_tree([]))
@@ -219,8 +177,8 @@ class Archiver:
             st.st_mtime_ns,
             uid,
             gid,
-            users[uid] if uid in users else _owner(uid, users),
-            groups[gid] if gid in groups else _group(gid, groups),
+            users[uid] if uid in users else owner_name(uid, users),
+            groups[gid] if gid in groups else group_name(gid, groups),
             **fields,  # type: ignore[arg-type]
         )
 
@@ -254,7 +212,7 @@ class Archiver:
         cache = self.cache
         if cache is not None:
             key = cache.key(path)
-            digest = _folder_digest(children, subtrees)
+            digest = folder_digest(children, subtrees)
             hit = cache.lookup_dir(key, digest)
             if hit is not None and self.writer.has(hit[0]):
                 for future in ahead.values():
@@ -294,12 +252,17 @@ class Archiver:
         started = {}
         for name, child, st in children:
             if stat.S_ISREG(st.st_mode) and st.st_size >= READ_AHEAD_MIN:
-                if self._ahead_pool is None:
-                    self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
-                if self.offload is not None:
-                    self.offload.start()  # from this (the walking) thread: see Offloader.start
-                started[name] = self._ahead_pool.submit(self._ahead_file, child, name, st)
+                started[name] = self._submit_ahead(child, name, st)
         return started
+
+    def _submit_ahead(self, path: bytes, name: bytes, st: os.stat_result) -> Future:
+        """Queue one large file on the read-ahead thread."""
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+        pool = self._ahead_pool
+        if self.offload is not None:
+            self.offload.start()
+        return pool.submit(self._ahead_file, path, name, st)
 
     def _ahead_file(self, path: bytes, name: bytes, st: os.stat_result) -> tuple:
         """On the read-ahead thread: store one file through a helper Archiver of its own (its
@@ -495,39 +458,3 @@ class Archiver:
         message = f"cannot read {os.fsdecode(path)}: {exc.strerror or exc}"
         self.stats.errors.append(message)
         self.warn(message)
-
-
-def _folder_digest(
-    children: list[tuple[bytes, bytes, os.stat_result]], subtrees: dict[bytes, bytes | None]
-) -> bytes:
-    """A digest of everything that would change a folder's tree: each entry's name and stat,
-    and each subfolder's tree id."""
-    packed = msgpack.packb(
-        [
-            (
-                name,
-                st.st_mode,
-                st.st_ino,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_uid,
-                st.st_gid,
-                subtrees.get(name),
-            )
-            for name, _child, st in children
-        ]
-    )
-    return blake3.blake3(packed).digest()[:16]
-
-
-def _normalise(paths: Iterable[bytes]) -> list[bytes]:
-    """Absolute, normalised, without paths that lie under another given path."""
-    absolute = sorted({os.path.normpath(os.path.abspath(p)) for p in paths})
-    kept: list[bytes] = []
-    for path in absolute:
-        if path == b"/":
-            return [b"/"]
-        if not any(path.startswith(k.rstrip(b"/") + b"/") for k in kept):
-            kept.append(path)
-    return kept

@@ -12,7 +12,8 @@ given through its own BlobWriter (its own packs and index files), and returns th
 node. The parent keeps everything else: the walk, the trees, the files cache, the snapshot. The
 helper's index is durable before the parent writes its own, and both before the snapshot
 manifest (`finish`), so a snapshot never names a blob no index knows. If the parent dies, the
-kernel kills the helper (PR_SET_PDEATHSIG); what it wrote unindexed is a leftover for gc.
+helper dies at once too: it watches a lifeline pipe whose only writer end the parent holds
+(the kernel closes it however the parent ends); what it wrote unindexed is a leftover for gc.
 
 Messages (pickles between the two halves of one command of one user):
   parent -> helper: ("open", key, settings, key_name, root, cache_dir, workers),
@@ -50,31 +51,35 @@ class Offloader:
         self._conn: Connection | None = None
         self._lock = threading.Lock()
         self._broken = False
+        self._lifeline: int | None = None  # the write end; the helper dies when it closes
 
     def start(self) -> None:
-        """Start the helper (once). Call it from the thread that lives longest (the walking
-        one): the kernel's parent-death signal follows the thread that started the helper."""
+        """Start the helper (once; from any thread)."""
         with self._lock:
             if self._conn is None and not self._broken:
                 self._start()
 
     def _start(self) -> Connection:
         ours, theirs = socket.socketpair()
+        lifeline_read, self._lifeline = os.pipe()
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "dedupe.offload", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
+                [sys.executable, "-m", "dedupe.offload", str(theirs.fileno()), str(lifeline_read)],
+                pass_fds=[theirs.fileno(), lifeline_read],
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
         except OSError as exc:
             ours.close()
+            os.close(self._lifeline)
+            self._lifeline = None
             raise DedupeError(f"cannot start the helper process: {exc.strerror}") from None
         finally:
             theirs.close()
+            os.close(lifeline_read)
         conn = Connection(ours.detach())
         repo = self._repo
         conn.send(
@@ -169,23 +174,30 @@ class Offloader:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
 
 # --- the helper process ----------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux)."""
-    parent = os.getppid()
-    try:
-        import ctypes
+def _die_with_parent(lifeline: int) -> None:
+    """Exit at once when the parent's end of the lifeline closes (the parent ended, however:
+    killed, crashed or finished), even in the middle of a file."""
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the request took effect
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(lifeline, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
         os._exit(1)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
 def _serve(conn: Connection) -> None:
@@ -240,7 +252,7 @@ def _serve(conn: Connection) -> None:
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
-    _die_with_parent()
+    _die_with_parent(int(argv[2]))
     conn = Connection(int(argv[1]))
     try:
         _serve(conn)
