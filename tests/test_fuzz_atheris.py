@@ -52,7 +52,8 @@ def test_atheris_harness(harness: str, tmp_path) -> None:
         capture_output=True,
         text=True,
         timeout=max_time + 120,
-        env=os.environ | {"PYTHONPATH": ROOT},
+        # The harness's seed corpus goes to a temporary folder: this test's, not /tmp.
+        env=os.environ | {"PYTHONPATH": ROOT, "TMPDIR": str(tmp_path)},
     )
     tail = proc.stderr[-4000:]
     assert proc.returncode == 0, f"fuzzer found a crash:\n{tail}"
