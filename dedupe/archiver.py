@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from dedupe.chunker import Chunker
+from dedupe.errors import DedupeError
 from dedupe.filescache import FilesCache
 from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
 from dedupe.repo.writer import BlobWriter
@@ -261,7 +262,11 @@ class Archiver:
             self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
         pool = self._ahead_pool
         if self.offload is not None:
-            self.offload.start()
+            try:
+                self.offload.start()
+            except DedupeError as exc:  # e.g. no memory or processes left for a second one
+                self.warn(f"{exc}; storing large files in this process instead")
+                self.offload = None
         return pool.submit(self._ahead_file, path, name, st)
 
     def _ahead_file(self, path: bytes, name: bytes, st: os.stat_result) -> tuple:

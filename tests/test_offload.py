@@ -186,3 +186,26 @@ def test_sigkill_of_the_snapshot_kills_its_helper(tmp_path):
     assert digest_tree(str(target) + str(src)) == digest_tree(str(src))
     cli("gc", "--max-unused", "0", "-q")
     assert cli("check", "--read-data", "--json").json()["ok"]
+
+
+def test_a_helper_that_cannot_start_leaves_the_work_to_this_process(tmp_path, monkeypatch):
+    src = str(tmp_path / "src")
+    total = _tree(src)
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init")
+
+    def no_processes_left(*_args, **_kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("dedupe.offload.subprocess.Popen", no_processes_left)
+    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    warnings: list[str] = []
+    offload = Offloader(repo, cli.repo)
+    with repo.lock(exclusive=False):
+        writer = BlobWriter(repo)
+        arch = Archiver(writer, repo.chunker(), warn=warnings.append, offload=offload)
+        tree = arch.archive_paths([os.fsencode(src)])
+        assert offload.finish() is None  # it never ran
+        writer.flush()
+    assert tree and arch.stats.bytes_read == total and not arch.stats.errors
+    assert any("cannot start the helper process" in w for w in warnings), warnings
