@@ -49,13 +49,18 @@ class Offloader:
         self._workers = workers
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one conversation with the helper at a time
+        self._start_lock = threading.Lock()
         self._broken = False
         self._lifeline: int | None = None  # the write end; the helper dies when it closes
 
     def start(self) -> None:
-        """Start the helper (once; from any thread)."""
-        with self._lock:
+        """Start the helper (once; from any thread). Never waits for a file being stored:
+        the walk calls this for every large file it meets, while the helper may be busy with
+        a dump for seconds (`store` holds the other lock meanwhile)."""
+        if self._conn is not None or self._broken:
+            return
+        with self._start_lock:
             if self._conn is None and not self._broken:
                 self._start()
 

@@ -12,8 +12,10 @@ import time
 
 import pytest
 
+from dedupe import archiver as archiver_mod
 from dedupe.archiver import Archiver
 from dedupe.errors import DedupeError
+from dedupe.model.tree import decode_tree
 from dedupe.offload import Offloader
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
@@ -209,3 +211,37 @@ def test_a_helper_that_cannot_start_leaves_the_work_to_this_process(tmp_path, mo
         writer.flush()
     assert tree and arch.stats.bytes_read == total and not arch.stats.errors
     assert any("cannot start the helper process" in w for w in warnings), warnings
+
+
+def test_files_beyond_the_helpers_queue_are_stored_here(tmp_path, monkeypatch):
+    """While the helper has a full queue, large files go to this process's read-ahead thread;
+    every file ends up stored exactly, whichever process stored it."""
+    monkeypatch.setattr(archiver_mod, "OFFLOAD_QUEUE", 1)  # one file at a time in the helper
+    monkeypatch.setattr(archiver_mod, "READ_AHEAD_MIN", 1 << 20)
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(8)
+    contents = {f"f{i}.bin": rng.randbytes(3 << 20) for i in range(6)}
+    for name, data in contents.items():
+        (src / name).write_bytes(data)
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init")
+    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    offload = Offloader(repo, cli.repo)
+    with repo.lock(exclusive=False):
+        writer = BlobWriter(repo)
+        arch = Archiver(writer, repo.chunker(), offload=offload)
+        tree = arch.archive_paths([os.fsencode(str(src))])
+        helped, _names = offload.finish()
+        writer.flush()
+    assert helped.raw_bytes_new >= 3 << 20  # the helper stored some files...
+    assert writer.stats.raw_bytes_new >= 3 << 20  # ...and this process others
+    assert arch.stats.files == 6 and arch.stats.bytes_read == 6 * (3 << 20)
+    reopened = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    folder = tree
+    for part in str(src).strip("/").split("/"):
+        node = next(n for n in decode_tree(reopened.read_blob(folder)) if n.name == part.encode())
+        folder = node.subtree
+    for node in decode_tree(reopened.read_blob(folder)):
+        stored = b"".join(reopened.read_blob(b) for b in node.content)
+        assert stored == contents[node.name.decode()]
