@@ -302,13 +302,11 @@ class Archiver:
         """On the helper's conversation thread: store one file in the helper process (or here,
         when the files cache already has it)."""
         try:
-            helper = Archiver(self.writer, self.chunker, self.cache, warn=self.warn)
-            helper._progress_owner = self
             offload = self.offload
-            if offload is None or helper._cache_hit(path, st):
+            if offload is None or self._cache_hit(path, st):
                 return self._ahead_file(path, name, st)
-            node, stats, unstable = offload.store(path, name, st, helper._report, self.warn)
-            helper._report(0, 1)
+            node, stats, unstable = offload.store(path, name, st, self._report, self.warn)
+            self._report(0, 1)
             if node is not None and not unstable and self.cache is not None:
                 self.cache.remember(self.cache.key(path), st, list(node.content))
             return node, stats, unstable
@@ -346,12 +344,17 @@ class Archiver:
 
     # --- files -----------------------------------------------------------------------------
 
+    def _cached(self, key: bytes, st: os.stat_result) -> list[bytes] | None:
+        """The file's content ids if the files cache holds them and they are stored."""
+        assert self.cache is not None
+        cached = self.cache.lookup(key, st)
+        if cached is not None and (self.cache.trusted or all(map(self.writer.has, cached))):
+            return cached
+        return None
+
     def _cache_hit(self, path: bytes, st: os.stat_result) -> bool:
         """Whether the files cache holds this file's content (so it need not be read)."""
-        if self.cache is None:
-            return False
-        cached = self.cache.lookup(self.cache.key(path), st)
-        return cached is not None and (self.cache.trusted or all(map(self.writer.has, cached)))
+        return self.cache is not None and self._cached(self.cache.key(path), st) is not None
 
     def _file_node(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
         content = None
@@ -359,10 +362,8 @@ class Archiver:
         remember = None
         if self.cache is not None:
             key = self.cache.key(path)
-            cached = self.cache.lookup(key, st)
-            if cached is not None and (
-                self.cache.trusted or all(self.writer.has(b) for b in cached)
-            ):
+            cached = self._cached(key, st)
+            if cached is not None:
                 content = cached
                 size = st.st_size
                 self.stats.files_unchanged += 1
