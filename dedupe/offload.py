@@ -43,9 +43,8 @@ Warn = Callable[[str], None]
 class Offloader:
     """The parent's side: starts the helper at the first large file, one file at a time."""
 
-    def __init__(self, repo: Any, root: str, workers: int = 2) -> None:
-        self._repo = repo
-        self._root = root
+    def __init__(self, repo: Any, workers: int = 2) -> None:
+        self._repo = repo  # on a LocalStorage: the helper opens the same folder
         self._workers = workers
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
@@ -64,7 +63,7 @@ class Offloader:
             if self._conn is None and not self._broken:
                 self._start()
 
-    def _start(self) -> Connection:
+    def _start(self) -> None:
         ours, theirs = socket.socketpair()
         lifeline_read, self._lifeline = os.pipe()
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,13 +92,12 @@ class Offloader:
                 repo.key,
                 repo.settings,
                 repo.key_name,
-                self._root,
+                repo.storage.root,
                 repo.cache_dir,
                 self._workers,
             )
         )
         self._conn = conn
-        return conn
 
     def store(
         self, path: bytes, name: bytes, st: os.stat_result, report: Report, warn: Warn
@@ -112,25 +110,15 @@ class Offloader:
             conn = self._conn
             if conn is None:
                 raise DedupeError("the helper process was not started")
-            try:
-                conn.send(("file", path, name, st))
-                while True:
-                    message = conn.recv()
-                    kind = message[0]
-                    if kind == "progress":
-                        report(message[1], 0)
-                    elif kind == "warn":
-                        warn(message[1])
-                    elif kind == "node":
-                        return message[1], message[2], message[3]
-                    elif kind == "error":
-                        self._broken = True
-                        raise message[1]
-            except (EOFError, OSError):
-                self._broken = True
-                raise DedupeError(
-                    "the helper process storing large files stopped unexpectedly"
-                ) from None
+            reply = self._exchange(
+                conn,
+                ("file", path, name, st),
+                "node",
+                report,
+                warn,
+                "the helper process storing large files stopped unexpectedly",
+            )
+            return reply[1], reply[2], reply[3]
 
     def finish(self) -> tuple[Any, list[str]] | None:
         """Make the helper's packs and index durable and stop it: (its WriteStats, its index
@@ -138,24 +126,39 @@ class Offloader:
         with self._lock:
             if self._conn is None:
                 return None
-            conn = self._conn
-            try:
-                conn.send(("flush",))
-                while True:
-                    message = conn.recv()
-                    if message[0] == "flushed":
-                        result = (message[1], message[2])
-                        break
-                    if message[0] == "error":
-                        self._broken = True
-                        raise message[1]
-            except (EOFError, OSError):
-                self._broken = True
-                raise DedupeError(
-                    "the helper process storing large files stopped before its index was written"
-                ) from None
+            reply = self._exchange(
+                self._conn,
+                ("flush",),
+                "flushed",
+                lambda _read, _files: None,
+                lambda _text: None,
+                "the helper process storing large files stopped before its index was written",
+            )
             self._close(wait=60)
-            return result
+            return reply[1], reply[2]
+
+    def _exchange(
+        self, conn: Connection, request: tuple, answer: str, report: Report, warn: Warn, lost: str
+    ) -> tuple:
+        """Send `request` and relay progress and warnings until the `answer` message comes.
+        The helper's own error is raised as it is; a helper gone silent raises `lost`."""
+        try:
+            conn.send(request)
+            while True:
+                message = conn.recv()
+                kind = message[0]
+                if kind == answer:
+                    return message
+                if kind == "progress":
+                    report(message[1], 0)
+                elif kind == "warn":
+                    warn(message[1])
+                elif kind == "error":
+                    self._broken = True
+                    raise message[1]
+        except (EOFError, OSError):
+            self._broken = True
+            raise DedupeError(lost) from None
 
     def abort(self) -> None:
         """Stop the helper; it deletes the packs it wrote that no index names."""

@@ -109,7 +109,7 @@ def test_helper_reports_a_vanished_file_and_the_rest_is_kept(tmp_path, monkeypat
     repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
     warnings: list[str] = []
     seen: list[int] = []
-    offload = Offloader(repo, cli.repo)
+    offload = Offloader(repo)
     with repo.lock(exclusive=False):
         _ = repo.index
         writer = BlobWriter(repo)
@@ -138,7 +138,7 @@ def test_helper_failure_is_raised_in_the_parent(tmp_path, monkeypatch):
     cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
     cli("init")
     repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
-    offload = Offloader(repo, cli.repo)
+    offload = Offloader(repo)
     original_store = Offloader.store
 
     def store_then_kill(self, path, name, st, report, warn):
@@ -202,7 +202,7 @@ def test_a_helper_that_cannot_start_leaves_the_work_to_this_process(tmp_path, mo
     monkeypatch.setattr("dedupe.offload.subprocess.Popen", no_processes_left)
     repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
     warnings: list[str] = []
-    offload = Offloader(repo, cli.repo)
+    offload = Offloader(repo)
     with repo.lock(exclusive=False):
         writer = BlobWriter(repo)
         arch = Archiver(writer, repo.chunker(), warn=warnings.append, offload=offload)
@@ -227,7 +227,7 @@ def test_files_beyond_the_helpers_queue_are_stored_here(tmp_path, monkeypatch):
     cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
     cli("init")
     repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
-    offload = Offloader(repo, cli.repo)
+    offload = Offloader(repo)
     with repo.lock(exclusive=False):
         writer = BlobWriter(repo)
         arch = Archiver(writer, repo.chunker(), offload=offload)

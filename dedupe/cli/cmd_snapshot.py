@@ -172,7 +172,7 @@ def _offloader(repo: Repository) -> Offloader | None:
     process (not measured there yet)."""
     if not isinstance(repo.storage, LocalStorage) or (os.cpu_count() or 1) < 2:
         return None
-    return Offloader(repo, repo.storage.root, workers=max(2, os.cpu_count() or 2))
+    return Offloader(repo, workers=max(2, os.cpu_count() or 2))
 
 
 def _user() -> str:
