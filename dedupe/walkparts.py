@@ -7,7 +7,7 @@ import fnmatch
 import grp
 import os
 import pwd
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import blake3
 import msgpack
@@ -32,22 +32,23 @@ class Excluder:
         return any(fnmatch.fnmatchcase(path_s, p) for p in self.by_path)
 
 
-def owner_name(uid: int, cache: dict[int, str | None]) -> str | None:
-    if uid not in cache:
+def _cached_name(
+    number: int, cache: dict[int, str | None], lookup: Callable[[int], str]
+) -> str | None:
+    if number not in cache:
         try:
-            cache[uid] = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            cache[uid] = None
-    return cache[uid]
+            cache[number] = lookup(number)
+        except KeyError:  # no such user or group on this machine
+            cache[number] = None
+    return cache[number]
+
+
+def owner_name(uid: int, cache: dict[int, str | None]) -> str | None:
+    return _cached_name(uid, cache, lambda n: pwd.getpwuid(n).pw_name)
 
 
 def group_name(gid: int, cache: dict[int, str | None]) -> str | None:
-    if gid not in cache:
-        try:
-            cache[gid] = grp.getgrgid(gid).gr_name
-        except KeyError:
-            cache[gid] = None
-    return cache[gid]
+    return _cached_name(gid, cache, lambda n: grp.getgrgid(n).gr_name)
 
 
 def folder_digest(
