@@ -13,13 +13,13 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from dedupe.chunker import Chunker
-from dedupe.errors import DedupeError
 from dedupe.filescache import FilesCache
+from dedupe.largefiles import LargeFiles
 from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
 from dedupe.repo.writer import BlobWriter
 from dedupe.walkparts import Excluder, folder_digest, group_name, normalise_sources, owner_name
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
 
 # Files at least this big are hashed block by block in the workers (see _store_content).
 ASYNC_MIN = 1 << 20
-# Files at least this big are read on the read-ahead thread while the walk goes on.
-READ_AHEAD_MIN = 8 << 20
-# With a helper process (dedupe.offload): files at least this big go to it, while it has less
-# than OFFLOAD_QUEUE bytes to do (a file alone may exceed that: a dump goes when it is idle).
-OFFLOAD_MIN = 1 << 20
-OFFLOAD_QUEUE = 64 << 20
 
 Progress = Callable[[int, int], None]  # (bytes read so far, files so far)
 Warn = Callable[[str], None]
@@ -75,10 +69,7 @@ class Archiver:
         self._unstable = 0  # errors and files that changed while read: never cache their folder
         self._users: dict[int, str | None] = {}
         self._groups: dict[int, str | None] = {}
-        self._ahead_pool: ThreadPoolExecutor | None = None
-        self._helper_pool: ThreadPoolExecutor | None = None  # talks to the helper process
-        self._helper_queued = 0  # bytes of files waiting for or in the helper
-        self._queued_lock = threading.Lock()
+        self._large = LargeFiles(self)
         # Progress is reported by the walking thread and the read-ahead thread alike: one
         # running total under a lock, kept by the Archiver that owns the progress callback.
         self._progress_owner = self
@@ -256,74 +247,8 @@ class Archiver:
     # --- read-ahead of large files ---------------------------------------------------------
 
     def _read_ahead(self, children: list[tuple[bytes, bytes, os.stat_result]]) -> dict:
-        """Start the folder's large files ahead of the walk: name -> Future.
-
-        With a helper process, files of OFFLOAD_MIN or more go to it while its queue holds
-        less than OFFLOAD_QUEUE bytes (so a folder's join never waits long behind a dump);
-        the others of READ_AHEAD_MIN or more go to this process's read-ahead thread, and the
-        rest are stored by the walk itself."""
-        started = {}
-        for name, child, st in children:
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            size = st.st_size
-            if self.offload is not None and size >= OFFLOAD_MIN and self._helper_has_room(size):
-                started[name] = self._submit_helper(child, name, st)
-            elif size >= READ_AHEAD_MIN:
-                started[name] = self._submit_ahead(child, name, st)
-        return started
-
-    def _helper_has_room(self, size: int) -> bool:
-        with self._queued_lock:
-            if self._helper_queued and self._helper_queued + size > OFFLOAD_QUEUE:
-                return False
-            self._helper_queued += size
-            return True
-
-    def _submit_helper(self, path: bytes, name: bytes, st: os.stat_result) -> Future:
-        try:
-            self.offload.start()  # type: ignore[union-attr]
-        except DedupeError as exc:  # e.g. no memory or processes left for a second one
-            self.warn(f"{exc}; storing large files in this process instead")
-            self.offload = None
-            self._helper_queued = 0
-            return self._submit_ahead(path, name, st)
-        if self._helper_pool is None:
-            self._helper_pool = ThreadPoolExecutor(1, thread_name_prefix="helper")
-        return self._helper_pool.submit(self._helper_file, path, name, st)
-
-    def _submit_ahead(self, path: bytes, name: bytes, st: os.stat_result) -> Future:
-        """Queue one large file on the read-ahead thread."""
-        if self._ahead_pool is None:
-            self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
-        return self._ahead_pool.submit(self._ahead_file, path, name, st)
-
-    def _helper_file(self, path: bytes, name: bytes, st: os.stat_result) -> tuple:
-        """On the helper's conversation thread: store one file in the helper process (or here,
-        when the files cache already has it)."""
-        try:
-            offload = self.offload
-            if offload is None or self._cache_hit(path, st):
-                return self._ahead_file(path, name, st)
-            node, stats, unstable = offload.store(path, name, st, self._report, self.warn)
-            self._report(0, 1)
-            if node is not None and not unstable and self.cache is not None:
-                self.cache.remember(self.cache.key(path), st, list(node.content))
-            return node, stats, unstable
-        finally:
-            with self._queued_lock:
-                self._helper_queued = max(0, self._helper_queued - st.st_size)
-
-    def _ahead_file(self, path: bytes, name: bytes, st: os.stat_result) -> tuple:
-        """On the read-ahead thread: store one file through a helper Archiver of its own (its
-        statistics are merged by the walking thread, so no counter is shared)."""
-        helper = Archiver(self.writer, self.chunker, self.cache, warn=self.warn)
-        helper.excluder = self.excluder
-        helper._progress_owner = self
-        node = helper._file_node(path, name, st)
-        if node is not None:
-            node = helper._resolve([node])[0]
-        return node, helper.stats, helper._unstable
+        """Start the folder's large files ahead of the walk: name -> Future (LargeFiles)."""
+        return self._large.start(children)
 
     def _join_ahead(self, future: Future) -> Node | None:
         node, stats, unstable = future.result()
@@ -336,11 +261,8 @@ class Archiver:
         return node
 
     def close(self) -> None:
-        """Stop the read-ahead threads (every started file has been joined by then)."""
-        for pool in (self._helper_pool, self._ahead_pool):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        self._helper_pool = self._ahead_pool = None
+        """Stop the large-file threads (every started file has been joined by then)."""
+        self._large.close()
 
     # --- files -----------------------------------------------------------------------------
 

@@ -103,7 +103,7 @@ class Offloader:
         self, path: bytes, name: bytes, st: os.stat_result, report: Report, warn: Warn
     ) -> tuple[Any, Any, int]:
         """Store one file in the helper: (node, ArchiveStats, unstable count), as
-        `Archiver._ahead_file` returns them."""
+        `LargeFiles._ahead_file` returns them."""
         with self._lock:
             if self._broken:
                 raise DedupeError("the helper process storing large files has stopped")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dedupe import archiver as archiver_mod
+from dedupe import largefiles
 from dedupe.archiver import Archiver
 from dedupe.errors import DedupeError
 from dedupe.model.tree import decode_tree
@@ -216,8 +216,8 @@ def test_a_helper_that_cannot_start_leaves_the_work_to_this_process(tmp_path, mo
 def test_files_beyond_the_helpers_queue_are_stored_here(tmp_path, monkeypatch):
     """While the helper has a full queue, large files go to this process's read-ahead thread;
     every file ends up stored exactly, whichever process stored it."""
-    monkeypatch.setattr(archiver_mod, "OFFLOAD_QUEUE", 1)  # one file at a time in the helper
-    monkeypatch.setattr(archiver_mod, "READ_AHEAD_MIN", 1 << 20)
+    monkeypatch.setattr(largefiles, "OFFLOAD_QUEUE", 1)  # one file at a time in the helper
+    monkeypatch.setattr(largefiles, "READ_AHEAD_MIN", 1 << 20)
     src = tmp_path / "src"
     src.mkdir()
     rng = random.Random(8)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from dedupe import archiver as archiver_mod
+from dedupe import largefiles
 from dedupe.archiver import Archiver
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
@@ -68,7 +68,7 @@ def test_read_ahead_file_vanishing_is_reported_and_others_are_kept(tmp_path, mon
     _tree(src)
     cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
     cli("init")
-    monkeypatch.setattr(archiver_mod, "READ_AHEAD_MIN", 1)  # every file goes ahead
+    monkeypatch.setattr(largefiles, "READ_AHEAD_MIN", 1)  # every file goes ahead
     doomed = os.path.join(src, "a", "big1.bin")
     original = Archiver._read_ahead
 
@@ -88,7 +88,7 @@ def test_read_ahead_file_vanishing_is_reported_and_others_are_kept(tmp_path, mon
         )
         tree = arch.archive_paths([os.fsencode(src)])
         writer.flush()
-    assert tree and arch._ahead_pool is None  # the read-ahead thread is gone
+    assert tree and not arch._large.running  # the read-ahead thread is gone
     assert arch.stats.files == 4 * 30 + 3
     assert len(arch.stats.errors) == 1 and "big1.bin" in arch.stats.errors[0]
     assert any("big1.bin" in w for w in warnings)
@@ -118,4 +118,4 @@ def test_a_failing_writer_stops_the_walk_and_the_read_ahead(tmp_path, monkeypatc
             writer.flush()
         writer.abort()
     assert "No space" in str(info.value) or "space" in str(info.value).lower()
-    assert arch._ahead_pool is None
+    assert not arch._large.running
