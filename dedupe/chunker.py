@@ -118,7 +118,7 @@ class Chunker:
             seed=seed,
         )
 
-    def cut(self, data: bytes) -> list[bytes | memoryview]:
+    def cut(self, data: bytes | memoryview) -> list[bytes | memoryview]:
         """The chunks of one whole, in-memory piece of data (a small file read at once)."""
         if len(data) <= self.params.min_size:
             return [data]  # FastCDC never cuts below min_size: one chunk, no cutter
@@ -156,10 +156,8 @@ class Chunker:
                 remaining_hint = max(0, remaining_hint - (filled - len(carry)))
             data = view[:filled]
             if eof:
-                if filled > self.params.min_size:
-                    yield [c.data for c in self._cdc.cut_buf(data)]
-                elif filled:
-                    yield [data]  # FastCDC never cuts below min_size: one chunk, no cutter
+                if filled:
+                    yield self.cut(data)
                 return
             pieces = [c.data for c in self._cdc.cut_buf(data)]
             # The last piece ends at the block's end, not at a real cut point: cut it again
