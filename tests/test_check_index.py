@@ -7,12 +7,15 @@ past the pack's end), and another pack is deleted.
 
 from __future__ import annotations
 
+import os
+
 from dedupe.check import run_check
 from dedupe.check_index import IndexSurvey
 from dedupe.crypto.seal import content_hash
 from dedupe.repo.index import decode_index, encode_index
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import pack_name
+from dedupe.snapshots import load_all
 from tests.clitools import Cli
 from tests.test_check import open_repo
 from tests.test_e2e_core import make_tree
@@ -32,7 +35,11 @@ def test_survey_finds_missing_pack_entry_past_end_and_duplicates(tmp_path):
     for info in storage.list("index/"):
         packs += decode_index(storage.get(info.name), repo.sealer, "x").packs
     assert len(packs) >= 2
-    (kept_id, kept), (lost_id, lost) = packs[0], packs[-1]
+    # The lost pack holds the second snapshot's root tree (a writer spreads its blobs over two
+    # packs at random, so a pack of data blobs alone would lose no tree); any other is kept.
+    root = next(s.tree for s in load_all(repo) if os.fsencode(str(tmp_path / "src2")) in s.paths)
+    lost_id, lost = next((p, e) for p, e in packs if any(b.blob_id == root for b in e))
+    kept_id, kept = next((p, e) for p, e in packs if p != lost_id)
     size = len(storage.get(pack_name(kept_id)))
     past_end = BlobEntry(b"\xee" * 32, size + 10, 100, 100)
     distinct = len({e.blob_id for _p, entries in packs for e in entries})
