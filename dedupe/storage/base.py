@@ -43,10 +43,17 @@ def validate_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What `stat` tells about a stored object."""
+    """What `list` and `stat` tell about a stored object.
+
+    `mtime` is when the object was last written, in seconds since the epoch by the storage's
+    own clock (the file system's, the SFTP server's, the S3 server's), or None where a backend
+    cannot tell. It serves age margins (gc's grace period); compare it with another time from
+    the same storage, or allow for clock skew.
+    """
 
     name: str
     size: int
+    mtime: float | None = None
 
 
 @dataclass(frozen=True)

@@ -193,10 +193,10 @@ class LocalStorage:
                     continue
                 name = fname if rel == "." else f"{rel.replace(os.sep, '/')}/{fname}"
                 try:
-                    size = os.stat(os.path.join(folder, fname)).st_size
+                    st = os.stat(os.path.join(folder, fname))
                 except FileNotFoundError:
                     continue
-                yield ObjectInfo(name, size)
+                yield ObjectInfo(name, st.st_size, st.st_mtime)
 
     def list_temporary(self) -> Iterator[str]:
         """Paths of leftover temporary files from interrupted writes (for gc and check)."""
@@ -232,7 +232,7 @@ class LocalStorage:
             raise _os_error(exc, f"reading {name}") from None
         if stat_mod.S_ISDIR(st.st_mode):  # a folder is not an object
             raise ObjectNotFound(f"not found: reading {name}")
-        return ObjectInfo(name, st.st_size)
+        return ObjectInfo(name, st.st_size, st.st_mtime)
 
     def exists(self, name: str) -> bool:
         return os.path.isfile(self._path(name))
