@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     except DedupeError as exc:
         print(f"dedupe: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # stdout closed early (e.g. `dedupe cat ... | head`): not an error of ours. Caught before
+        # OSError, of which it is a kind.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             print(f"dedupe: out of disk space: {exc.filename or ''}", file=sys.stderr)
@@ -111,10 +117,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dedupe: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # stdout closed early (e.g. `dedupe cat ... | head`): not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
     finally:
         ctx.close()
