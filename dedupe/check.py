@@ -32,6 +32,7 @@ from dedupe.model.tree import DIR, FILE, Node, decode_tree
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.pack import BlobEntry, decode_header, header_span
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
+from dedupe.snapshots import hold_problems, load_hold_records
 from dedupe.snapshots import load as load_snapshot
 from dedupe.treewalk import MAX_DEPTH
 
@@ -117,6 +118,7 @@ class _Checker:
         self.own_lock = own_lock
         self.report = CheckReport()
         self.snaps: list[Snapshot] = []
+        self.manifest_names: list[str] = []
         self.index = IndexSurvey(repo)
         self.pack_sizes: dict[bytes, int] = {}
         self.header_only_blobs: set[bytes] = set()
@@ -130,6 +132,7 @@ class _Checker:
     def run(self) -> CheckReport:
         self._check_keys()
         self._load_snapshots()
+        self._check_holds()
         self._load_index()
         self._list_packs()
         self._check_packs()
@@ -154,7 +157,8 @@ class _Checker:
                 self.error(f"key file {info.name} is damaged: {exc}")
 
     def _load_snapshots(self) -> None:
-        for name in self.repo.snapshot_names():
+        self.manifest_names = self.repo.snapshot_names()
+        for name in self.manifest_names:
             try:
                 snap = load_snapshot(self.repo, name)
             except DamageError as exc:
@@ -168,6 +172,17 @@ class _Checker:
             )
         self.snaps.sort(key=lambda s: (s.time, s.id))
         self.report.snapshots = len(self.snaps)
+
+    def _check_holds(self) -> None:
+        """Every hold record against its manifest (`dedupe.snapshots.hold_problems`): a hold
+        lost with a deleted or replaced manifest is an error."""
+        damaged: list[str] = []
+        records = load_hold_records(self.repo, damaged)
+        errors, warnings = hold_problems(self.snaps, self.manifest_names, records)
+        for text in damaged + errors:
+            self.error(text)
+        for text in warnings:
+            self.warn(text)
 
     def _load_index(self) -> None:
         self.report.index_files = self.index.load(self.error, self.warn)

@@ -52,7 +52,7 @@ from dedupe.plan_estimate import (
     measure_survival,
     survival_curve,
 )
-from dedupe.retention import GroupKey, Policy, SnapshotInfo, apply_policy
+from dedupe.retention import GroupKey, Policy, SnapshotInfo, apply_policy, local_time
 
 ESTIMATE_NIGHTS = 30
 """How many recent snapshots of a group the estimates use."""
@@ -230,7 +230,7 @@ def forecast(
     night_ids: dict[str, int] = {}
     bit_of = {info.id: i for i, info in enumerate(history.snapshots)}
     alive: list[SnapshotInfo] = list(history.snapshots)
-    start = max(info.time for info in history.snapshots).astimezone(tz).date()
+    start = local_time(max(info.time for info in history.snapshots), tz).date()
     series = [DayPoint(start, history.stored_bytes, len(alive))]
     for day in range(1, days + 1):
         factor = (1.0 + growth_per_month) ** (day / DAYS_PER_MONTH)
@@ -272,7 +272,7 @@ def forecast(
 def _night_time(newest: datetime, day: int, tz: tzinfo | None) -> datetime:
     """The same local wall-clock time `day` days after `newest` (DST-proof: a night never
     slides across midnight into another calendar day)."""
-    wall = newest.astimezone(tz).replace(tzinfo=None) + timedelta(days=day)
+    wall = local_time(newest, tz).replace(tzinfo=None) + timedelta(days=day)
     return wall.astimezone() if tz is None else wall.replace(tzinfo=tz)
 
 

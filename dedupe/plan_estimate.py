@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from dedupe.retention import SnapshotInfo
+from dedupe.retention import SnapshotInfo, local_time
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class History:
 
 
 def local_day(moment: datetime, tz: tzinfo | None) -> int:
-    return moment.astimezone(tz).date().toordinal()
+    return local_time(moment, tz).date().toordinal()
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,30 @@ MONDAY_TO_FRIDAY: Final[frozenset[int]] = frozenset(range(5))
 
 GroupKey = tuple[str, tuple[str, ...]]
 
+# One day inside datetime's range: every UTC offset is under a day, so an instant in this range
+# converts to any time zone without overflowing.
+EARLIEST: Final[datetime] = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+LATEST: Final[datetime] = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+
+
+def utc_instant(moment: datetime) -> datetime:
+    """`moment` in UTC, clamped to [EARLIEST, LATEST].
+
+    A manifest can hold a time that has no UTC equivalent (year 1 at +14:00 is before
+    datetime.min in UTC; year 9999 at -14:00 after datetime.max), and older versions accepted
+    one from `snapshot --time`. Clamped, such a snapshot is simply the oldest (or newest) and
+    every rule, listing and `forget` handle it; without the clamp each conversion overflows."""
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if moment.year < 5000 else LATEST
+    return min(max(utc, EARLIEST), LATEST)
+
+
+def local_time(moment: datetime, tz: tzinfo | None) -> datetime:
+    """`moment` in `tz` (None: the system's zone), for any stored time (see `utc_instant`)."""
+    return utc_instant(moment).astimezone(tz)
+
 
 class ReasonKind(StrEnum):
     """The short, stable name of a reason: what `forget --json` prints in `reasons`."""
@@ -135,7 +159,7 @@ class Duration:
         """The instant (in UTC) this span before `moment`, with calendar steps in `tz`.
 
         `tz=None` is the system's local zone: a naive wall time converts as local time."""
-        local = moment.astimezone(tz)
+        local = local_time(moment, tz)
         month_index = local.year * 12 + local.month - 1 - (self.years * 12 + self.months)
         year, month0 = divmod(month_index, 12)
         if year < 1:
@@ -146,8 +170,11 @@ class Duration:
             wall -= timedelta(days=self.days)
         except OverflowError:
             return datetime.min.replace(tzinfo=UTC)
-        start = wall.replace(tzinfo=tz).astimezone(UTC)
-        return start - timedelta(hours=self.hours)
+        start = utc_instant(wall.replace(tzinfo=tz))
+        try:
+            return start - timedelta(hours=self.hours)
+        except OverflowError:
+            return datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -376,8 +403,8 @@ def apply_policy(
     """
     groups: dict[GroupKey, list[_Entry]] = {}
     for snapshot in snapshots:
-        utc = snapshot.time.astimezone(UTC)
-        entry = _Entry(snapshot, utc, snapshot.time.astimezone(tz).date())
+        utc = utc_instant(snapshot.time)
+        entry = _Entry(snapshot, utc, utc.astimezone(tz).date())
         groups.setdefault(snapshot.group_key, []).append(entry)
     decisions: list[Decision] = []
     for key in sorted(groups):

@@ -6,6 +6,11 @@ loading to the last deletion, so the verdicts are made on exactly the snapshots 
 it deletes: a concurrent `hold` (which also takes the exclusive lock) either happens before the
 snapshots are loaded, and is honoured, or waits until forget is done. A dry run takes no lock and
 writes nothing. Only manifests are deleted; the data comes back with `gc` (`--gc`).
+
+A snapshot with a hold record (`dedupe.snapshots`) is held even if its manifest says otherwise
+(deleted hold, or an older copy put back): forget keeps it, says why, and exits 14 so that the
+office looks at `dedupe check`. After deleting, forget records how many snapshots remain
+(`dedupe.repo.census`), which gc compares against before it deletes data.
 """
 
 from __future__ import annotations
@@ -22,8 +27,16 @@ from dedupe.cli.context import Context, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, UsageError
 from dedupe.model.snapshot import Snapshot
+from dedupe.repo.census import record_snapshot_count
 from dedupe.repo.repository import Repository
-from dedupe.retention import Decision, Policy, SnapshotInfo, apply_policy, decisions_to_json
+from dedupe.retention import (
+    Decision,
+    Policy,
+    SnapshotInfo,
+    apply_policy,
+    decisions_to_json,
+    local_time,
+)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -76,6 +89,9 @@ def cmd_forget(ctx: Context) -> int:
         with repo.lock(exclusive=True, frees_space=True):
             decisions = _decide(repo, policy, damaged)
             removed = _delete_removed(repo, decisions)
+            # Under the lock, after the deletions and before any gc: gc compares this count
+            # with the snapshots it finds, and refuses when they dropped unexplained.
+            record_snapshot_count(repo, len(repo.snapshot_names()))
     gc_result: dict[str, Any] | None = None
     gc_error: DedupeError | None = None
     if not ctx.json:
@@ -106,8 +122,9 @@ def cmd_forget(ctx: Context) -> int:
         raise gc_error
     if damaged:
         raise DamageError(
-            f"{len(damaged)} snapshot manifest(s) are damaged and were left alone; "
-            f"{len(removed)} other snapshot(s) were removed. Run 'dedupe check'"
+            f"{len(damaged)} problem(s) with snapshot manifests or hold records; those "
+            f"snapshots were left alone and {len(removed)} other snapshot(s) were removed. "
+            "Run 'dedupe check'"
         )
     return 0
 
@@ -118,8 +135,21 @@ def _decide(repo: Repository, policy: Policy, damaged: list[str]) -> list[Decisi
     Leaving an unreadable manifest out can only make the policy keep more, never less: every
     rule counts buckets that have a snapshot and max-backups counts what is kept, so one snapshot
     fewer never turns another's keep into a remove. The damaged manifest itself is not touched.
+    A snapshot named by a hold record is judged as held, whatever its manifest says; a record
+    that disagrees with its manifest is reported in `damaged`.
     """
-    return apply_policy([snapshot_info(s) for s in snapshots.load_all(repo, damaged)], policy, None)
+    records = snapshots.load_hold_records(repo, damaged)
+    infos = []
+    for snap in snapshots.load_all(repo, damaged):
+        guarded = snapshots.held_by_record(snap, records)
+        if guarded is not snap:
+            damaged.append(
+                f"snapshot {snap.short_id()} has a hold record but its manifest says it is not "
+                "held (its manifest was replaced by an older copy, or a hold was interrupted); "
+                "it is kept as held"
+            )
+        infos.append(snapshot_info(guarded))
+    return apply_policy(infos, policy, None)
 
 
 def _delete_removed(repo: Repository, decisions: Iterable[Decision]) -> list[Decision]:
@@ -153,7 +183,7 @@ def _print_table(ctx: Context, policy: Policy, decisions: list[Decision], dry_ru
         )
         ctx.out(f"  {'ID':<8}  {'TIME':<20}  {'ACTION':<6}  REASONS")
         for d in rows:
-            local = d.snapshot.time.astimezone()
+            local = local_time(d.snapshot.time, None)
             ctx.out(
                 f"  {d.snapshot.id[:8]:<8}  {local.strftime('%a %Y-%m-%d %H:%M'):<20}  "
                 f"{'keep' if d.keep else 'remove':<6}  {', '.join(d.texts)}".rstrip()

@@ -5,16 +5,22 @@ snapshot's manifest, rewritten (atomically: the storage's put replaces whole obj
 exclusive lock, the same lock `forget` holds from reading the snapshots to deleting the last one.
 So a hold either lands before forget reads the snapshots, and is honoured, or after forget is done;
 it can never be lost between forget's verdict and its deletion.
+
+Each hold also writes a sealed hold record (`holds/<snapshot id>`, `dedupe.snapshots.hold`), so a
+deleted or replaced manifest cannot end a hold unseen; `release` removes it. The write orders
+that keep an interruption safe are explained at `snapshots.hold` and `snapshots.release`.
 """
 
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
 from dedupe import snapshots
 from dedupe.cli.context import Context
 from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
+from dedupe.retention import local_time
 
 MAX_REASON_LENGTH = 500
 
@@ -66,9 +72,12 @@ def _set_hold(ctx: Context, held: bool, reason: str | None) -> int:
         snap = snapshots.resolve(repo, ctx.args.snapshot)
         if held and reason is None and snap.held:
             reason = snap.hold_reason  # holding again without --reason keeps the reason
-        updated = snap.with_hold(held, reason)
-        if updated != snap:
-            snapshots.save(repo, updated)
+        if held:
+            updated = snapshots.hold(repo, snap, reason, datetime.now(UTC))
+        else:
+            if not snap.held and snapshots.has_hold_record(repo, snap.id):
+                snap = snap.with_hold(True, None)  # held by its record: report the release
+            updated = snapshots.release(repo, snap)
     _report(ctx, snap, updated)
     return 0
 
@@ -77,7 +86,7 @@ def _report(ctx: Context, before: Snapshot, after: Snapshot) -> None:
     if ctx.json:
         ctx.emit_json({"id": after.id, "held": after.held, "hold_reason": after.hold_reason})
         return
-    when = after.time.astimezone().strftime("%Y-%m-%d %H:%M")
+    when = local_time(after.time, None).strftime("%Y-%m-%d %H:%M")
     if after.held:
         because = f" ({after.hold_reason})" if after.hold_reason else ""
         verb = "is now held" if not before.held else "is held"

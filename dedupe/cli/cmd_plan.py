@@ -10,7 +10,7 @@ Without any keep rule `forget` refuses to run, so such a plan forecasts keeping 
 from __future__ import annotations
 
 import argparse
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,15 @@ from dedupe.cli.cmd_gc import parse_percent
 from dedupe.cli.context import Context, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, UsageError
-from dedupe.retention import Policy
+from dedupe.model.snapshot import Snapshot
+from dedupe.retention import Policy, utc_instant
 
 SURVIVAL_REPORT_DAYS = (1, 7, 30, 365)
+MAX_DAYS = 36500
+"""A century: a forecast replays every night, so `--days` needs a bound (each night costs a
+policy run over every kept snapshot)."""
+PLAN_FIRST = datetime(1900, 1, 1, tzinfo=UTC)
+PLAN_LAST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -71,24 +77,53 @@ def _percent(text: str, flag: str, low: float) -> float:
     return value / 100.0
 
 
-def history_from_stats(result: stats.RepoStats) -> plan.History:
-    """The forecast's view of the repository: snapshots as `forget` sees them, packs by mask."""
+def plannable(snapshot: Snapshot) -> bool:
+    """Whether the forecast can use the snapshot: its time lies in [PLAN_FIRST, PLAN_LAST).
+
+    Older versions accepted any `snapshot --time`, so a repository may hold a snapshot of year 1
+    or 9999: a night after it does not exist in the calendar, and gaps of millions of days
+    would make the survival curves that long. Such snapshots are left out of the forecast."""
+    return PLAN_FIRST <= utc_instant(snapshot.time) < PLAN_LAST
+
+
+def history_from_stats(result: stats.RepoStats) -> tuple[plan.History, list[Snapshot]]:
+    """The forecast's view of the repository: snapshots as `forget` sees them, packs by mask;
+    and the snapshots left out (`plannable`). Bytes only those reference are held constant."""
+    kept = [i for i, u in enumerate(result.usage) if plannable(u.snapshot)]
+    left_out = [u.snapshot for u in result.usage if not plannable(u.snapshot)]
+    new_bit = {old: new for new, old in enumerate(kept)}
+
+    def remap(mask: int) -> int:
+        if not left_out:
+            return mask
+        return sum(1 << new for old, new in new_bit.items() if mask >> old & 1)
+
+    constant = 0
     packs = []
     for pack_id, masks in result.pack_masks.items():
         size = result.pack_sizes.get(pack_id, sum(masks.values()))
-        packs.append(plan.PackUsage(size, tuple(sorted(masks.items()))))
+        groups: dict[int, int] = {}
+        for mask, stored in masks.items():
+            new_mask = remap(mask)
+            if mask and not new_mask:  # referenced only by left-out snapshots
+                constant += stored
+                size -= stored
+                continue
+            groups[new_mask] = groups.get(new_mask, 0) + stored
+        packs.append(plan.PackUsage(size, tuple(sorted(groups.items()))))
     # Packs no index names hold nothing a snapshot can reach through the index: garbage.
     packs.extend(
         plan.PackUsage(size, ())
         for pack_id, size in result.pack_sizes.items()
         if pack_id not in result.pack_masks
     )
-    return plan.History(
-        snapshots=tuple(snapshot_info(u.snapshot) for u in result.usage),
-        added_bytes=tuple(u.added_bytes for u in result.usage),
+    history = plan.History(
+        snapshots=tuple(snapshot_info(result.usage[i].snapshot) for i in kept),
+        added_bytes=tuple(result.usage[i].added_bytes for i in kept),
         packs=tuple(packs),
-        other_bytes=max(0, result.stored_bytes - result.pack_bytes),
+        other_bytes=max(0, result.stored_bytes - result.pack_bytes) + constant,
     )
+    return history, left_out
 
 
 def describe_estimate(estimate: plan.GroupEstimate) -> str:
@@ -173,8 +208,8 @@ def forecast_json(
 def cmd_plan(ctx: Context) -> int:
     args = ctx.args
     policy = policy_from_args(args)
-    if args.days < 1:
-        raise UsageError("--days must be at least 1")
+    if not 1 <= args.days <= MAX_DAYS:
+        raise UsageError(f"--days must be between 1 and {MAX_DAYS} (a century)")
     growth = _percent(args.growth, "--growth", -99)
     max_unused = parse_percent(args.max_unused)
     margin = 1.0 + _percent(args.margin, "--margin", 0)
@@ -183,10 +218,17 @@ def cmd_plan(ctx: Context) -> int:
     repo = ctx.repo()
     damaged: list[str] = []
     result = stats.collect(repo, damaged)
-    if not result.usage:
+    history, left_out = history_from_stats(result)
+    for snap in left_out:
+        ctx.warn(
+            f"snapshot {snap.short_id()} is left out of the forecast: its time "
+            f"{snap.time.isoformat()} is outside {PLAN_FIRST.year}..{PLAN_LAST.year - 1} "
+            "(its data is counted as staying); 'dedupe forget' can remove it"
+        )
+    if not history.snapshots:
         raise DedupeError("the repository has no snapshots yet: a forecast needs a history")
     forecast = plan.forecast(
-        history_from_stats(result),
+        history,
         policy,
         args.days,
         growth_per_month=growth,

@@ -1,8 +1,14 @@
-"""Snapshot manifests: what was backed up, when, from where, and the root tree."""
+"""Snapshot manifests (what was backed up, when, from where, the root tree) and hold records.
+
+A hold record (`holds/<snapshot id>`) is a sealed copy of a hold, kept beside the manifest so
+that deleting a held manifest, or putting back an older unheld copy of it, cannot silently end
+a legal hold: `check` compares the two and `forget` trusts either (`dedupe.snapshots`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,11 +75,7 @@ def decode_snapshot(data: bytes, expected_id: str) -> Snapshot:
     tags = codec.field(obj, "tags", list, what)
     if not all(isinstance(p, bytes) for p in paths) or not all(isinstance(t, str) for t in tags):
         raise FormatError(f"{what}: malformed paths or tags")
-    summary = codec.opt_field(obj, "summary", dict, what, {})
-    # Counters only: the CLI does arithmetic on them (sizes, progress totals).
-    for key, value in summary.items():
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise FormatError(f"{what}: malformed summary field {key!r}")
+    summary = _clean_summary(codec.opt_field(obj, "summary", dict, what, {}), what)
     return Snapshot(
         id=sid,
         time=when,
@@ -86,3 +88,70 @@ def decode_snapshot(data: bytes, expected_id: str) -> Snapshot:
         hold_reason=codec.opt_field(obj, "hold_reason", str, what),
         summary=summary,
     )
+
+
+# Larger than any real count of files or bytes (8 EiB), small enough that sums of many stay exact.
+MAX_SUMMARY_VALUE = 2**63 - 1
+
+
+def _clean_summary(summary: dict, what: str) -> dict:
+    """The summary's counters, with impossible values (NaN, infinities, negative or huge
+    numbers) left out as if absent.
+
+    Counters only: the CLI does arithmetic on them (sizes, progress totals) and prints them as
+    JSON, where NaN is not valid. A value of the wrong type marks the manifest as damaged, as
+    before; an impossible number only drops that field, because the summary is informational:
+    the snapshot's files (its tree) are intact, and refusing the manifest would make it
+    unrestorable and leave `forget` unable to judge it over one bad statistic.
+    """
+    clean = {}
+    for key, value in summary.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise FormatError(f"{what}: malformed summary field {key!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        if not 0 <= value <= MAX_SUMMARY_VALUE:
+            continue
+        clean[key] = value
+    return clean
+
+
+@dataclass(frozen=True)
+class HoldRecord:
+    """The sealed record of a hold (`holds/<snapshot id>`), written by `hold`, removed by
+    `release`. `held_at` is when the hold was made; `snapshot_time` the held snapshot's time."""
+
+    snapshot_id: str
+    reason: str | None
+    held_at: datetime
+    snapshot_time: datetime
+
+
+def encode_hold_record(record: HoldRecord) -> bytes:
+    return codec.pack(
+        {
+            "v": codec.FORMAT_VERSION,
+            "id": bytes.fromhex(record.snapshot_id),
+            "reason": record.reason,
+            "time": record.held_at.isoformat(),
+            "snapshot_time": record.snapshot_time.isoformat(),
+        }
+    )
+
+
+def decode_hold_record(data: bytes, expected_id: str) -> HoldRecord:
+    what = f"hold record {expected_id[:8]}"
+    obj = codec.check_version(codec.unpack(data, what), what)
+    sid = codec.blob_id(codec.field(obj, "id", bytes, what), what).hex()
+    if sid != expected_id:
+        raise FormatError(f"{what}: record id does not match its name (tampered)")
+    times = []
+    for key in ("time", "snapshot_time"):
+        try:
+            moment = datetime.fromisoformat(codec.field(obj, key, str, what))
+        except ValueError:
+            raise FormatError(f"{what}: malformed {key}") from None
+        if moment.tzinfo is None:
+            raise FormatError(f"{what}: {key} without a time zone")
+        times.append(moment)
+    return HoldRecord(sid, codec.opt_field(obj, "reason", str, what), times[0], times[1])
