@@ -2,13 +2,16 @@
 
 Use it by subclassing `StorageConformance` in a test module (a `Test...` class) and providing a
 `storage` fixture that yields a fresh, empty backend; the class attribute `many_objects` sets how
-many objects the listing test writes (over 1000, so S3 listings must paginate).
+many objects the listing test writes (over 1000, so S3 listings must paginate). Backends with real
+folders set `has_folders` and override `break_folder`, which makes a folder fail to list with a
+real error (the listing-error tests are skipped where a backend cannot).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +45,12 @@ class StorageConformance:
     """Subclass with a `storage` fixture; every test starts from an empty backend."""
 
     many_objects = 1100
+    has_folders = False
+
+    def break_folder(self, storage: Storage, folder: str) -> bool:
+        """Make `folder` (a name such as 'data/ab') fail to list with a real error; False if
+        this backend cannot."""
+        return False
 
     # --- reads and writes ----------------------------------------------------------------------
 
@@ -227,6 +236,50 @@ class StorageConformance:
         free = storage.free_space()
         assert free is None or (isinstance(free, int) and free >= 0)
 
-    def test_list_with_a_file_as_prefix_is_empty(self, storage: Storage) -> None:
+    def test_list_with_a_file_as_prefix(self, storage: Storage) -> None:
+        """Where folders exist, a file where the folder should be is damage, not emptiness."""
         storage.put("config", b"c")
-        assert _names(storage, "config/") == []
+        if self.has_folders:
+            with pytest.raises(StorageError):
+                _names(storage, "config/")
+        else:
+            assert _names(storage, "config/") == []
+
+    # --- listings that cannot be completed -----------------------------------------------------
+
+    def test_listing_that_cannot_complete_raises(self, storage: Storage) -> None:
+        """Never a partial list as if complete: gc deletes whatever a listing does not show."""
+        storage.put("data/aa/1", b"x")
+        storage.put("data/ac/2", b"y")
+        storage.put("snapshots/s1", b"s")
+        if not self.break_folder(storage, "data/ab"):
+            pytest.skip("this backend cannot be made to fail a listing here")
+        with pytest.raises(StorageError) as refused:
+            list(storage.list("data/"))
+        assert "data/ab" in str(refused.value)
+        with pytest.raises(StorageError):
+            list(storage.list(""))
+        assert _names(storage, "snapshots/") == ["snapshots/s1"]  # the rest still lists
+
+    def test_unreadable_start_folder_raises_but_a_missing_one_is_empty(
+        self, storage: Storage
+    ) -> None:
+        storage.put("index/i1", b"i")
+        if not self.break_folder(storage, "snapshots"):
+            pytest.skip("this backend cannot be made to fail a listing here")
+        with pytest.raises(StorageError):
+            list(storage.list("snapshots/"))
+        assert _names(storage, "keys/") == []  # never written: empty, not an error
+        assert _names(storage, "index/") == ["index/i1"]
+
+    # --- the storage's clock -------------------------------------------------------------------
+
+    def test_mtime_is_the_storage_clock(self, storage: Storage) -> None:
+        """stat and list tell when an object was written (locks and gc's grace period use it).
+        The test servers run on this machine, so their clock is ours, give or take."""
+        storage.put("locks/l1", b"lock")
+        listed = {i.name: i.mtime for i in storage.list("locks/")}
+        stat_mtime = storage.stat("locks/l1").mtime
+        assert stat_mtime is not None and listed["locks/l1"] is not None
+        assert abs(stat_mtime - time.time()) < 300
+        assert abs(listed["locks/l1"] - stat_mtime) < 2

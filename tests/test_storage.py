@@ -43,12 +43,25 @@ from tests.storage_conformance import StorageConformance
 # --- the suite on every backend ----------------------------------------------------------------
 
 
+def _loop_folder(root: str, folder: str) -> bool:
+    """A real listing error, even for root: `folder` becomes a symlink to itself (ELOOP)."""
+    path = os.path.join(root, *folder.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink(os.path.basename(path), path)
+    return True
+
+
 class TestLocal(StorageConformance):
+    has_folders = True
+
     @pytest.fixture
     def storage(self, tmp_path: Any) -> Iterator[LocalStorage]:
         root = tmp_path / "repo"
         root.mkdir()
         yield LocalStorage(str(root))
+
+    def break_folder(self, storage: Any, folder: str) -> bool:
+        return _loop_folder(storage.root, folder)
 
     def test_folder_names_are_not_objects(self, storage: Any) -> None:
         super().test_folder_names_are_not_objects(storage)
@@ -81,6 +94,16 @@ def _sftp(server: SFTPServer, **kwargs: Any) -> SFTPStorage:
 
 
 class TestSFTP(StorageConformance):
+    has_folders = True
+
+    def break_folder(self, storage: Any, folder: str) -> bool:
+        # OpenSSH reports ELOOP as "no such file", so the folder becomes a link to its parent:
+        # a listing that would never end (the test server runs on this machine).
+        path = os.path.join(storage.target.path, *folder.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(".." if "/" in folder else ".", path)  # its parent folder, in the repository
+        return True
+
     @pytest.fixture
     def storage(self, sftp_server: SFTPServer) -> Iterator[SFTPStorage]:
         storage = _sftp(sftp_server)
@@ -137,14 +160,14 @@ def _wait_for_temporary(folder: str, min_size: int, timeout: float = 120) -> str
 def test_sftp_put_cut_midway_leaves_nothing_visible(sftp_server: SFTPServer) -> None:
     storage = _sftp(sftp_server, reconnect_attempts=0)
     try:
-        storage.put("packs/other", b"before")
-        server_dir = storage.target.path + "/packs"
+        storage.put("data/ab/other", b"before")
+        server_dir = storage.target.path + "/data/ab"
         data = b"\x5a" * (256 * 1024 * 1024)
         errors: list[BaseException] = []
 
         def upload() -> None:
             try:
-                storage.put("packs/big", data)
+                storage.put("data/ab/big", data)
             except BaseException as exc:  # noqa: BLE001 - inspected below
                 errors.append(exc)
 
@@ -155,19 +178,20 @@ def test_sftp_put_cut_midway_leaves_nothing_visible(sftp_server: SFTPServer) -> 
         thread.join(60)
         assert len(errors) == 1 and isinstance(errors[0], TransientStorageError), errors
         # A fresh connection sees no half object, only the hidden temporary it left behind.
-        assert not storage.exists("packs/big")
-        assert [i.name for i in storage.list()] == ["packs/other"]
+        assert not storage.exists("data/ab/big")
+        assert [i.name for i in storage.list()] == ["data/ab/other"]
         assert any(".tmp-" in p for p in storage.list_temporary())
         leftovers = list(storage.list_leftovers())
-        assert [t.name.split("/")[0] for t in leftovers] == ["packs"] and leftovers[0].size > 0
+        assert [t.name.rsplit("/", 1)[0] for t in leftovers] == ["data/ab"]
+        assert leftovers[0].size > 0
         with pytest.raises(StorageError):  # only temporaries may be deleted this way
-            storage.delete_leftover(Leftover("packs/other", 1, 0.0))
+            storage.delete_leftover(Leftover("data/ab/other", 1, 0.0))
         storage.delete_leftover(leftovers[0])
         assert list(storage.list_leftovers()) == []
-        assert storage.get("packs/other")  # untouched
+        assert storage.get("data/ab/other")  # untouched
         assert not os.path.exists(server_dir + "/big")
-        storage.put("packs/big", b"complete")
-        assert storage.get("packs/big") == b"complete"
+        storage.put("data/ab/big", b"complete")
+        assert storage.get("data/ab/big") == b"complete"
     finally:
         storage.close()
 

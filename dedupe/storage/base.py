@@ -7,12 +7,15 @@ Guarantees every backend gives (checked by `tests/storage_conformance.py`):
 - `get` returns exactly the stored bytes, or the requested range of them; a missing object raises
   `ObjectNotFound`.
 - `list(prefix)` yields every final name under the prefix (never temporary names), each once.
+  A listing that cannot be completed raises; it never yields a partial list as if complete
+  (gc deletes what a listing does not show). Only a start folder that does not exist is empty.
 - `delete` of a missing object raises `ObjectNotFound`.
 - Errors are `ObjectNotFound`, `TransientStorageError` (safe to retry), `OutOfSpace`, or
   `StorageError` (permanent). Nothing else escapes a backend.
 
 Optional extension (backends that can leave temporaries behind: local, sftp):
 `list_leftovers() -> Iterator[Leftover]` and `delete_leftover(leftover)`, used by gc and check.
+Leftovers are looked for only in the folders dedupe writes (`WRITER_DIRS` and data/<2 hex>/).
 
 A backend never sees a key or a plaintext byte: the repository layer encrypts before `put`.
 Names are relative, '/'-separated, and limited to a safe alphabet (see `validate_name`).
@@ -70,16 +73,32 @@ class Leftover:
 
 TEMP_PREFIX = ".tmp-"
 
+# The folders dedupe's own writers put objects in ('' is the root); pack folders data/<2 hex>/
+# come on top. Only here may a `.tmp-*` file be a leftover of ours.
+WRITER_DIRS = ("", "data", "index", "snapshots", "locks", "keys")
+
+_PACK_FOLDER_RE = re.compile(r"[0-9a-f]{2}")
+
+
+def is_pack_folder_name(name: str) -> bool:
+    """True for a data/ subfolder name dedupe writes packs into (two lowercase hex digits)."""
+    return bool(_PACK_FOLDER_RE.fullmatch(name))
+
 
 def leftover_name_ok(name: str) -> bool:
-    """Only a temporary file's name under the root may ever be deleted as a leftover."""
-    parts = name.split("/")
+    """Only a temporary file's name in a folder dedupe writes may ever be deleted as a leftover."""
+    folder, _, base = name.rpartition("/")
     return (
-        parts[-1].startswith(TEMP_PREFIX)
-        and all(p and p not in (".", "..") for p in parts)
-        and not name.startswith("/")
+        base.startswith(TEMP_PREFIX)
         and "\0" not in name
+        and (folder in WRITER_DIRS or is_pack_folder(folder))
     )
+
+
+def is_pack_folder(folder: str) -> bool:
+    """True for 'data/<2 hex>', a folder packs are written into."""
+    top, _, sub = folder.partition("/")
+    return top == "data" and is_pack_folder_name(sub)
 
 
 @runtime_checkable
@@ -103,7 +122,13 @@ class Storage(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object in the folder `prefix` and below. `prefix` is '' or a folder name ending
-        in '/' (such as 'data/'); other prefixes are not portable across backends."""
+        in '/' (such as 'data/'); other prefixes are not portable across backends.
+
+        A listing that cannot be completed raises; it never yields a partial list as if
+        complete. An unreadable folder, a failing disk, a dropped connection (after retries) or
+        a start "folder" that is a file all raise StorageError (TransientStorageError where a
+        retry may help); only a start folder that does not exist lists as empty.
+        """
         ...
 
     def stat(self, name: str) -> ObjectInfo:

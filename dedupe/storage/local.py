@@ -17,10 +17,22 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from dedupe.errors import ObjectExists, ObjectNotFound, OutOfSpace, StorageError
-from dedupe.storage.base import Leftover, ObjectInfo, leftover_name_ok, validate_name
+from dedupe.storage.base import (
+    WRITER_DIRS,
+    Leftover,
+    ObjectInfo,
+    is_pack_folder_name,
+    leftover_name_ok,
+    validate_name,
+)
 
 TEMP_PREFIX = ".tmp-"
 FD_CACHE = 64
+
+# (`list` is a method name inside the class, so these are spelled out here.)
+_Files = list[tuple[str, os.stat_result]]  # (name, stat) of a folder's files
+_Folders = list[tuple[str, str, os.stat_result]]  # (name, path, stat) of its subfolders
+_Paths = list[str]
 
 
 def _os_error(exc: OSError, what: str) -> StorageError:
@@ -29,6 +41,18 @@ def _os_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOENT, errno.EISDIR):  # a folder is not an object
         return ObjectNotFound(f"not found: {what}")
     return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+def _listing_error(exc: OSError, where: str, path: str) -> StorageError:
+    """A listing that cannot be completed is an error, never a shorter list (gc would delete
+    whatever it did not see)."""
+    reason = exc.strerror or str(exc)
+    advice = (
+        "The user running dedupe must be able to read every folder of the repository"
+        if exc.errno in (errno.EACCES, errno.EPERM)
+        else "Check the disk (a failing disk or a damaged file system gives errors like this)"
+    )
+    return StorageError(f"cannot list {where} of the repository: {reason} ({path}). {advice}")
 
 
 def fsync_dir(path: str) -> None:
@@ -182,28 +206,100 @@ class LocalStorage:
         fsync_dir(os.path.dirname(path))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        start = self.root if not prefix else os.path.join(self.root, *prefix.strip("/").split("/"))
-        if not os.path.isdir(start):
+        """Every object below `prefix`; raises StorageError if any folder cannot be read.
+
+        A missing start folder is an empty listing (nothing was ever written there); a start
+        "folder" that is a file, an unreadable folder anywhere below, or a file whose size
+        cannot be read raises, since a silently shortened listing would make gc delete data.
+        Symlinked folders are followed (data/ may live on another disk), each real folder once:
+        a folder reached twice (a symlink loop) raises.
+        """
+        rel = prefix.strip("/")
+        start = os.path.join(self.root, *rel.split("/")) if rel else self.root
+        where = f"{rel}/" if rel else "the repository folder"
+        try:
+            st = os.stat(start)
+        except FileNotFoundError:
             return
-        for folder, dirs, files in os.walk(start):
-            dirs.sort()
-            rel = os.path.relpath(folder, self.root)
-            for fname in sorted(files):
-                if fname.startswith("."):
-                    continue
-                name = fname if rel == "." else f"{rel.replace(os.sep, '/')}/{fname}"
-                try:
-                    st = os.stat(os.path.join(folder, fname))
-                except FileNotFoundError:
-                    continue
-                yield ObjectInfo(name, st.st_size, st.st_mtime)
+        except OSError as exc:
+            raise _listing_error(exc, where, start) from None
+        if not stat_mod.S_ISDIR(st.st_mode):
+            raise StorageError(
+                f"cannot list {where}: {start} is not a folder. The repository is damaged or "
+                "something else was put in its place"
+            )
+        yield from self._walk(rel, start, {(st.st_dev, st.st_ino)})
+
+    def _walk(self, rel: str, folder: str, seen: set[tuple[int, int]]) -> Iterator[ObjectInfo]:
+        """Depth-first, sorted; `seen` holds (st_dev, st_ino) of every folder entered."""
+        files, subfolders = self._read_folder(rel, folder)
+        for fname, st in files:
+            yield ObjectInfo(f"{rel}/{fname}" if rel else fname, st.st_size, st.st_mtime)
+        for dname, path, st in subfolders:
+            key = (st.st_dev, st.st_ino)
+            sub = f"{rel}/{dname}" if rel else dname
+            if key in seen:
+                raise StorageError(
+                    f"cannot list {sub}/: it leads back to a folder already listed (a symbolic "
+                    f"link loop, or two links to one folder) at {path}. Remove the extra link"
+                )
+            seen.add(key)
+            yield from self._walk(sub, path, seen)
+
+    def _read_folder(self, rel: str, folder: str) -> tuple[_Files, _Folders]:
+        """(files, subfolders) of one folder, sorted by name, hidden names skipped; following
+        symlinks. An entry that vanishes meanwhile is skipped; any other error raises."""
+        where = f"{rel}/" if rel else "the repository folder"
+        try:
+            with os.scandir(folder) as entries:
+                names = sorted(entry.name for entry in entries)
+        except OSError as exc:
+            raise _listing_error(exc, where, folder) from None
+        files, subfolders = [], []
+        for fname in names:
+            if fname.startswith("."):
+                continue  # temporaries (and nothing dedupe writes)
+            path = os.path.join(folder, fname)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # deleted since the folder was read, or a dangling symlink
+            except OSError as exc:
+                raise _listing_error(exc, where, path) from None
+            if stat_mod.S_ISDIR(st.st_mode):
+                subfolders.append((fname, path, st))
+            elif stat_mod.S_ISREG(st.st_mode):
+                files.append((fname, st))
+        return files, subfolders
 
     def list_temporary(self) -> Iterator[str]:
-        """Paths of leftover temporary files from interrupted writes (for gc and check)."""
-        for folder, _dirs, files in os.walk(self.root):
-            for fname in files:
-                if fname.startswith(TEMP_PREFIX):
-                    yield os.path.join(folder, fname)
+        """Paths of leftover temporary files from interrupted writes (for gc and check).
+
+        Only in the folders dedupe itself writes (`LEFTOVER_FOLDERS` and data/<2 hex>/): a
+        user's own `.tmp-*` file elsewhere under the repository is none of gc's business.
+        """
+        for folder in self._writer_folders():
+            try:
+                with os.scandir(folder) as entries:
+                    names = sorted(e.name for e in entries if e.name.startswith(TEMP_PREFIX))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _listing_error(exc, "temporary files", folder) from None
+            for fname in names:
+                yield os.path.join(folder, fname)
+
+    def _writer_folders(self) -> _Paths:
+        folders = [os.path.join(self.root, *f.split("/")) if f else self.root for f in WRITER_DIRS]
+        data = os.path.join(self.root, "data")
+        try:
+            with os.scandir(data) as entries:
+                subs = sorted(e.name for e in entries if is_pack_folder_name(e.name))
+        except FileNotFoundError:
+            subs = []
+        except OSError as exc:
+            raise _listing_error(exc, "data/", data) from None
+        return folders + [os.path.join(data, sub) for sub in subs]
 
     def list_leftovers(self) -> Iterator[Leftover]:
         """Temporary files of interrupted writes, relative to the root, with size and age."""
@@ -211,8 +307,10 @@ class LocalStorage:
         for path in self.list_temporary():
             try:
                 st = os.stat(path)
-            except OSError:
+            except FileNotFoundError:
                 continue
+            except OSError as exc:
+                raise _listing_error(exc, "temporary files", path) from None
             rel = os.path.relpath(path, self.root).replace(os.sep, "/")
             yield Leftover(rel, st.st_size, max(0.0, now - st.st_mtime))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from dedupe.errors import ObjectExists, ObjectNotFound, StorageError
@@ -15,6 +16,7 @@ class MemoryStorage:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.objects: dict[str, bytes] = {}
+        self.mtimes: dict[str, float] = {}  # the "storage clock": time.time() at each put
         self._lock = threading.Lock()
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -33,24 +35,32 @@ class MemoryStorage:
             if exclusive and validate_name(name) in self.objects:
                 raise ObjectExists(f"{name} exists already")
             self.objects[validate_name(name)] = bytes(data)
+            self.mtimes[name] = time.time()
 
     def delete(self, name: str) -> None:
         with self._lock:
             try:
                 del self.objects[validate_name(name)]
+                self.mtimes.pop(name, None)
             except KeyError:
                 raise ObjectNotFound(f"not found: {name}") from None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self._lock:
-            items = sorted((n, len(d)) for n, d in self.objects.items() if n.startswith(prefix))
-        for name, size in items:
-            yield ObjectInfo(name, size)
+            items = sorted(
+                (n, len(d), self.mtimes.get(n))
+                for n, d in self.objects.items()
+                if n.startswith(prefix)
+            )
+        for name, size, mtime in items:
+            yield ObjectInfo(name, size, mtime)
 
     def stat(self, name: str) -> ObjectInfo:
         with self._lock:
             try:
-                return ObjectInfo(name, len(self.objects[validate_name(name)]))
+                return ObjectInfo(
+                    name, len(self.objects[validate_name(name)]), self.mtimes.get(name)
+                )
             except KeyError:
                 raise ObjectNotFound(f"not found: {name}") from None
 

@@ -78,6 +78,11 @@ def _md5(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
+def _mtime(last_modified: Any) -> float | None:
+    """S3's LastModified (a datetime by the server's clock) as seconds since the epoch."""
+    return float(last_modified.timestamp()) if last_modified is not None else None
+
+
 class S3Storage:
     """Objects as keys under `prefix/` in one bucket.
 
@@ -316,13 +321,15 @@ class S3Storage:
                         validate_name(name)
                     except StorageError:
                         continue  # not ours (a folder marker, a foreign key): not an object
-                    yield ObjectInfo(name, int(item["Size"]))
+                    yield ObjectInfo(name, int(item["Size"]), _mtime(item.get("LastModified")))
         except Exception as exc:  # noqa: BLE001
             raise self._map_error(exc, f"listing {prefix or '/'}") from None
 
     def stat(self, name: str) -> ObjectInfo:
         response = self._call(f"reading {name}", "head_object", Key=self._key(name))
-        return ObjectInfo(name, int(response["ContentLength"]))
+        return ObjectInfo(
+            name, int(response["ContentLength"]), _mtime(response.get("LastModified"))
+        )
 
     def exists(self, name: str) -> bool:
         try:

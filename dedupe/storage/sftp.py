@@ -43,12 +43,20 @@ from dedupe.errors import (
     TransientStorageError,
 )
 from dedupe.storage import sftpio
-from dedupe.storage.base import Leftover, ObjectInfo, leftover_name_ok, validate_name
+from dedupe.storage.base import (
+    WRITER_DIRS,
+    Leftover,
+    ObjectInfo,
+    is_pack_folder_name,
+    leftover_name_ok,
+    validate_name,
+)
 from dedupe.storage.sshconn import Connection, SSHTarget, connect, parse_sftp_url
 
 TEMP_PREFIX = ".tmp-"
 
 T = TypeVar("T")
+_Entries = list[paramiko.SFTPAttributes]  # (`list` is a method name inside SFTPStorage)
 
 
 class _Pool:
@@ -313,50 +321,121 @@ class SFTPStorage:
         self._run(f"deleting {name}", lambda conn: conn.sftp.remove(path))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object below `prefix`; raises if any folder cannot be read (see `Storage.list`).
+
+        Only a start folder that does not exist lists as empty. Symlinks are followed, as the
+        local backend does; a folder reached twice (by the server's realpath) raises.
+        """
         rel = prefix.strip("/")
         if rel:
             validate_name(rel)
-        pending = [rel]
+        start = posixpath.join(self._root, rel) if rel else self._root
+        entries = self._listdir(rel, start, start_folder=True)
+        if entries is None:
+            return
+        seen = {self._run(f"listing {rel or '/'}", lambda c: c.sftp.normalize(start))}
+        pending = [(rel, start, entries, next(iter(seen)))]
         while pending:
-            folder = pending.pop()
-            path = posixpath.join(self._root, folder) if folder else self._root
-            entries = self._run(f"listing {folder or '/'}", lambda c, p=path: sftpio.listdir(c, p))
+            folder, path, entries, real = pending.pop()
             subfolders = []
             for entry in sorted(entries, key=lambda e: e.filename):
                 if entry.filename.startswith("."):
                     continue  # temporaries and anything else hidden
                 name = f"{folder}/{entry.filename}" if folder else entry.filename
-                mode = entry.st_mode or 0
+                full = posixpath.join(path, entry.filename)
+                attrs: paramiko.SFTPAttributes | None = entry
+                sub_real = posixpath.join(real, entry.filename)
+                if stat_mod.S_ISLNK(entry.st_mode or 0):
+                    attrs = self._follow(name, full)
+                    if attrs is not None and stat_mod.S_ISDIR(attrs.st_mode or 0):
+                        sub_real = self._run(
+                            f"listing {name}", lambda c, p=full: c.sftp.normalize(p)
+                        )
+                if attrs is None:
+                    continue  # a dangling symlink: no object
+                mode = attrs.st_mode or 0
                 if stat_mod.S_ISDIR(mode):
-                    subfolders.append(name)
+                    if sub_real in seen:
+                        raise StorageError(
+                            f"cannot list {name}/: it leads back to a folder already listed (a "
+                            "symbolic link loop, or two links to one folder) on the SFTP server. "
+                            "Remove the extra link"
+                        )
+                    seen.add(sub_real)
+                    subfolders.append((name, full, sub_real))
                 elif stat_mod.S_ISREG(mode):
-                    yield ObjectInfo(name, entry.st_size or 0)
-            pending.extend(reversed(subfolders))
+                    yield ObjectInfo(name, attrs.st_size or 0, _mtime(attrs))
+            for name, full, sub_real in reversed(subfolders):
+                listed = self._listdir(name, full, start_folder=False)
+                assert listed is not None
+                pending.append((name, full, listed, sub_real))
+
+    def _follow(self, name: str, path: str) -> paramiko.SFTPAttributes | None:
+        """What a symlink points to, or None if it dangles."""
+
+        def op(conn: Connection) -> paramiko.SFTPAttributes | None:
+            try:
+                return conn.sftp.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT and conn.alive():
+                    return None
+                raise
+
+        return self._run(f"listing {name}", op)
+
+    def _listdir(self, rel: str, path: str, *, start_folder: bool) -> _Entries | None:
+        """A folder's entries. None only for a start folder that does not exist; every other
+        failure raises (a shortened listing would make gc delete what it did not see)."""
+        where = f"{rel}/" if rel else "the repository folder"
+
+        def op(conn: Connection) -> _Entries | None:
+            try:
+                return conn.sftp.listdir_attr(path)
+            except OSError as exc:
+                if not conn.alive() or exc.errno not in (None, errno.ENOENT, errno.EACCES):
+                    raise  # the connection is in trouble: _run makes it transient
+                kind = sftpio.kind(conn.sftp, path)
+                if kind == "missing" and start_folder:
+                    return None
+                if kind == "file":
+                    reason = f"{path} is not a folder (the repository is damaged)"
+                elif exc.errno == errno.EACCES:
+                    reason = (
+                        f"permission denied on the SFTP server ({path}). The SSH user must be "
+                        "able to read every folder of the repository"
+                    )
+                elif kind == "missing":
+                    reason = f"{path} vanished while it was being listed"
+                else:
+                    reason = f"the SFTP server said: {exc} ({path})"
+                raise StorageError(f"cannot list {where} of the repository: {reason}") from None
+
+        return self._run(f"listing {where}", op)
 
     def list_temporary(self) -> Iterator[str]:
         """Server paths of leftover temporary files from interrupted writes (for gc and check)."""
-        pending = [self._root]
-        while pending:
-            path = pending.pop()
-            for entry in self._run(f"listing {path}", lambda c, p=path: sftpio.listdir(c, p)):
-                full = posixpath.join(path, entry.filename)
-                if stat_mod.S_ISDIR(entry.st_mode or 0) and not entry.filename.startswith("."):
-                    pending.append(full)
-                elif entry.filename.startswith(TEMP_PREFIX):
-                    yield full
+        for leftover in self.list_leftovers():
+            yield posixpath.join(self._root, leftover.name)
 
     def list_leftovers(self) -> Iterator[Leftover]:
-        """Temporary files of interrupted uploads, relative to the repository root."""
+        """Temporary files of interrupted uploads, relative to the repository root.
+
+        Only in the folders dedupe writes (`WRITER_DIRS` and data/<2 hex>/): a user's own
+        `.tmp-*` file elsewhere under the repository is none of gc's business.
+        """
         now = time.time()
-        pending = [""]
-        while pending:
-            folder = pending.pop()
+        data = self._listdir("data", posixpath.join(self._root, "data"), start_folder=True)
+        pack_folders = sorted(
+            f"data/{e.filename}"
+            for e in data or []
+            if is_pack_folder_name(e.filename) and stat_mod.S_ISDIR(e.st_mode or 0)
+        )
+        for folder in [*WRITER_DIRS, *pack_folders]:
             path = posixpath.join(self._root, folder) if folder else self._root
-            for entry in self._run(f"listing {path}", lambda c, p=path: sftpio.listdir(c, p)):
-                rel = f"{folder}/{entry.filename}" if folder else entry.filename
-                if stat_mod.S_ISDIR(entry.st_mode or 0) and not entry.filename.startswith("."):
-                    pending.append(rel)
-                elif entry.filename.startswith(TEMP_PREFIX):
+            entries = self._listdir(folder, path, start_folder=True)
+            for entry in sorted(entries or [], key=lambda e: e.filename):
+                if entry.filename.startswith(TEMP_PREFIX) and stat_mod.S_ISREG(entry.st_mode or 0):
+                    rel = f"{folder}/{entry.filename}" if folder else entry.filename
                     age = max(0.0, now - (entry.st_mtime or now))
                     yield Leftover(rel, entry.st_size or 0, age)
 
@@ -372,7 +451,7 @@ class SFTPStorage:
         attrs = self._run(f"reading {name}", lambda conn: conn.sftp.stat(path))
         if not stat_mod.S_ISREG(attrs.st_mode or 0):
             raise ObjectNotFound(f"not found: {name}")
-        return ObjectInfo(name, attrs.st_size or 0)
+        return ObjectInfo(name, attrs.st_size or 0, _mtime(attrs))
 
     def exists(self, name: str) -> bool:
         try:
@@ -388,6 +467,11 @@ class SFTPStorage:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _mtime(attrs: paramiko.SFTPAttributes) -> float | None:
+    """The server's modification time (whole seconds by its clock), None if it sent none."""
+    return float(attrs.st_mtime) if attrs.st_mtime is not None else None
 
 
 def _map_error(exc: Exception, conn: Connection, what: str) -> StorageError:

@@ -146,14 +146,17 @@ def is_file(sftp: paramiko.SFTPClient, path: str) -> bool:
         return False
 
 
-def listdir(conn: Connection, path: str) -> list[paramiko.SFTPAttributes]:
-    """Entries of a folder; none if it is missing or not a folder (as a local listing would)."""
+def kind(sftp: paramiko.SFTPClient, path: str) -> str:
+    """'folder', 'file', 'missing' or 'other', following symlinks; raises on other errors."""
     try:
-        return conn.sftp.listdir_attr(path)
+        mode = sftp.stat(path).st_mode or 0
     except OSError as exc:
-        if exc.errno == errno.ENOENT or (exc.errno is None and not is_dir(conn.sftp, path)):
-            return []
+        if exc.errno == errno.ENOENT:
+            return "missing"
         raise
+    if stat_mod.S_ISDIR(mode):
+        return "folder"
+    return "file" if stat_mod.S_ISREG(mode) else "other"
 
 
 def statvfs_free(conn: Connection, path: str) -> int | None:
