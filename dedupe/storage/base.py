@@ -74,8 +74,9 @@ class Leftover:
 TEMP_PREFIX = ".tmp-"
 
 # The folders dedupe's own writers put objects in ('' is the root); pack folders data/<2 hex>/
-# come on top. Only here may a `.tmp-*` file be a leftover of ours.
-WRITER_DIRS = ("", "data", "index", "snapshots", "locks", "keys")
+# come on top. Only here may a `.tmp-*` file be a leftover of ours: a new kind of object in a
+# new folder must be added here, or its interrupted writes are never cleaned up.
+WRITER_DIRS = ("", "data", "index", "snapshots", "locks", "keys", "holds")
 
 _PACK_FOLDER_RE = re.compile(r"[0-9a-f]{2}")
 
