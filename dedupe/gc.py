@@ -29,8 +29,13 @@ every live chunk is in a pack the current index names.
 
 Concurrency: `run_gc` must be called with the repository's exclusive lock held (`run` takes it).
 `snapshot` takes a shared lock, so a snapshot and gc never overlap: a snapshot that started
-first makes gc fail with exit 11, and one started during gc fails the same way. This is the
-simple choice (restic's) over time margins or two-phase deletion: gc is short next to a night.
+first makes gc fail with exit 11, and one started during gc fails the same way. A lock can be
+misjudged (stale by mistake), so there is a time margin too: packs no index names and temporary
+files younger than GRACE_SECONDS, by the storage's clock (the mtime of gc's own lock), are kept.
+
+Lying listings: gc believes what it cannot see is garbage. So before deleting anything it
+compares the snapshots it sees with the census (`dedupe.repo.census`): none while packs exist,
+or a sharp drop from the recorded count, stops gc unless the user accepts exactly that.
 """
 
 from __future__ import annotations
@@ -43,11 +48,18 @@ import numpy as np
 
 from dedupe import snapshots
 from dedupe.crypto.seal import content_hash
-from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace
+from dedupe.errors import (
+    DamageError,
+    DedupeError,
+    ObjectNotFound,
+    OutOfSpace,
+    StorageError,
+)
 from dedupe.gcindex import EntryTable, IndexFiles, read_index
-from dedupe.gcplan import GcPlan, Repack, index_bytes, make_plan
+from dedupe.gcplan import GcPlan, Repack, index_bytes, make_plan, with_young
+from dedupe.model.snapshot import Snapshot
 from dedupe.reachable import mark_reachable
-from dedupe.repo import reserve
+from dedupe.repo import census, reserve
 from dedupe.repo.index import ChunkIndex, PackColumns
 from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
@@ -63,6 +75,10 @@ INDEX_SLACK = 64 << 10
 # Temporary files outside data/, index/ and snapshots/ may belong to a lock being taken right
 # now (locks are written without holding a lock); only old ones there are leftovers.
 TEMP_GRACE_SECONDS = 3600.0
+# Packs no index names and temporaries in data/, index/, snapshots/ younger than this (by the
+# storage's clock) are kept: a backup whose lock gc misjudged may still be writing them, and its
+# index and manifest come last (kopia's minimum content age is the same 24 hours).
+GRACE_SECONDS = 24 * 3600.0
 _GC_FOLDERS = ("data", "index", "snapshots")
 
 
@@ -84,6 +100,8 @@ class GcResult:
     missing_blobs: int = 0
     index_files_deleted: int = 0
     temporary_files_deleted: int = 0
+    packs_kept_young: int = 0
+    """Packs no index names, written within GRACE_SECONDS: kept whole (maybe a backup's)."""
     damaged_packs: list[str] = field(default_factory=list)
 
 
@@ -100,6 +118,12 @@ class Survey:
     unreadable: list[bytes]
     stored_bytes: int
     temporary: list[Leftover]
+    pack_bytes: int = 0
+    pack_mtimes: dict[bytes, float | None] = field(default_factory=dict)
+    """Each pack's mtime by the storage's clock (None: unknown)."""
+    clock: float | None = None
+    """The storage's "now" at the survey: the newest lock's mtime (gc's own, while it holds the
+    exclusive lock), else the newest object's; None where the storage tells no times."""
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -111,12 +135,17 @@ def run(
     max_unused: float = 0.10,
     dry_run: bool = False,
     progress: Progress | None = None,
+    *,
+    allow_empty: bool = False,
+    accept_snapshot_count: int | None = None,
 ) -> GcResult:
     """`run_gc` under the exclusive lock (a dry run takes none: it changes nothing)."""
     if dry_run:
-        return run_gc(repo, max_unused, dry_run, progress)
-    with repo.lock(exclusive=True, frees_space=True):
-        return run_gc(repo, max_unused, dry_run, progress)
+        return run_gc(repo, max_unused, dry_run, progress, allow_empty, accept_snapshot_count)
+    with repo.lock(exclusive=True, frees_space=True) as lock:
+        return run_gc(
+            repo, max_unused, dry_run, progress, allow_empty, accept_snapshot_count, lock.name
+        )
 
 
 def run_gc(
@@ -124,17 +153,36 @@ def run_gc(
     max_unused: float = 0.10,
     dry_run: bool = False,
     progress: Progress | None = None,
+    allow_empty: bool = False,
+    accept_snapshot_count: int | None = None,
+    lock_name: str | None = None,
 ) -> GcResult:
-    """Collect garbage. The caller holds the exclusive lock (except for a dry run)."""
+    """Collect garbage. The caller holds the exclusive lock (except for a dry run), named
+    `lock_name` when known (its mtime is the storage's "now" for the grace period).
+
+    Refuses (`census.SnapshotCountRefused`, a dry run too) when it sees no snapshot while packs
+    exist, or far fewer than the census recorded, unless `allow_empty` or
+    `accept_snapshot_count` (exactly the count seen) says so: a listing that lies must not make
+    gc delete the backups it failed to see. A run that finishes records the count it saw."""
     report = progress or _no_progress
     try:
-        survey = survey_repository(repo)
-        missing = mark(repo, survey, report)
-        plan = make_plan(survey.table.entries(), survey.table.packs(), max_unused, missing)
+        survey = survey_repository(repo, lock_name)
+        snaps = snapshots.load_all(repo)
+        remembered = census.remembered_count(repo, len(snaps), allow_empty, accept_snapshot_count)
+        census.check_count(
+            len(snaps), remembered, survey.pack_bytes, allow_empty, accept_snapshot_count
+        )
+        missing = mark(repo, survey, report, snaps)
+        plan = make_plan(
+            survey.table.entries(),
+            with_young(survey.table.packs(), survey.pack_mtimes, survey.clock, GRACE_SECONDS),
+            max_unused,
+            missing,
+        )
         survey.table.release_marks()
         if dry_run:
             return _dry_result(survey, plan)
-        return _Executor(repo, survey, plan, report).run()
+        return _Executor(repo, survey, plan, report, len(snaps)).run()
     finally:
         repo._index = None  # the next reader loads the index as gc left it
 
@@ -142,19 +190,41 @@ def run_gc(
 # --- survey and mark ---------------------------------------------------------------------------
 
 
-def survey_repository(repo: Repository) -> Survey:
+def survey_repository(repo: Repository, lock_name: str | None = None) -> Survey:
     """List packs and index files; read headers of packs no current index file names."""
     storage = repo.storage
     pack_sizes: dict[bytes, int] = {}
+    pack_mtimes: dict[bytes, float | None] = {}
     stored = 0
+    newest_lock = newest = None
     for info in storage.list(""):
-        if info.name.startswith("locks/") or info.name == reserve.RESERVE_NAME:
+        if info.name.startswith("locks/"):
+            newest_lock = _later(newest_lock, info.mtime)
+            continue
+        newest = _later(newest, info.mtime)
+        if info.name == reserve.RESERVE_NAME:
             continue
         stored += info.size
         pack_id = pack_id_from_name(info.name)
         if pack_id is not None:
             pack_sizes[pack_id] = info.size
-    found = read_index(repo, pack_sizes)
+            pack_mtimes[pack_id] = info.mtime
+    clock = _own_lock_time(storage, lock_name) or newest_lock or newest
+    try:
+        found = read_index(repo, pack_sizes)
+    except DamageError as exc:
+        raise DamageError(
+            f"an index file is damaged ({exc}); gc deleted nothing. Run 'dedupe repair index' "
+            "to rebuild the index from the packs, then run gc again"
+        ) from None
+    except StorageError as exc:
+        if isinstance(exc, ObjectNotFound):
+            raise
+        raise type(exc)(
+            f"gc could not read the index ({exc}); it deleted nothing. If the disk or the "
+            "connection is failing, fix that first; if an index file is unreadable, run "
+            "'dedupe repair index' to rebuild the index from the packs"
+        ) from None
     temporary = _temporary_files(storage)
     stored += sum(t.size for t in temporary)
     return Survey(
@@ -165,21 +235,40 @@ def survey_repository(repo: Repository) -> Survey:
         unreadable=found.unreadable,
         stored_bytes=stored,
         temporary=temporary,
+        pack_bytes=sum(pack_sizes.values()),
+        pack_mtimes=pack_mtimes,
+        clock=clock,
     )
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    return b if a is None or (b is not None and b > a) else a
+
+
+def _own_lock_time(storage: object, lock_name: str | None) -> float | None:
+    if lock_name is None:
+        return None
+    try:
+        return storage.stat(lock_name).mtime  # type: ignore[attr-defined]
+    except DedupeError:
+        return None
 
 
 def _no_recovery() -> ChunkIndex:
     raise AssertionError("gc's entry table is never damaged: it is no cache")
 
 
-def mark(repo: Repository, survey: Survey, report: Progress) -> int:
-    """Mark every blob a snapshot reaches in the table; returns how many reached ids are in no
-    pack. A damaged manifest or tree aborts gc (DamageError): without a complete mark nothing
-    may be deleted."""
+def mark(
+    repo: Repository, survey: Survey, report: Progress, snaps: list[Snapshot] | None = None
+) -> int:
+    """Mark every blob the snapshots (by default: all) reach in the table; returns how many
+    reached ids are in no pack. A damaged manifest or tree aborts gc (DamageError): without a
+    complete mark nothing may be deleted."""
     table = survey.table
+    if snaps is None:
+        snaps = snapshots.load_all(repo)
     # Trees are read through the table: trees in adopted packs must be readable too.
     repo._index = ChunkIndex(table, _no_recovery)
-    snaps = snapshots.load_all(repo)
     count = [0]
 
     def on_tree(_tree_id: bytes) -> None:
@@ -194,9 +283,10 @@ def mark(repo: Repository, survey: Survey, report: Progress) -> int:
 def _temporary_files(storage: object) -> list[Leftover]:
     """Leftover temporary files gc may delete, from backends that can leave them behind.
 
-    In the folders only dedupe's own writers use, every temporary is a leftover (gc holds the
-    exclusive lock); elsewhere (locks/, keys/) only old ones, since a process may be taking a
-    lock right now.
+    In the folders dedupe's writers use (data/, index/, snapshots/) only those older than
+    GRACE_SECONDS: gc holds the exclusive lock, but a writer whose lock it misjudged may be in
+    the middle of a put. Elsewhere (locks/, keys/) those older than TEMP_GRACE_SECONDS, since a
+    process may be taking a lock right now (without holding one).
     """
     lister = getattr(storage, "list_leftovers", None)
     if lister is None:
@@ -204,7 +294,7 @@ def _temporary_files(storage: object) -> list[Leftover]:
     found = []
     for leftover in lister():
         top = leftover.name.split("/")[0]
-        if top in _GC_FOLDERS or leftover.age > TEMP_GRACE_SECONDS:
+        if leftover.age > (GRACE_SECONDS if top in _GC_FOLDERS else TEMP_GRACE_SECONDS):
             found.append(leftover)
     return found
 
@@ -228,6 +318,7 @@ def _dry_result(survey: Survey, plan: GcPlan) -> GcResult:
         live_blobs=plan.live_blobs,
         missing_blobs=plan.missing,
         temporary_files_deleted=len(survey.temporary),
+        packs_kept_young=len(plan.young),
         damaged_packs=[p.hex() for p in survey.unreadable],
     )
 
@@ -238,8 +329,11 @@ def _dry_result(survey: Survey, plan: GcPlan) -> GcResult:
 class _Executor:
     """Carries out a plan in the crash-safe order described in the module docstring."""
 
-    def __init__(self, repo: Repository, survey: Survey, plan: GcPlan, report: Progress) -> None:
+    def __init__(
+        self, repo: Repository, survey: Survey, plan: GcPlan, report: Progress, snapshots: int
+    ) -> None:
         self.repo = repo
+        self.snapshots = snapshots
         self.storage = repo.storage
         self.survey = survey
         self.plan = plan
@@ -253,6 +347,7 @@ class _Executor:
             freed_bytes=0,
             live_blobs=plan.live_blobs,
             missing_blobs=plan.missing,
+            packs_kept_young=len(plan.young),
             damaged_packs=[p.hex() for p in survey.unreadable],
         )
         self.rng = random.Random()
@@ -266,6 +361,11 @@ class _Executor:
         if len(self.plan.delete) or len(self.plan.adopted) or self.survey.absent_indexed or marker:
             self._drop_garbage(marker)
         left = self._repack_all()
+        try:
+            # The count this run judged plausible is the one the next gc compares against.
+            census.record_snapshot_count(self.repo, self.snapshots)
+        except OutOfSpace:
+            pass  # the disk is still full: the old record stays, the next gc tries again
         reserve.ensure(self.storage)
         r = self.result
         r.index_files_deleted += self.index.deleted

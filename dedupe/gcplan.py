@@ -10,6 +10,11 @@ calls `make_plan`, and executes the plan. Keeping the decision pure makes the ru
 - An indexed pack holding no kept copy is garbage and is deleted whole (no writes needed).
 - A pack no index names is a leftover of an interrupted write: deleted if it holds no kept copy,
   else adopted (a lost index file must not cost a live chunk) and named by the new index.
+- Unless it is young (`Packs.young`: written within gc's grace period, so possibly by a backup
+  still running whose index and manifest are yet to come): a young unindexed pack is left alone
+  whole (its blobs count as live, it is neither deleted, repacked nor named by the new index, so
+  a later gc still judges it as unindexed once it is old). A copy elsewhere is kept in preference
+  to one in a young pack. Indexed packs are judged the same whatever their age.
 - A pack whose unused share (bytes of blobs that are dead or duplicated elsewhere, relative to
   the pack's size) exceeds `max_unused` is repacked; `max_unused=0` repacks any unused byte.
 - Repacks are ordered by bytes freed per byte written (smallest live share first), so that a gc
@@ -18,7 +23,8 @@ calls `make_plan`, and executes the plan. Keeping the decision pure makes the ru
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +65,9 @@ class Packs:
     sizes: np.ndarray
     indexed: np.ndarray
     """False for packs no current index file names (their entries come from their header)."""
+    young: np.ndarray | None = None
+    """True for packs written within gc's grace period (None: none is). Only matters for packs
+    no index names: those are kept whole, whatever the snapshots reference."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,8 @@ class GcPlan:
     """Most bytes freed per byte written first."""
     adopted: np.ndarray
     """Unindexed packs that hold the only copy of a live blob (kept or repacked)."""
+    young: np.ndarray
+    """Unindexed young packs, left alone: in no other list (not deleted, repacked or named)."""
     named: np.ndarray
     """Per row: it is one of its pack's entries in the next index (a repeat in a pack is not)."""
     kept: np.ndarray
@@ -160,13 +171,13 @@ def _pack_order(packs: Packs, *first: np.ndarray) -> np.ndarray:
     return np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0], *first))
 
 
-def _kept(entries: Entries, packs: Packs, named: np.ndarray) -> np.ndarray:
+def _kept(entries: Entries, packs: Packs, named: np.ndarray, young: np.ndarray) -> np.ndarray:
     """Per row: the copy kept of its live blob (see the module docstring for the choice)."""
     count = len(packs.sizes)
     live_named = entries.live & named
     live_bytes = per_pack(entries.pack, live_named, count, entries.length)
     rank = np.empty(count, dtype=np.int64)
-    rank[_pack_order(packs, -live_bytes, ~packs.indexed)] = np.arange(count)
+    rank[_pack_order(packs, -live_bytes, young, ~packs.indexed)] = np.arange(count)
     kept = live_named.copy()
     rows = entries.group_rows
     if len(rows):
@@ -181,19 +192,37 @@ def _kept(entries: Entries, packs: Packs, named: np.ndarray) -> np.ndarray:
     return kept
 
 
+def with_young(
+    packs: Packs, mtimes: Mapping[bytes, float | None], now: float | None, grace: float
+) -> Packs:
+    """`packs` with those no index names that are younger than `grace` seconds marked young.
+    `mtimes` and `now` are by the storage's clock. A pack of unknown age counts as young:
+    keeping a garbage pack one more day costs space, deleting a running backup's costs a backup."""
+    young = np.zeros(len(packs.sizes), dtype=bool)
+    for number in np.flatnonzero(~packs.indexed).tolist():
+        mtime = mtimes.get(packs.pack_ids[number])
+        young[number] = now is None or mtime is None or now - mtime < grace
+    return dataclasses.replace(packs, young=young)
+
+
 def make_plan(entries: Entries, packs: Packs, max_unused: float, missing: int = 0) -> GcPlan:
     """Decide the fate of every pack. `max_unused` is a fraction (0.10 = 10 %)."""
     if not 0.0 <= max_unused <= 1.0:
         raise ValueError("max_unused must be between 0 and 1")
     count = len(packs.sizes)
+    young = np.zeros(count, dtype=bool) if packs.young is None else packs.young & ~packs.indexed
+    if young.any():
+        # A young pack may belong to a backup whose manifest is yet to come: all its blobs
+        # count as live, so none of its copies is judged garbage.
+        entries = dataclasses.replace(entries, live=entries.live | young[entries.pack])
     named = _named(entries)
-    kept = _kept(entries, packs, named)
+    kept = _kept(entries, packs, named, young)
     kept_blobs = per_pack(entries.pack, kept, count)
     kept_bytes = per_pack(entries.pack, kept, count, entries.length)
     unused = per_pack(entries.pack, named, count, entries.length) - kept_bytes
     has = kept_blobs > 0
     share = unused / np.maximum(packs.sizes, 1)
-    rewrite = has & (unused > 0) & (share > max_unused)
+    rewrite = has & (unused > 0) & (share > max_unused) & ~young
     by_id = _pack_order(packs)
     repack = [
         Repack(
@@ -202,13 +231,14 @@ def make_plan(entries: Entries, packs: Packs, max_unused: float, missing: int = 
         for p in by_id[rewrite[by_id]]
     ]
     repack.sort(key=lambda r: (r.write_bytes / max(1, r.freed_bytes), r.pack_id))
-    unused[~has] = 0
+    unused[~has | young] = 0
     return GcPlan(
-        keep=by_id[(has & ~rewrite)[by_id]],
+        keep=by_id[(has & ~rewrite & ~young)[by_id]],
         delete=by_id[(~has & packs.indexed)[by_id]],
-        orphans=by_id[(~has & ~packs.indexed)[by_id]],
+        orphans=by_id[(~has & ~packs.indexed & ~young)[by_id]],
         repack=tuple(repack),
-        adopted=by_id[(has & ~packs.indexed)[by_id]],
+        adopted=by_id[(has & ~packs.indexed & ~young)[by_id]],
+        young=by_id[young[by_id]],
         named=named,
         kept=kept,
         named_count=per_pack(entries.pack, named, count),

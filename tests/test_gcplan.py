@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dedupe.gcindex import EntryTable
-from dedupe.gcplan import GcPlan, make_plan
+from dedupe.gcplan import GcPlan, make_plan, with_young
 from dedupe.repo.pack import BlobEntry
 
 
@@ -179,3 +179,42 @@ def test_plan_agrees_with_the_plain_rules_on_random_repositories(seed):
         "missing": plan.missing,
     }
     assert got == want
+
+
+def young_plan(packs: list[PackSpec], live: set[bytes], young: set[int], now: float = 1e9):
+    """The plan with the packs numbered in `young` written an hour before `now`, the others two
+    days before (by the storage's clock), and gc's 24-hour grace period."""
+    table = table_of(packs)
+    table.add_data(sorted(live))
+    missing = table.finish_mark()
+    mtimes = {p.pack_id: now - (3600 if p.pack_id[0] in young else 2 * 86400) for p in packs}
+    with_times = with_young(table.packs(), mtimes, now, 86400)
+    return make_plan(table.entries(), with_times, 0.0, missing), table.pack_ids
+
+
+def test_young_unindexed_packs_are_left_alone_whole():
+    packs = [
+        pack(1, [1, 2], indexed=False),  # old, unreferenced: deleted
+        pack(2, [3, 4], indexed=False),  # young, unreferenced: a running backup's, kept
+        pack(3, [5, 6], indexed=False),  # young, half referenced: not repacked either
+        pack(4, [7, 8]),  # indexed and unreferenced: deleted whatever its age
+        pack(5, [9]),
+    ]
+    plan, pack_ids = young_plan(packs, ids(5, 9), young={2, 3, 4})
+    assert first_bytes(plan.young, pack_ids) == [2, 3]
+    assert first_bytes(plan.orphans, pack_ids) == [1]
+    assert first_bytes(plan.delete, pack_ids) == [4]
+    assert first_bytes(plan.keep, pack_ids) == [5]
+    assert plan.repack == () and len(plan.adopted) == 0  # young packs are named by no new index
+
+
+def test_a_copy_outside_a_young_pack_is_kept_and_unknown_ages_count_as_young():
+    packs = [pack(1, [1, 2], indexed=False), pack(2, [1], indexed=False)]
+    plan, pack_ids = young_plan(packs, ids(1), young={1})
+    # Blob 1 is kept in the old pack 2 (adopted), though pack 1 holds more live bytes.
+    assert first_bytes(plan.adopted, pack_ids) == [2] and first_bytes(plan.young, pack_ids) == [1]
+    table = table_of(packs)
+    table.finish_mark()
+    unknown = with_young(table.packs(), {packs[0].pack_id: None}, 1e9, 86400)
+    assert unknown.young.tolist() == [True, True]  # no mtime, and one not listed at all
+    assert with_young(table.packs(), {}, None, 86400).young.tolist() == [True, True]  # no clock

@@ -21,6 +21,20 @@ def parse_percent(text: str) -> float:
     return value / 100.0
 
 
+def parse_count(text: str) -> int:
+    """A snapshot count for --accept-snapshot-count: a whole number, 0 or more."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UsageError(
+            f"invalid --accept-snapshot-count {text!r}: give the number of snapshots gc found, "
+            "e.g. 12"
+        )
+    return value
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "gc",
@@ -29,7 +43,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description=(
             "Delete data no snapshot references. Packs with no used data are deleted first "
             "(that needs no free space); packs with more than --max-unused percent unused are "
-            "rewritten, as far as the free space allows. Safe to interrupt: run it again."
+            "rewritten, as far as the free space allows. Safe to interrupt: run it again. "
+            "gc deletes nothing when it finds no snapshot at all, or far fewer than when they "
+            "were last counted (a failing disk can hide them), unless you confirm it with "
+            "--allow-empty or --accept-snapshot-count. Data written in the last 24 hours that "
+            "no index names yet is kept: a backup may still be writing it."
         ),
     )
     p.add_argument(
@@ -41,11 +59,25 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         metavar="PCT",
         help="rewrite packs with more than PCT percent unused (default 10; 0 reclaims everything)",
     )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="delete all backup data even though no snapshot exists (only if you really "
+        "removed every snapshot)",
+    )
+    p.add_argument(
+        "--accept-snapshot-count",
+        metavar="N",
+        help="go ahead although only N snapshots remain of many more counted before (after "
+        "removing snapshots by hand); gc still stops if it finds any other number",
+    )
     p.set_defaults(handler=cmd_gc)
 
 
 def cmd_gc(ctx: Context) -> int:
     max_unused = parse_percent(ctx.args.max_unused)
+    accept = ctx.args.accept_snapshot_count
+    accept_count = None if accept is None else parse_count(accept)
     repo = ctx.repo()
     bars: dict[str, object] = {}
 
@@ -62,7 +94,14 @@ def cmd_gc(ctx: Context) -> int:
             bar.refresh()  # type: ignore[attr-defined]
 
     try:
-        result = gc.run(repo, max_unused, ctx.args.dry_run, progress)
+        result = gc.run(
+            repo,
+            max_unused,
+            ctx.args.dry_run,
+            progress,
+            allow_empty=ctx.args.allow_empty,
+            accept_snapshot_count=accept_count,
+        )
     finally:
         for bar in bars.values():
             if bar is not None:
@@ -95,6 +134,11 @@ def _print_summary(ctx: Context, r: gc.GcResult) -> None:
         ctx.out(
             f"{r.packs_left_for_space} pack(s) were not rewritten for lack of free space; run "
             "gc again once there is room, or lower what the repository holds"
+        )
+    if r.packs_kept_young:
+        ctx.out(
+            f"kept {r.packs_kept_young} pack(s) written in the last 24 hours that no index names "
+            "yet (a backup may still be writing them); a later gc deletes them if unused"
         )
     if r.missing_blobs:
         ctx.warn(
