@@ -8,10 +8,17 @@ What it answers is what check's dict of dicts answered before:
 - an id's location is its first entry (index files in listing order, entries in file order), as in
   `ChunkIndex`; `len` counts distinct ids;
 - a pack's entries are its first entry per id, in order; a pack named with no entries is named;
-- files superseded by another current file are left out, and so are packs `forget` drops.
-Index files are read one at a time. A file read before the file that supersedes it, or packs
-forgotten after reading, make the survey read the current files again (rare: an interrupted gc)
-rather than hold every decoded file or compact the table.
+- files superseded by another current file are left out, and so are files below the index floor
+  (`dedupe.repo.index.judge`: put back from an old copy of `index/`) and packs `forget` drops.
+Index files are read one at a time. A file read before the file that supersedes it or the floor
+that excludes it, or packs forgotten after reading, make the survey read the current files again
+(rare: an interrupted gc, a put-back file) rather than hold every decoded file or compact the
+table.
+
+A put-back file is a warning, not damage: every reader ignores it (as it ignores a superseded
+file), no snapshot loses anything, and gc deletes it. Failing `check` (exit 14) would sound the
+nightly alarm about a repository whose every snapshot restores; the warning says where it came
+from and what removes it. A damaged index file is an error, and names the command that fixes it.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ import numpy as np
 from dedupe.crypto.seal import content_hash
 from dedupe.errors import DedupeError, ObjectNotFound
 from dedupe.gcindex import MIN_INDEX_BYTES_PER_ENTRY, EntryTable
-from dedupe.repo.index import Location, decode_index
+from dedupe.repo.index import Generation, Location, decode_index, judge
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import Repository
 
-__all__ = ["IndexSurvey"]
+__all__ = ["IndexSurvey", "REPAIR_HINT"]
+
+REPAIR_HINT = "'dedupe repair index' rebuilds the index from the packs"
 
 Report = Callable[[str], None]
 
@@ -50,8 +59,9 @@ class IndexSurvey:
         listing = list(storage.list("index/"))
         self._expected = sum(i.size for i in listing) // MIN_INDEX_BYTES_PER_ENTRY
         self.table = EntryTable(self._expected)
-        decoded: list[str] = []
+        generations: dict[str, Generation] = {}
         superseded: set[str] = set()
+        floor = 0
         added: set[str] = set()
         for info in listing:
             name = info.name.split("/")[-1]
@@ -60,25 +70,33 @@ class IndexSurvey:
             except ObjectNotFound:
                 continue
             if content_hash(data).hex() != name:
-                error(f"index file {name[:16]} does not match its name (damaged)")
+                error(f"index file {name[:16]} does not match its name (damaged); {REPAIR_HINT}")
             try:
                 index_file = decode_index(data, self.repo.sealer, name[:16])
             except DedupeError as exc:
-                error(f"{exc}")
+                error(f"{exc}; {REPAIR_HINT}")
                 continue
             del data
-            decoded.append(name)
-            superseded.update(index_file.supersedes)
-            if name not in superseded:
+            generations[name] = index_file.generation
+            floor = max(floor, index_file.floor)
+            if index_file.gen >= floor:
+                superseded.update(index_file.supersedes)
+            if name not in superseded and index_file.gen >= floor:
                 added.add(name)
                 for column in index_file.columns:
                     self.table.add_pack(column.pack_id, 0, True, column.ids, column.fields)
             del index_file
-        for name in decoded:
-            if name in superseded:
+        verdict = judge(generations)
+        for name in generations:
+            if name in verdict.superseded:
                 warn(f"index file {name[:16]} is superseded (left by an interrupted gc)")
-        self.current = [n for n in decoded if n not in superseded]
-        if added & superseded:
+            elif name in verdict.put_back:
+                warn(
+                    f"index file {name[:16]} is older than the current index and is ignored: "
+                    "it was put back from an old copy; 'dedupe gc' removes it"
+                )
+        self.current = verdict.current
+        if added - set(self.current):
             self._reread(set())
         return len(self.current)
 

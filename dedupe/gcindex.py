@@ -14,7 +14,12 @@ every blob a snapshot reaches, in batches of vectorised lookups.
 `IndexFiles` tracks the current index files and which packs each names, and writes replacements
 of at most `MAX_FILE_ENTRIES` entries each (whole packs). Only the last file of a replacement
 supersedes the files it replaces: until that one is durable, the old files are still current and
-name every pack the new ones name, so a crash at any instant leaves a complete index.
+name every pack the new ones name, so a crash at any instant leaves a complete index. Every file
+gc writes has a generation above every current file's; the last file of a replacement of every
+current file also raises the floor to it (`dedupe.repo.index.judge`), so no file gc replaced can
+count again if put back from an old copy. A replacement of some files (a repack) cannot raise the
+floor without disowning the others: its last file supersedes the replaced files and everything
+they superseded (`Generation.inherits`), until the next full replacement.
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ import numpy as np
 from dedupe.crypto.seal import content_hash
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace, StorageError
 from dedupe.gcplan import Entries, GcPlan, Packs
-from dedupe.repo.index import PackColumns, Row, decode_index, encode_columns
+from dedupe.repo.index import (
+    Generation,
+    PackColumns,
+    Row,
+    Verdict,
+    decode_index,
+    encode_columns,
+    judge,
+)
 from dedupe.repo.pack import BlobEntry, decode_header, header_span
 from dedupe.repo.repository import Repository, pack_name
 
@@ -59,6 +72,10 @@ class EntryTable:
         self._numbers: dict[bytes, int] = {}
         self._ranges: list[list[tuple[int, int]]] = []
         self._sealed = False
+        # The current index files' generations and the floor (`read_index` sets them), for the
+        # replacements `IndexFiles` writes.
+        self.generations: dict[str, Generation] = {}
+        self.floor = 0
 
     # --- filling ---------------------------------------------------------------------------
 
@@ -283,6 +300,7 @@ class FoundIndex:
     files: dict[str, list[int]]
     """Current index file -> the present packs it names, by number."""
     superseded: list[str]
+    """Listed files that count for nothing: superseded, or below the floor (put back)."""
     absent: int
     """Packs the current index files name that are not in the repository."""
     unreadable: list[bytes]
@@ -293,13 +311,17 @@ def read_index(repo: Repository, pack_sizes: dict[bytes, int]) -> FoundIndex:
     """Build the sealed table from the index files and the headers of unindexed packs."""
     index_sizes = {i.name.split("/")[-1]: i.size for i in repo.storage.list("index/")}
     expected = sum(index_sizes.values()) // MIN_INDEX_BYTES_PER_ENTRY
-    table, files, superseded, absent = _read_files(repo, index_sizes, pack_sizes, expected)
-    if superseded & files.keys():
-        # A file read early turned out superseded by one read later (an interrupted gc): read
-        # the current files again rather than hold the superseded rows or compact the table.
-        current = {n: s for n, s in index_sizes.items() if n not in superseded}
+    table, files, generations, absent = _read_files(repo, index_sizes, pack_sizes, expected)
+    verdict = judge(generations)
+    if files.keys() - set(verdict.current):
+        # A file read early turned out superseded by one read later (an interrupted gc), or
+        # below a floor met later (put back): read the current files again rather than hold
+        # the rows that do not count or compact the table.
+        current = {n: index_sizes[n] for n in verdict.current}
         del table, files  # one table at a time
-        table, files, _superseded, absent = _read_files(repo, current, pack_sizes, expected)
+        table, files, _gens, absent = _read_files(repo, current, pack_sizes, expected, verdict)
+    table.generations = {n: generations[n] for n in verdict.current}
+    table.floor = verdict.floor
     unreadable = []
     for pack_id, size in pack_sizes.items():
         if table.number(pack_id) is not None:
@@ -313,27 +335,39 @@ def read_index(repo: Repository, pack_sizes: dict[bytes, int]) -> FoundIndex:
         ids = b"".join(e.blob_id for e in entries)
         table.add_pack(pack_id, size, False, ids, fields.reshape(-1, 3))
     table.seal()
+    ignored = verdict.superseded | verdict.put_back
     return FoundIndex(
-        table, files, sorted(n for n in index_sizes if n in superseded), len(absent), unreadable
+        table, files, sorted(n for n in index_sizes if n in ignored), len(absent), unreadable
     )
 
 
 def _read_files(
-    repo: Repository, names: dict[str, int], pack_sizes: dict[bytes, int], expected: int
-) -> tuple[EntryTable, dict[str, list[int]], set[str], set[bytes]]:
-    """Decode the index files one at a time into a table (files already known to be superseded
-    are skipped): (table, packs per file read, every superseded name, absent packs named)."""
+    repo: Repository,
+    names: dict[str, int],
+    pack_sizes: dict[bytes, int],
+    expected: int,
+    verdict: Verdict | None = None,
+) -> tuple[EntryTable, dict[str, list[int]], dict[str, Generation], set[bytes]]:
+    """Decode the index files one at a time into a table (files already known not to count
+    are skipped; with a `verdict`, all files are known to): (table, packs per file read, every
+    file's generation, absent packs named). A damaged file stops gc (DamageError): gc cannot tell
+    what it names or supersedes; `dedupe repair index` rebuilds the index."""
     table = EntryTable(expected)
     files: dict[str, list[int]] = {}
+    generations: dict[str, Generation] = {}
     superseded: set[str] = set()
+    floor = verdict.floor if verdict is not None else 0
     absent: set[bytes] = set()
     for name in sorted(names):
         try:
             index_file = decode_index(repo.storage.get(f"index/{name}"), repo.sealer, name)
         except ObjectNotFound:
             continue
-        superseded.update(index_file.supersedes)
-        if name in superseded:
+        generations[name] = index_file.generation
+        floor = max(floor, index_file.floor)
+        if index_file.gen >= floor:
+            superseded.update(index_file.supersedes)
+        if name in superseded or index_file.gen < floor:
             continue
         named = files[name] = []
         for column in index_file.columns:
@@ -343,7 +377,7 @@ def _read_files(
                 continue
             named.append(table.add_pack(column.pack_id, size, True, column.ids, column.fields))
         del index_file
-    return table, files, superseded, absent
+    return table, files, generations, absent
 
 
 def read_pack_header(repo: Repository, pack_id: bytes, size: int) -> list[BlobEntry]:
@@ -380,6 +414,10 @@ class IndexFiles:
         self._new: dict[int, PackColumns] = {}
         self.files: dict[str, _File] = {}
         self._naming: dict[int, set[str]] = {}  # pack -> the current files that name it
+        # Current file -> its generation; the floor in force; the highest gen or floor so far.
+        self.generations = {n: table.generations.get(n, Generation()) for n in files}
+        self.floor = table.floor
+        self.top = max([table.floor, *(max(g.gen, g.floor) for g in self.generations.values())])
         for name, packs in files.items():
             self._register(name, packs)
         self.deleted = 0
@@ -390,6 +428,7 @@ class IndexFiles:
             self._naming.setdefault(pack, set()).add(name)
 
     def _unregister(self, name: str) -> None:
+        self.generations.pop(name, None)
         gone = self.files.pop(name, None)
         for pack in gone.packs if gone is not None else ():
             self._naming[pack].discard(name)
@@ -444,7 +483,20 @@ class IndexFiles:
         """Name `packs` in new files of at most MAX_FILE_ENTRIES entries, the last superseding
         `replaced`; then delete `replaced`. On OutOfSpace the files written so far are deleted
         again (they name only packs that `replaced` or other current files name, or packs this
-        gc wrote; any that cannot be deleted stay registered as current) and it is raised."""
+        gc wrote; any that cannot be deleted stay registered as current) and it is raised.
+
+        The new files' generation is above every current file's. When `replaced` is every
+        current file, the last one also raises the floor to that generation: from then on no
+        replaced file counts, even put back. Otherwise the last one supersedes what the replaced
+        files superseded too (those that carry it forward, `Generation.inherits`)."""
+        gen = self.top + 1
+        full = set(replaced) >= self.files.keys()
+        supersedes = set(replaced)
+        if not full:
+            for name in replaced:
+                g = self.generations.get(name, Generation())
+                supersedes.update(g.supersedes if g.inherits else ())
+        last = Generation(gen, gen if full else self.floor, tuple(sorted(supersedes)))
         groups: list[list[int]] = [[]]
         entries = 0
         for pack in packs:
@@ -454,24 +506,28 @@ class IndexFiles:
                 entries = 0
             groups[-1].append(pack)
             entries += count
-        written: list[tuple[str, list[int]]] = []
+        written: list[tuple[str, list[int], Generation]] = []
         try:
             for i, group in enumerate(groups):
-                # Only the last file supersedes: until it is durable the replaced files are
-                # current and name everything the new ones name.
-                supersedes = list(replaced) if i == len(groups) - 1 else []
-                written.append((self._put([self.columns(p) for p in group], supersedes), group))
+                # Only the last file supersedes (and raises the floor): until it is durable the
+                # replaced files are current and name everything the new ones name.
+                g = last if i == len(groups) - 1 else Generation(gen, self.floor)
+                written.append((self._put([self.columns(p) for p in group], g), group, g))
         except OutOfSpace:
-            for name, group in written:
+            for name, group, g in written:
                 if not self._delete_quietly(name):
                     self._register(name, group)
+                    self.generations[name] = g
+            self.top = gen
             raise
-        for name, group in written:
+        for name, group, g in written:
             self._register(name, group)
+            self.generations[name] = g
+        self.top, self.floor = gen, last.floor
         self.delete(replaced)
 
-    def _put(self, columns: list[PackColumns], supersedes: list[str]) -> str:
-        data = encode_columns(columns, sorted(supersedes), self.repo.sealer)
+    def _put(self, columns: list[PackColumns], g: Generation) -> str:
+        data = encode_columns(columns, list(g.supersedes), self.repo.sealer, g.gen, g.floor)
         name = content_hash(data).hex()
         self.repo.storage.put(f"index/{name}", data)
         return name

@@ -1,8 +1,15 @@
 """The chunk index: which pack holds each blob, where, and how big.
 
-It is the union of every index file: in memory, or mostly in the memory-mapped local cache
+It is the union of every current index file: in memory, or mostly in the memory-mapped local cache
 (`dedupe.repo.indexcache`) with the newer files in memory. Index files are written only after the
 packs they name are durable, and are replaced (gc) by writing a superseding file before deleting.
+
+Which files are current (`judge`): every file carries a generation `gen` and a `floor`; the
+highest floor of any listed file wins, and a file below it, or named in the `supersedes` of a file
+at or above it, counts for nothing. gc's (and repair's) last file of a full replacement raises the
+floor past every file it replaces, so an old index file put back into `index/` later (from an old
+copy of the folder) can never name packs gc deleted since: it is below the floor, and nothing needs
+to remember its name.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
@@ -355,12 +362,71 @@ class PackColumns:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """What decides whether an index file is current: its generation, the floor it carries (no
+    file below the highest floor counts) and the files it supersedes. Files of the first format
+    carry neither number: both are 0."""
+
+    gen: int = 0
+    floor: int = 0
+    supersedes: tuple[str, ...] = ()
+
+    @property
+    def inherits(self) -> bool:
+        """Whether a file replacing only this one (a repack) must supersede what this one does.
+        A file that raised the floor (floor == gen > 0) superseded only files below its floor,
+        which the floor itself keeps out; every other file's list must be carried forward, or a
+        file it named could come back (put back from an old copy) once it is replaced."""
+        return self.floor < self.gen or self.gen == 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Which listed index files count (`judge`)."""
+
+    floor: int
+    current: list[str]
+    """In the order given."""
+    superseded: set[str]
+    """Named by a file at or above the floor (left by an interrupted gc or repair)."""
+    put_back: set[str]
+    """Below the floor and named by no such file: put back from an old copy of `index/`."""
+    top: int
+    """The highest gen or floor of any file: a replacement is written with `top + 1`."""
+
+
+def judge(files: Mapping[str, Generation]) -> Verdict:
+    """Current, superseded and put-back files among `files` (name -> Generation). Pure."""
+    floor = max((g.floor for g in files.values()), default=0)
+    top = max((max(g.gen, g.floor) for g in files.values()), default=0)
+    # A file below the floor supersedes nothing: whatever it names is older still.
+    superseded = {s for g in files.values() if g.gen >= floor for s in g.supersedes}
+    current, put_back = [], set()
+    for name, g in files.items():
+        if name in superseded:
+            continue
+        if g.gen < floor:
+            put_back.add(name)
+        else:
+            current.append(name)
+    return Verdict(floor, current, superseded & files.keys(), put_back, top)
+
+
 class IndexFile:
     """The decoded contents of one index file."""
 
-    def __init__(self, columns: list[PackColumns], supersedes: list[str]) -> None:
+    def __init__(
+        self, columns: list[PackColumns], supersedes: list[str], gen: int = 0, floor: int = 0
+    ) -> None:
         self.columns = columns
         self.supersedes = supersedes
+        self.gen = gen
+        self.floor = floor
+
+    @property
+    def generation(self) -> Generation:
+        return Generation(self.gen, self.floor, tuple(self.supersedes))
 
     @cached_property
     def packs(self) -> list[tuple[bytes, list[BlobEntry]]]:
@@ -384,8 +450,19 @@ class IndexFile:
         return rows
 
 
+def _seal(packs: list, supersedes: list[str], sealer: Sealer, gen: int, floor: int) -> bytes:
+    if not 0 <= floor <= gen:
+        raise ValueError(f"an index file's floor ({floor}) must lie in 0..gen ({gen})")
+    body = {"v": codec.FORMAT_VERSION, "packs": packs, "supersedes": supersedes}
+    return sealer.seal(codec.pack(body | {"gen": gen, "floor": floor}))
+
+
 def encode_index(
-    packs: list[tuple[bytes, list[BlobEntry]]], supersedes: list[str], sealer: Sealer
+    packs: list[tuple[bytes, list[BlobEntry]]],
+    supersedes: list[str],
+    sealer: Sealer,
+    gen: int = 0,
+    floor: int = 0,
 ) -> bytes:
     columns = []
     for pack_id, entries in packs:
@@ -393,20 +470,22 @@ def encode_index(
             [(e.offset, e.length, e.raw_length) for e in entries], dtype="<u4"
         ).reshape(-1, 3)
         columns.append([pack_id, b"".join(e.blob_id for e in entries), fields.tobytes()])
-    return sealer.seal(
-        codec.pack({"v": codec.FORMAT_VERSION, "packs": columns, "supersedes": supersedes})
-    )
+    return _seal(columns, supersedes, sealer, gen, floor)
 
 
-def encode_columns(columns: Iterable[PackColumns], supersedes: list[str], sealer: Sealer) -> bytes:
+def encode_columns(
+    columns: Iterable[PackColumns],
+    supersedes: list[str],
+    sealer: Sealer,
+    gen: int = 0,
+    floor: int = 0,
+) -> bytes:
     """`encode_index` for packs given as columns: no object per entry (gc writes its index
     files this way)."""
     packs = [
         [c.pack_id, c.ids, np.ascontiguousarray(c.fields, dtype="<u4").tobytes()] for c in columns
     ]
-    return sealer.seal(
-        codec.pack({"v": codec.FORMAT_VERSION, "packs": packs, "supersedes": supersedes})
-    )
+    return _seal(packs, supersedes, sealer, gen, floor)
 
 
 def decode_index(data: bytes, sealer: Sealer, name: str) -> IndexFile:
@@ -438,4 +517,9 @@ def decode_index(data: bytes, sealer: Sealer, name: str) -> IndexFile:
     supersedes = codec.field(obj, "supersedes", list, what)
     if not all(isinstance(s, str) and len(s) == 64 for s in supersedes):
         raise FormatError(f"{what}: malformed supersedes list")
-    return IndexFile(columns, supersedes)
+    # Absent in files written before generations existed: 0.
+    gen = codec.opt_field(obj, "gen", int, what, 0)
+    floor = codec.opt_field(obj, "floor", int, what, 0)
+    if not 0 <= floor <= gen < (1 << 63):
+        raise FormatError(f"{what}: implausible generation")
+    return IndexFile(columns, supersedes, gen, floor)

@@ -4,7 +4,8 @@ Decoding every index file costs seconds and about a GiB of RAM at ten million en
 `$DEDUPE_CACHE_DIR/<repo id hex>/index`, holds the result as sorted columns read in place, so a
 command pays for the pages it touches; index files newer than the cache become a small in-memory
 delta (a `ChunkIndex` over a `CacheTable`). Format and guarantees: docs/FORMAT.md, "Local cache".
-In short: it is used only while every index file it covers exists and none is superseded, never
+In short: it is used only while every index file it covers exists and none is superseded, and no
+listed file raises the index floor above the cache's (`dedupe.repo.index.judge`), never
 while `gc-pending` exists (gc supersedes before it deletes: borg#9748); a key derived from the
 master key authenticates the header (checked on open) and each block of 128 entries (checked on
 first read), so a damaged, truncated or forged file costs time, never a chunk; it is written to a
@@ -31,11 +32,19 @@ import numpy as np
 
 from dedupe import codec
 from dedupe.errors import FormatError
-from dedupe.repo.index import ROW_BYTES, BaseDamaged, IndexFile, Row, sort_unique
+from dedupe.repo.index import (
+    ROW_BYTES,
+    BaseDamaged,
+    Generation,
+    IndexFile,
+    Row,
+    judge,
+    sort_unique,
+)
 
 CACHE_NAME = "index"
 MAGIC = b"DDXCACHE"
-VERSION = 1
+VERSION = 2  # 2: the names section records the index floor (a version-1 cache is rebuilt)
 BLOCK = 128  # entries per authenticated block
 TAG_BYTES = 16
 ALIGN = 64
@@ -96,17 +105,19 @@ def _block_tag(
     return tag.digest(TAG_BYTES)
 
 
-def _encode_names(covered: Iterable[str], superseded: Iterable[str]) -> bytes:
-    return codec.pack({"v": VERSION, "covered": sorted(covered), "superseded": sorted(superseded)})
+def _encode_names(covered: Iterable[str], superseded: Iterable[str], floor: int) -> bytes:
+    names = {"covered": sorted(covered), "superseded": sorted(superseded), "floor": floor}
+    return codec.pack({"v": VERSION} | names)
 
 
-def _decode_names(data: bytes) -> tuple[frozenset[str], frozenset[str]]:
+def _decode_names(data: bytes) -> tuple[frozenset[str], frozenset[str], int]:
     obj = codec.unpack(data, "index cache names")
     lists = [codec.field(obj, k, list, "index cache") for k in ("covered", "superseded")]
     for names in lists:
         if not all(isinstance(n, str) and len(n) == 64 for n in names):
             raise FormatError("index cache: malformed names")
-    return frozenset(lists[0]), frozenset(lists[1])
+    floor = codec.field(obj, "floor", int, "index cache")
+    return frozenset(lists[0]), frozenset(lists[1]), floor
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -140,7 +151,8 @@ class CacheTable:
         if not hmac.compare_digest(mac.digest(), head[_HEADER.size : _HEADER.size + 32]):
             raise ValueError("index cache: header authentication failed")
         names, pack_table, fence, self._tags = sections
-        self.covered, self.superseded = _decode_names(names)
+        # `superseded`: listed files known to count for nothing (superseded or below the floor).
+        self.covered, self.superseded, self.floor = _decode_names(names)
         self.pack_ids = [pack_table[32 * i : 32 * i + 32] for i in range(packs)]
         self.path, self._file, self._ino, self._key, self._n = path, file, st.st_ino, key, n
         self._fence = memoryview(fence).cast("Q")
@@ -302,25 +314,29 @@ class IndexCache:
         spill = _Spill(self.folder, estimated_rows)
         try:
             names: list[str] = []
-            superseded: set[str] = set()
+            generations: dict[str, Generation] = {}
             slot_packs: list[bytes] = []
             slot_files: list[int] = []
             for name, index_file in files:
-                superseded.update(index_file.supersedes)
+                generations[name] = index_file.generation
                 spill.add(index_file.rows(len(slot_packs)))
                 slot_packs.extend(c.pack_id for c in index_file.columns)
                 slot_files.extend([len(names)] * len(index_file.columns))
                 names.append(name)
-            # Only now is it known which files are superseded: their slots are dropped.
-            covered = [n for n in names if n not in superseded]
+            # Only now is it known which files count: the others' slots are dropped.
+            verdict = judge(generations)
+            covered = verdict.current
+            ignored = verdict.superseded | verdict.put_back
             pack_numbers: dict[bytes, int] = {}
             slot_pack = np.zeros(len(slot_packs), dtype="<u4")
             slot_live = np.zeros(len(slot_packs), dtype=bool)
             for slot, (pack_id, file_no) in enumerate(zip(slot_packs, slot_files, strict=True)):
-                if names[file_no] not in superseded:
+                if names[file_no] not in ignored:
                     slot_live[slot] = True
                     slot_pack[slot] = pack_numbers.setdefault(pack_id, len(pack_numbers))
-            with _Writer(self, spill.rows, list(pack_numbers), covered, superseded) as writer:
+            with _Writer(
+                self, spill.rows, list(pack_numbers), covered, ignored, verdict.floor
+            ) as writer:
                 for rows in spill.buckets():
                     fields = rows[:, 32:].copy().view("<u4")
                     live = slot_live[fields[:, 0]]
@@ -342,10 +358,12 @@ class IndexCache:
     ) -> CacheTable:
         """A new cache: `table`'s entries (verified as they are copied) merged with `delta`,
         the sorted entries the table lacks (their pack numbers index `pack_ids`, which extends
-        the table's). BaseDamaged if the old file fails verification, OSError if writing does."""
+        the table's), at the table's floor. BaseDamaged if the old file fails verification,
+        OSError if writing does."""
         delta_keys, delta_ids, delta_fields = delta
         n = len(table)
-        with _Writer(self, n + len(delta_keys), pack_ids, covered, superseded) as writer:
+        capacity = n + len(delta_keys)
+        with _Writer(self, capacity, pack_ids, covered, superseded, table.floor) as writer:
             lo = 0
             for start in range(0, n, _CHUNK_ROWS):
                 end = min(n, start + _CHUNK_ROWS)
@@ -383,6 +401,7 @@ class _Writer:
         pack_ids: list[bytes],
         covered: Iterable[str],
         superseded: Iterable[str],
+        floor: int,
     ) -> None:
         os.makedirs(cache.folder, mode=0o700, exist_ok=True)
         for name in os.listdir(cache.folder):  # left by a killed writer (a live one writes)
@@ -392,7 +411,7 @@ class _Writer:
                     os.unlink(stale)
         self._cache = cache
         self._tmp = os.path.join(cache.folder, f".{CACHE_NAME}.{secrets.token_hex(8)}.tmp")
-        self._names = _encode_names(covered, superseded)
+        self._names = _encode_names(covered, superseded, floor)
         self._pack_table = b"".join(pack_ids)
         self._packs, self._capacity = len(pack_ids), capacity
         self._offsets, at = [], HEADER_BYTES

@@ -32,10 +32,12 @@ from dedupe.repo.blob import BlobCodec, parse_compression
 from dedupe.repo.index import (
     BaseDamaged,
     ChunkIndex,
+    Generation,
     IndexFile,
     Location,
     decode_index,
     encode_index,
+    judge,
 )
 from dedupe.repo.pack import BlobEntry
 from dedupe.storage.base import Storage
@@ -84,6 +86,11 @@ class Repository:
         self._index: ChunkIndex | None = None
         self.index_names: list[str] = []
         self.index_errors: list[str] = []
+        # The index floor seen when the index was loaded (`dedupe.repo.index.judge`): the
+        # generation this process writes its index files with. Every index file listed at load
+        # time, current or not, is in `_index_seen` (`current_index_floor` skips them).
+        self.index_floor = 0
+        self._index_seen: set[str] = set()
         # Where the local index cache lives (None: no cache); the files cache's folder.
         self.cache_dir: str | None = default_cache_dir()
 
@@ -195,8 +202,9 @@ class Repository:
 
     def load_index(self) -> ChunkIndex:
         """The union of the current index files (superseded ones, left by an interrupted gc,
-        are skipped): the local cache plus the files newer than it when a cache may be used
-        (`dedupe.repo.indexcache`), else every file decoded into memory."""
+        and ones below the floor, put back from an old copy, are skipped): the local cache plus
+        the files newer than it when a cache may be used (`dedupe.repo.indexcache`), else every
+        file decoded into memory."""
         self.index_errors = []
         sizes = {info.name.split("/")[-1]: info.size for info in self.storage.list("index/")}
         total = sum(sizes.values())
@@ -220,6 +228,7 @@ class Repository:
             table, self.index_names = cache.build(self._decode_each(sizes), total // 44)
         except OSError:
             return self._load_uncached()  # an unwritable cache folder: do without
+        self.index_floor, self._index_seen = table.floor, set(sizes)
         return ChunkIndex(table, self._load_uncached)
 
     def _decode_each(self, names: Iterable[str]) -> Iterator[tuple[str, IndexFile]]:
@@ -239,15 +248,20 @@ class Repository:
         self, cache: indexcache.IndexCache, table: indexcache.CacheTable, sizes: dict[str, int]
     ) -> ChunkIndex | None:
         """The cache plus the index files newer than it, or None if the cache is stale: a file
-        it covers is gone or superseded (gc), so it may name packs that no longer exist."""
+        it covers is gone or superseded, or a newer file raised the floor (gc), so it may name
+        packs that no longer exist. A new file below the cache's floor was put back from an old
+        copy and is ignored."""
         if not table.covered <= sizes.keys():
             return None
         new = [n for n in sizes if n not in table.covered and n not in table.superseded]
         files = dict(self._decode_each(new))
-        superseded = {s for f in files.values() for s in f.supersedes}
+        if any(f.floor > table.floor for f in files.values()):
+            return None
+        below = {n for n, f in files.items() if f.gen < table.floor}
+        superseded = {s for n, f in files.items() if n not in below for s in f.supersedes}
         if superseded & table.covered:
             return None
-        current = [n for n in files if n not in superseded]
+        current = [n for n in files if n not in superseded and n not in below]
         index = ChunkIndex(table, self._load_uncached)
         for name in current:
             for column in files[name].columns:
@@ -256,6 +270,7 @@ class Repository:
         files.clear()
         index.merge()
         self.index_names = sorted(table.covered) + current
+        self.index_floor, self._index_seen = table.floor, set(sizes)
         if index.base is table and (
             len(current) >= indexcache.REWRITE_FILES
             or len(index.own_entries()[0]) >= indexcache.REWRITE_ROWS
@@ -266,7 +281,7 @@ class Repository:
                     index.own_entries(),
                     index.pack_ids(),
                     self.index_names,
-                    table.superseded | superseded,
+                    table.superseded | superseded | below,
                 )
             except BaseDamaged:
                 return None
@@ -280,7 +295,7 @@ class Repository:
         self.index_errors = []
         names = [info.name.split("/")[-1] for info in self.storage.list("index/")]
         files = dict(self._decode_each(names))
-        superseded = {s for f in files.values() for s in f.supersedes}
+        verdict = judge({name: f.generation for name, f in files.items()})
         present: set[bytes | None] | None = None
         if self.storage.exists(GC_PENDING):
             # An interrupted gc deleted garbage packs that these files still name. Their blobs
@@ -288,12 +303,10 @@ class Repository:
             # against chunks that are gone (borg#9748), so packs that are absent are dropped.
             present = {pack_id_from_name(i.name) for i in self.storage.list("data/")}
         index = ChunkIndex()
-        self.index_names = []
-        for name, index_file in files.items():
-            if name in superseded:
-                continue
-            self.index_names.append(name)
-            for column in index_file.columns:
+        self.index_names = list(verdict.current)
+        self.index_floor, self._index_seen = verdict.floor, set(names)
+        for name in verdict.current:
+            for column in files[name].columns:
                 if len(column.ids) and (present is None or column.pack_id in present):
                     index.add_bulk(column.pack_id, column.ids, column.fields)
         files.clear()  # the bulk entries are views of these; merging copies and frees them
@@ -303,14 +316,52 @@ class Repository:
     def write_index(
         self, packs: list[tuple[bytes, list[BlobEntry]]], supersedes: list[str] = ()
     ) -> tuple[str, int]:
-        """Write one index file naming `packs` (which must already be durable): (name, size)."""
+        """Write one index file naming `packs` (which must already be durable): (name, size).
+
+        Its generation is the floor seen when the index was loaded: if a gc raised the floor
+        since, the file counts for nothing, and `index_changed_since_load` tells the snapshot
+        before it writes a manifest that would reference it."""
         from dedupe.crypto.seal import content_hash
 
-        data = encode_index(packs, list(supersedes), self.sealer)
+        _ = self.index  # the floor is known once the index is loaded
+        floor = self.index_floor
+        data = encode_index(packs, list(supersedes), self.sealer, gen=floor, floor=floor)
         name = content_hash(data).hex()
         self.storage.put(f"index/{name}", data)
         self.index_names.append(name)
+        self._index_seen.add(name)
         return name, len(data)
+
+    def _new_index_files(self) -> list[Generation]:
+        """The generations of index files listed now that were not listed at load time (nor
+        written by this process); damaged or vanished ones are skipped."""
+        found = []
+        for info in self.storage.list("index/"):
+            name = info.name.split("/")[-1]
+            if name in self._index_seen:
+                continue
+            try:
+                found.append(
+                    decode_index(self.storage.get(info.name), self.sealer, name).generation
+                )
+            except (ObjectNotFound, DamageError):
+                continue
+        return found
+
+    def current_index_floor(self) -> int:
+        """The index floor now: at least `index_floor`, higher once a gc (or `repair index`)
+        has replaced the whole index since this process loaded it. Only files not listed at
+        load time are decoded."""
+        _ = self.index
+        return max([self.index_floor, *(g.floor for g in self._new_index_files())])
+
+    def index_changed_since_load(self) -> bool:
+        """True if a gc or repair wrote an index file since the index was loaded: it raised
+        the floor, or (a gc that only repacked) wrote a file of a higher generation than any
+        writer of this floor uses. Either way it may have deleted a blob this process took as
+        present, so a snapshot must not commit a manifest now."""
+        _ = self.index
+        return any(max(g.gen, g.floor) > self.index_floor for g in self._new_index_files())
 
     # --- blobs -------------------------------------------------------------------------------
 
