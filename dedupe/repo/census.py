@@ -66,6 +66,18 @@ def record_snapshot_count(repo: _Repo, count: int, now: float | None = None) -> 
     repo.storage.put(CENSUS_NAME, repo.sealer.seal(plaintext))
 
 
+def record_after_forget(repo: _Repo, seen: int, removed: int) -> None:
+    """For `forget`, after it deleted `removed` of the `seen` manifests it listed: record
+    `max(seen, recorded) - removed`. A forget on a listing that showed too few snapshots then
+    keeps the alarm for gc (the recorded count only drops by what forget itself removed), while
+    a real forget never trips it. A damaged census is left as it is: gc reports it."""
+    try:
+        recorded = load_snapshot_count(repo)
+    except DamageError:
+        return
+    record_snapshot_count(repo, max(0, max(seen, recorded or 0) - removed))
+
+
 class SnapshotCountRefused(DedupeError):
     """gc saw no snapshots, or far fewer than last counted, and deleted nothing (exit 1)."""
 
