@@ -40,6 +40,30 @@ Report = Callable[[int, int], None]
 Warn = Callable[[str], None]
 
 
+# The helper's first lines: load the `dedupe` package from the folder the parent's own copy
+# came from (argv[1]), by file location, and only then import from it. `-P` keeps Python from
+# putting the working directory (or the script's folder) first on sys.path: run as root in a
+# user's folder, `python -m dedupe.offload` ran that user's planted dedupe/offload.py, which
+# is then sent the master key. The user's site-packages and PYTHONPATH still work (no -I).
+_BOOT = (
+    "import importlib.util, sys\n"
+    "folder = sys.argv[1]\n"
+    "spec = importlib.util.spec_from_file_location(\n"
+    "    'dedupe', folder + '/__init__.py', submodule_search_locations=[folder])\n"
+    "package = importlib.util.module_from_spec(spec)\n"
+    "sys.modules['dedupe'] = package\n"
+    "spec.loader.exec_module(package)\n"
+    "from dedupe.offload import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def helper_command(conn_fd: int, lifeline_fd: int) -> list[str]:
+    """The helper's command line: this interpreter, safe paths, this copy of the package."""
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    return [sys.executable, "-P", "-c", _BOOT, package_dir, str(conn_fd), str(lifeline_fd)]
+
+
 class Offloader:
     """The parent's side: starts the helper at the first large file, one file at a time."""
 
@@ -66,15 +90,12 @@ class Offloader:
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
         lifeline_read, self._lifeline = os.pipe()
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "dedupe.offload", str(theirs.fileno()), str(lifeline_read)],
+                helper_command(theirs.fileno(), lifeline_read),
                 pass_fds=[theirs.fileno(), lifeline_read],
                 stdin=subprocess.DEVNULL,
-                env=env,
+                cwd="/",  # nothing relative to where the user happens to stand can matter
             )
         except OSError as exc:
             ours.close()
