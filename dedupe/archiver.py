@@ -22,7 +22,15 @@ from dedupe.filescache import FilesCache
 from dedupe.largefiles import LargeFiles
 from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
 from dedupe.repo.writer import BlobWriter
-from dedupe.walkparts import Excluder, folder_digest, group_name, normalise_sources, owner_name
+from dedupe.walkparts import (
+    Excluder,
+    folder_digest,
+    group_name,
+    normalise_sources,
+    open_listed,
+    owner_name,
+    source_problem,
+)
 
 if TYPE_CHECKING:
     from dedupe.offload import Offloader
@@ -125,7 +133,11 @@ class Archiver:
         nodes = []
         for name, sub in sorted(layout.items()):
             child = path.rstrip(b"/") + b"/" + name
-            if sub is None:
+            if sub is None:  # a source named on the command line
+                problem = source_problem(child)
+                if problem is not None:
+                    self._problem(f"{os.fsdecode(child)}: {problem}")
+                    continue
                 node = self._node_for(child, name)
             else:
                 try:
@@ -291,14 +303,8 @@ class Archiver:
                 self.stats.files_unchanged += 1
                 self.cache.remember(key, st, cached)
         if content is None:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
-            except PermissionError:
-                try:  # O_NOATIME is refused on files we do not own
-                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-                except OSError as exc:
-                    self._error(path, exc)
-                    return None
+            try:  # the one open of every lane (walk, read-ahead, helper): never blocks
+                fd = open_listed(path, st)
             except OSError as exc:
                 self._error(path, exc)
                 return None
@@ -424,7 +430,10 @@ class Archiver:
                 owner.progress(owner._progress_bytes, owner._progress_files)
 
     def _error(self, path: bytes, exc: OSError) -> None:
+        self._problem(f"cannot read {os.fsdecode(path)}: {exc.strerror or exc}")
+
+    def _problem(self, message: str) -> None:
+        """A file or source left out of the snapshot: listed, and the snapshot exits 3."""
         self._unstable += 1
-        message = f"cannot read {os.fsdecode(path)}: {exc.strerror or exc}"
         self.stats.errors.append(message)
         self.warn(message)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterable
 
 import msgpack
@@ -45,8 +46,7 @@ class FilesCache:
         self._new_dirs: dict[bytes, list] = {}
         self.trusted = False
         try:
-            with open(self.path, "rb") as f:
-                loaded = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+            loaded = msgpack.unpackb(_read_cache_file(self.path), raw=False, strict_map_key=False)
             if isinstance(loaded, dict) and loaded.get("v") == VERSION:
                 self._old_files = loaded.get("files") or {}
                 self._old_dirs = loaded.get("dirs") or {}
@@ -129,6 +129,20 @@ class FilesCache:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _read_cache_file(path: str) -> bytes:
+    """The cache file's bytes; OSError unless it is a regular file. A FIFO or a device put in
+    its place must not hang the snapshot in open() or read(): a slower run is all it may cost."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        with open(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def _merge_aged(new: dict[bytes, list], old: dict[bytes, list], length: int) -> dict:
