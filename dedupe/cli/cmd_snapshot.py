@@ -7,7 +7,7 @@ import getpass
 import os
 import socket
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 from dedupe import snapshots, space
 from dedupe.archiver import Archiver
@@ -21,6 +21,11 @@ from dedupe.offload import Offloader
 from dedupe.repo.repository import GC_PENDING, Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
+from dedupe.walkparts import source_problem
+
+# Snapshot times outside these years cannot be converted to UTC and back everywhere.
+MIN_YEAR = 1970
+MAX_YEAR = 9999
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -43,14 +48,30 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def parse_time(text: str | None) -> datetime:
-    """The snapshot time: given (a naive time is local), or now; always with an offset."""
+    """The snapshot time: given (a naive time is local), or now; always with an offset.
+
+    A given time must lie in 1970..9999 as given, in UTC and in local time: retention and plan
+    convert every snapshot time both ways, and `0001-01-01T00:00:00+14:00` (UTC year 0) once
+    made every later `forget` and `plan` end in an OverflowError.
+    """
     if text is None:
         return datetime.now().astimezone()
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(f"invalid --time {text!r}: use ISO 8601, e.g. 2026-05-29T22:00") from None
-    return when.astimezone() if when.tzinfo is None else when
+    try:
+        when = when.astimezone() if when.tzinfo is None else when
+        years = (when.year, when.astimezone(UTC).year, when.astimezone().year)
+        when.timestamp()
+    except (OverflowError, ValueError, OSError):
+        years = (0,)
+    if not all(MIN_YEAR <= year <= MAX_YEAR for year in years):
+        raise UsageError(
+            f"invalid --time {text!r}: the time must lie between the years {MIN_YEAR} and "
+            f"{MAX_YEAR} (in UTC and in local time too)"
+        )
+    return when
 
 
 def cmd_snapshot(ctx: Context) -> int:
@@ -70,9 +91,18 @@ def cmd_snapshot(ctx: Context) -> int:
         if args.stdin_name:
             raise UsageError("--stdin-name is only for '-' (stdin)")
         paths = tuple(os.path.normpath(os.path.abspath(os.fsencode(p))) for p in args.paths)
-        for path, given in zip(paths, args.paths, strict=True):
-            if not os.path.lexists(path):
-                raise UsageError(f"{given}: no such file or folder")
+        # A missing or unusable source is named (by the archiver) and the rest is saved, exit 3;
+        # with none usable nothing is saved (exit 1): one missing folder must not cost the night.
+        given_paths = zip(args.paths, paths, strict=True)
+        problems = [(given, source_problem(path)) for given, path in given_paths]
+        if all(problem is not None for _given, problem in problems):
+            for given, problem in problems:
+                ctx.warn(f"{given}: {problem}")
+            raise DedupeError(
+                "nothing was backed up: none of the given sources is a file, folder or symlink "
+                "that exists. Check the paths (and that their drive is mounted), then run the "
+                "snapshot again."
+            )
 
     repo = ctx.repo()
     with repo.lock(exclusive=False):
