@@ -153,6 +153,8 @@ class _Checker:
                 keys.decode_key_file(self.storage.get(info.name))
             except ObjectNotFound:
                 continue
+            except keys.UnknownKeyVersion as exc:
+                self.warn(f"key file {info.name} cannot be used by this dedupe: {exc}")
             except DedupeError as exc:
                 self.error(f"key file {info.name} is damaged: {exc}")
 

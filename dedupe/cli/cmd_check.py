@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import date
 
 from dedupe.check import CheckReport, Subset, run_check
-from dedupe.cli.context import Context, human_bytes
+from dedupe.cli.context import Context, human_bytes, printable
 from dedupe.errors import DamageError, UsageError
 
 
@@ -62,7 +62,9 @@ def cmd_check(ctx: Context) -> int:
                 bar.close()
     _print(ctx, report)
     if not report.ok:
-        raise DamageError(report.damage_message())
+        # The message names snapshots, paths and hold reasons: repository text, escaped here
+        # because dedupe.cli.main prints error messages as they are.
+        raise DamageError(printable(report.damage_message()))
     return 0
 
 

@@ -27,7 +27,7 @@ from dedupe.cli.context import Context, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, UsageError
 from dedupe.model.snapshot import Snapshot
-from dedupe.repo.census import record_snapshot_count
+from dedupe.repo.census import record_after_forget
 from dedupe.repo.repository import Repository
 from dedupe.retention import (
     Decision,
@@ -88,10 +88,13 @@ def cmd_forget(ctx: Context) -> int:
     else:
         with repo.lock(exclusive=True, frees_space=True):
             decisions = _decide(repo, policy, damaged)
+            listed = len(repo.snapshot_names())
             removed = _delete_removed(repo, decisions)
-            # Under the lock, after the deletions and before any gc: gc compares this count
-            # with the snapshots it finds, and refuses when they dropped unexplained.
-            record_snapshot_count(repo, len(repo.snapshot_names()))
+            # Under the lock, after the deletions and before any gc: gc compares the count
+            # with the snapshots it finds, and refuses when they dropped unexplained. The
+            # census's forget variant records max(listed, recorded) - removed, so a listing
+            # that showed too few snapshots cannot lower the count gc is checked against.
+            record_after_forget(repo, listed, len(removed))
     gc_result: dict[str, Any] | None = None
     gc_error: DedupeError | None = None
     if not ctx.json:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -33,21 +34,25 @@ class Context:
     def out(self, text: str = "") -> None:
         """Human output on stdout (suppressed with --json, which prints JSON instead)."""
         if not self.json:
-            print(text)
+            print(printable(text))
 
     def emit_json(self, value: Any) -> None:
         # ASCII escapes keep the output valid JSON even for file names that are not UTF-8
         # (they appear as \udcXX surrogates, which os.fsencode turns back into the bytes).
-        json.dump(value, sys.stdout, indent=2, ensure_ascii=True)
-        sys.stdout.write("\n")
+        # NaN and infinities are not JSON: a number that slipped through as one becomes null.
+        try:
+            text = json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False)
+        except ValueError:
+            text = json.dumps(_finite(value), indent=2, ensure_ascii=True, allow_nan=False)
+        sys.stdout.write(text + "\n")
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            print(text, file=sys.stderr)
+            print(printable(text), file=sys.stderr)
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
-        print(f"warning: {text}", file=sys.stderr)
+        print(f"warning: {printable(text)}", file=sys.stderr)
 
     def progress_bar(self, total: int | None, desc: str, unit: str = "B") -> tqdm | None:
         """A tqdm bar on a terminal's stderr, else None."""
@@ -90,6 +95,40 @@ class Context:
     def close(self) -> None:
         if self._storage is not None:
             self._storage.close()
+
+
+def _escape_table() -> dict[int, str]:
+    controls = [c for c in range(0x20) if c not in (0x09, 0x0A)] + list(range(0x7F, 0xA0))
+    table = {c: f"\\x{c:02x}" for c in controls}
+    # Bytes 0x80-0x9f of a name that is not UTF-8 arrive as surrogates and would reach the
+    # terminal as raw C1 bytes (0x9b is CSI on many terminals).
+    table.update({0xDC00 + c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
+    return table
+
+
+_ESCAPES = _escape_table()
+
+
+def printable(text: str) -> str:
+    """`text` with control characters shown as `\\xNN`: C0 (but tab and newline), DEL and C1.
+
+    Names, hosts, tags, paths and hold reasons come from the repository (or from whoever could
+    write to it) and must not reach a terminal raw: an escape sequence can rewrite the screen,
+    hide lines or retitle the window. `Context.out`, `info` and `warn` apply it, so every
+    command's human output is escaped in this one place; JSON output is exact (JSON escapes
+    control characters itself)."""
+    return text.translate(_ESCAPES)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities replaced by None, for valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def human_bytes(n: float) -> str:

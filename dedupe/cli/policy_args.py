@@ -132,14 +132,29 @@ def policy_from_args(namespace: argparse.Namespace) -> Policy:
     return _build_policy(settings)
 
 
-def _read_policy_file(path: Path) -> dict[str, _Setting]:
+def read_toml_file(path: Path, what: str) -> dict[str, Any]:
+    """The table of a TOML file, or UsageError (exit 2) naming `what` and the file: it cannot
+    be read, is not UTF-8 (the line of the first bad byte), or is not TOML. `what` is e.g.
+    "policy file" or "profile"; the profile loader uses this too."""
     try:
-        with path.open("rb") as stream:
-            table = tomllib.load(stream)
+        data = path.read_bytes()
     except OSError as error:
-        raise UsageError(f"cannot read policy file {path}: {error.strerror or error}") from None
+        raise UsageError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UsageError(
+            f"{what} {path} is not UTF-8 text (line {line}): save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"policy file {path} is not valid TOML: {error}") from None
+        raise UsageError(f"{what} {path} is not valid TOML: {error}") from None
+
+
+def _read_policy_file(path: Path) -> dict[str, _Setting]:
+    table = read_toml_file(path, "policy file")
     known = (*_COUNT_SETTINGS, *_OTHER_SETTINGS, *_FILE_ONLY_SETTINGS)
     unknown = sorted(set(table) - set(known))
     if unknown:

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from dedupe import codec
 from dedupe.crypto import kdf
 from dedupe.crypto.seal import IdHasher, Sealer
-from dedupe.errors import DamageError, FormatError, WrongPassword
+from dedupe.errors import DamageError, FormatError, UnsupportedVersion, WrongPassword
+
+
+class UnknownKeyVersion(FormatError):
+    """A key file of a format version this dedupe does not know (written by a newer dedupe?).
+
+    A FormatError, so that `Repository.open` skips it like any undecodable key file and tries
+    the others: one such file must not lock out every command."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,11 @@ class KeyFile:
     params: kdf.KdfParams
     box: bytes
 
+    @property
+    def cost(self) -> int:
+        """Argon2id's ops x memory: what trying this file costs, in time and memory."""
+        return self.params.ops * self.params.mem
+
     def unlock(self, password: bytes) -> MasterKey:
         """The master key, or WrongPassword."""
         wrapping = kdf.derive(password, self.salt, self.params)
@@ -84,7 +96,10 @@ class KeyFile:
 def decode_key_file(data: bytes) -> KeyFile:
     """Parse a key file's envelope; FormatError if malformed."""
     what = "key file"
-    obj = codec.check_version(codec.unpack(data, what), what)
+    try:
+        obj = codec.check_version(codec.unpack(data, what), what)
+    except UnsupportedVersion as exc:
+        raise UnknownKeyVersion(f"{exc} (written by a newer dedupe?)") from None
     if codec.field(obj, "kdf", str, what) != "argon2id":
         raise FormatError("key file: unknown KDF")
     salt = codec.field(obj, "salt", bytes, what)
@@ -98,7 +113,10 @@ def decode_key_file(data: bytes) -> KeyFile:
 
 def _decode_master(inner: bytes) -> MasterKey:
     what = "key file contents"
-    obj = codec.check_version(codec.unpack(inner, what), what)
+    try:
+        obj = codec.check_version(codec.unpack(inner, what), what)
+    except UnsupportedVersion as exc:
+        raise UnknownKeyVersion(f"{exc} (written by a newer dedupe?)") from None
     repo_id = codec.field(obj, "repo", bytes, what)
     enc = codec.field(obj, "enc", bytes, what)
     idk = codec.field(obj, "id", bytes, what)

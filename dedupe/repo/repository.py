@@ -137,7 +137,13 @@ class Repository:
 
     @classmethod
     def open(cls, storage: Storage, password: PasswordSource) -> Repository:
-        """Unlock the repository with the password; NoRepository, WrongPassword or damage."""
+        """Unlock the repository with the password; NoRepository, WrongPassword or damage.
+
+        Key files are tried cheapest first (Argon2id ops x memory, read from each file's
+        plaintext envelope), after the one that opened last on this machine (its name alone is
+        remembered in the cache folder): a planted key file asking for the maximum cost is then
+        never derived when the right one opens, and a key file that cannot be decoded (damaged,
+        or of an unknown format version) is skipped, never a lock-out."""
         try:
             raw_config = storage.get("config")
         except ObjectNotFound:
@@ -146,21 +152,58 @@ class Repository:
         key_names = [info.name for info in storage.list("keys/")]
         if not key_names:
             raise WrongPassword(f"the repository at {storage.url} has no key file")
-        secret = password()
-        opened: tuple[keys.MasterKey, str] | None = None
+        hint_path = os.path.join(default_cache_dir(), repo_id.hex(), "last-key-file")
+        try:
+            with open(hint_path, encoding="ascii") as hint_file:
+                last_name = hint_file.read(100).strip()
+        except (OSError, ValueError):
+            last_name = ""
+        candidates: list[tuple[bool, int, str, keys.KeyFile]] = []
+        unknown: list[str] = []
         for name in key_names:
             try:
                 key_file = keys.decode_key_file(storage.get(name))
+            except keys.UnknownKeyVersion:
+                unknown.append(name)
+                continue
+            except (FormatError, ObjectNotFound):
+                continue
+            candidates.append((name != last_name, key_file.cost, name, key_file))
+        candidates.sort(key=lambda c: c[:3])
+        secret = password() if candidates else b""
+        opened: tuple[keys.MasterKey, str] | None = None
+        for _not_last, _cost, name, key_file in candidates:
+            try:
                 opened = (key_file.unlock(secret), name)
                 break
-            except (WrongPassword, FormatError, ObjectNotFound):
+            except keys.UnknownKeyVersion:
+                unknown.append(name)
+            except (WrongPassword, FormatError):
                 continue
         if opened is None:
-            raise WrongPassword("wrong password: no key file of this repository opens with it")
+            newer = ""
+            if unknown:
+                newer = (
+                    f"; {len(unknown)} key file(s) ({', '.join(sorted(unknown))}) have an "
+                    "unknown format version, maybe written by a newer dedupe: upgrade dedupe "
+                    "if the password is right"
+                )
+            raise WrongPassword(
+                f"wrong password: no key file of this repository opens with it{newer}"
+            )
         key, key_name = opened
         if key.repo_id != repo_id:
             raise DamageError("the key file belongs to another repository")
         settings = config_mod.decode_settings(box, repo_id, key.sealer())
+        if key_name != last_name:
+            # Best effort, and only the name: nothing secret is written to the cache folder.
+            try:
+                os.makedirs(os.path.dirname(hint_path), exist_ok=True)
+                with open(f"{hint_path}.{os.getpid()}.tmp", "w", encoding="ascii") as hint_file:
+                    hint_file.write(key_name)
+                os.replace(f"{hint_path}.{os.getpid()}.tmp", hint_path)
+            except OSError:
+                pass  # an unwritable cache only costs the order of the next open
         return cls(storage, key, settings, key_name)
 
     def change_password(self, new_password: bytes) -> str:
