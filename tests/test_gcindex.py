@@ -11,7 +11,7 @@ from dedupe import gcindex
 from dedupe.errors import OutOfSpace
 from dedupe.gcindex import EntryTable, IndexFiles
 from dedupe.gcplan import make_plan
-from dedupe.repo.index import decode_index
+from dedupe.repo.index import decode_index, judge
 from dedupe.repo.repository import Repository
 from dedupe.storage.faults import FailNthCall
 from dedupe.storage.memory import MemoryStorage
@@ -149,3 +149,41 @@ def test_a_commit_that_runs_out_of_space_takes_its_files_back(monkeypatch):
     files.commit([], old)  # everything dropped: one empty file supersedes the old ones
     ((_name, (packs, supersedes, entries)),) = index_files(repo).items()
     assert packs == [] and supersedes == sorted(old) and entries == 0
+
+
+def test_no_replaced_file_counts_again_even_put_back(monkeypatch):
+    """A full replacement raises the floor; a repack (a replacement of some files) supersedes
+    what the files it replaces superseded, too. So after any sequence of them, putting back
+    every index file ever written leaves exactly the current files counting."""
+    monkeypatch.setattr(gcindex, "MAX_FILE_ENTRIES", 7)
+    storage = MemoryStorage()
+    repo, files, old = setup_files(storage)
+    ever: dict[str, bytes] = {}
+
+    def keep_copies() -> None:
+        for info in storage.list("index/"):
+            ever[info.name] = storage.get(info.name)
+
+    files.commit([0, 1, 2, 3, 4, 5], old)  # gc's step 2: every current file replaced
+    keep_copies()
+    gens = {n: decode_index(d, repo.sealer, n).generation for n, d in ever.items()}
+    assert sorted((g.gen, g.floor) for g in gens.values()) == [(1, 0), (1, 0), (1, 1)]
+    files.replace([0], [])  # a repack rewrites the file naming packs 0 and 1
+    keep_copies()
+    files.replace([1], [])  # a later repack rewrites that file in turn
+    keep_copies()
+    files.replace([2, 4], [])
+    keep_copies()
+    gone = {n: d for n, d in ever.items() if not storage.exists(n)}
+    assert len(gone) >= 4
+    for name, data in gone.items():  # each old file put back on its own, then all of them
+        for back in ({name: data}, gone):
+            for n, d in back.items():
+                storage.put(n, d)
+            listed = {i.name.split("/")[-1]: storage.get(i.name) for i in storage.list("index/")}
+            generations = {n: decode_index(d, repo.sealer, n).generation for n, d in listed.items()}
+            verdict = judge(generations)
+            assert sorted(verdict.current) == sorted(files.files), name
+            assert verdict.floor == 1
+            for n in back:
+                storage.delete(n)

@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from dedupe import codec
 from dedupe.crypto.seal import Sealer
 from dedupe.errors import DamageError
-from dedupe.repo.index import ChunkIndex, decode_index, encode_index
+from dedupe.repo.index import ChunkIndex, Generation, decode_index, encode_index
 from dedupe.repo.pack import BlobEntry
 
 
@@ -48,3 +49,19 @@ def test_index_file_round_trip_and_tamper():
     assert decoded.packs == packs and decoded.supersedes == ["ab" * 32]
     with pytest.raises(DamageError):
         decode_index(data[:-1] + bytes([data[-1] ^ 1]), sealer, "x")
+
+
+def test_old_format_index_file_without_generation_reads_as_generation_zero():
+    """Index files written before generations existed have no `gen` or `floor` key."""
+    sealer = Sealer(b"s" * 32)
+    pack_id, blob_id = os.urandom(32), os.urandom(32)
+    fields = np.array([[0, 100, 200]], dtype="<u4").tobytes()
+    old = {"v": 1, "packs": [[pack_id, blob_id, fields]], "supersedes": []}
+    decoded = decode_index(sealer.seal(codec.pack(old)), sealer, "old")
+    assert (decoded.gen, decoded.floor) == (0, 0)
+    assert decoded.packs == [(pack_id, [BlobEntry(blob_id, 0, 100, 200)])]
+    new = decode_index(encode_index(decoded.packs, [], sealer, gen=3, floor=2), sealer, "new")
+    assert (new.gen, new.floor, new.generation) == (3, 2, Generation(3, 2, ()))
+    for bad in ({"gen": 1, "floor": 2}, {"gen": -1}, {"gen": "1"}, {"floor": True}):
+        with pytest.raises(DamageError):
+            decode_index(sealer.seal(codec.pack(old | bad)), sealer, "bad")

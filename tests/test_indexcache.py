@@ -12,8 +12,9 @@ import pytest
 
 from benchmarks.index_scale import write_fake_index
 from dedupe import gc
+from dedupe.crypto.seal import content_hash
 from dedupe.repo import indexcache
-from dedupe.repo.index import ChunkIndex, IndexFile, PackColumns
+from dedupe.repo.index import ChunkIndex, IndexFile, PackColumns, encode_index
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import GC_PENDING, Repository
 from dedupe.repo.writer import BlobWriter
@@ -335,3 +336,64 @@ def test_rewrite_merges_sorted_delta_across_chunks(tmp_path, monkeypatch):
     after = ChunkIndex(new, lambda: pytest.fail("no fall-back expected"))
     assert len(new) == 1370 and dict(after.items()) == before
     assert new.covered == {"a" * 64, "b" * 64}
+
+
+def write_raw_index(repo: Repository, packs, gen: int, floor: int, supersedes=()) -> str:
+    """An index file with the given generation, written as gc (floor) or an old copy would."""
+    data = encode_index(packs, list(supersedes), repo.sealer, gen=gen, floor=floor)
+    name = content_hash(data).hex()
+    repo.storage.put(f"index/{name}", data)
+    return name
+
+
+def test_a_raised_floor_makes_the_cache_stale_and_older_files_count_for_nothing(
+    repo_path, tmp_path
+):
+    cache = str(tmp_path / "cache")
+    repo = open_repo(repo_path, cache)
+    repo.load_index()
+    assert repo.index_floor == 0 and cache_table_floor(repo) == 0  # old-format files: gen 0
+    old_names = list(repo.index_names)
+    rng = random.Random(7)
+    fresh = [fake_pack(rng, 20)]
+    # A file raising the floor (gc's last file) without naming the old files: they fall below.
+    floor_file = write_raw_index(repo, fresh, gen=1, floor=1)
+    after = open_repo(repo_path, cache)
+    index = after.load_index()
+    assert after.index_floor == 1 and after.index_names == [floor_file]
+    assert dict(index.items()) == truth(repo_path) and len(index) == 20
+    assert index.base is not None and cache_table_floor(after) == 1  # rebuilt at the floor
+    # An old file put back while the cache is at floor 1: a new file below it, ignored.
+    saved = open_repo(repo_path, None).storage.get(f"index/{old_names[0]}")
+    for name in old_names:
+        after.storage.delete(f"index/{name}")
+    put_back = fake_pack(rng, 5)
+    name = write_raw_index(after, [put_back], gen=0, floor=0)
+    after.storage.put(f"index/{old_names[0]}", saved)
+    again = open_repo(repo_path, cache)
+    index = again.load_index()
+    assert index.base is not None and len(index) == 20 and again.index_names == [floor_file]
+    assert not any(e.blob_id in index for e in put_back[1])
+    assert dict(index.items()) == truth(repo_path)
+    assert name not in again.index_names
+
+
+def cache_table_floor(repo: Repository) -> int:
+    key = indexcache.cache_key(repo.key.enc_key, repo.key.id_key, repo.key.repo_id)
+    folder = os.path.dirname(cache_file(repo))
+    table = indexcache.IndexCache(folder, key, repo.key.repo_id).open()
+    assert table is not None
+    return table.floor
+
+
+def test_a_version_1_cache_is_rebuilt(repo_path, tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    monkeypatch.setattr(indexcache, "VERSION", 1)
+    open_repo(repo_path, cache).load_index()
+    monkeypatch.setattr(indexcache, "VERSION", 2)
+    repo = open_repo(repo_path, cache)
+    key = indexcache.cache_key(repo.key.enc_key, repo.key.id_key, repo.key.repo_id)
+    folder = os.path.dirname(cache_file(repo))
+    assert indexcache.IndexCache(folder, key, repo.key.repo_id).open() is None
+    index = repo.load_index()
+    assert index.base is not None and dict(index.items()) == truth(repo_path)
