@@ -4,8 +4,11 @@ Every file system call is made relative to an open descriptor of the folder bein
 (`dir_fd`, `O_NOFOLLOW`), and folders are entered with `O_DIRECTORY | O_NOFOLLOW`. A name can
 only be one path component (checked when trees are decoded and again here), so neither `..`, an
 absolute name, nor a symlink planted earlier in the same restore can lead a write outside the
-target. Blob reads are verified; the first that fails stops the restore with a message naming the
-file. Decryption and decompression run in worker threads ahead of the writer; each file is
+target. Blob reads are verified. Damage costs only what it touches: a file whose content fails
+verification is left out (never left under its name: every file is written under a temporary
+name and renamed into place once complete and verified), a folder whose listing fails loses only
+its subtree, and the restore goes on; each is listed in `RestoreStats` and reported through
+`warn`. Decryption and decompression run in worker threads ahead of the writer; each file is
 written sequentially.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,15 +41,21 @@ class RestoreStats:
     symlinks: int = 0
     bytes_written: int = 0
     warnings: list[str] = field(default_factory=list)
+    # (path, why) of files left out because their stored content is damaged
+    damaged_files: list[tuple[str, str]] = field(default_factory=list)
+    # (path, why) of folders whose listing is damaged: nothing below them was restored
+    damaged_folders: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
 class _Step:
-    """One thing to create: `path` is the list of components below the target."""
+    """One thing to create: `path` is the list of components below the target. A "damaged"
+    step stands for a folder whose listing could not be read (`node` is None, `why` says why)."""
 
     kind: str
     path: tuple[bytes, ...]
-    node: Node
+    node: Node | None
+    why: str = ""
 
 
 def _selected(path: tuple[bytes, ...], includes: list[tuple[bytes, ...]]) -> tuple[bool, bool]:
@@ -65,12 +75,17 @@ def plan(repo: Repository, root: bytes, includes: list[bytes]) -> Iterator[_Step
     bounded however many files the snapshot holds."""
     inc_parts = [tuple(p for p in inc.split(b"/") if p) for inc in includes]
     # Refuses before any work if a few hostile trees name each other into an explosion.
-    count_entries(repo, root)
+    count_entries(repo, root, skip_damaged=True)
 
     def walk(tree_id: bytes, prefix: tuple[bytes, ...], depth: int) -> Iterator[_Step]:
         if depth > MAX_DEPTH:
             raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
-        for node in load_tree(repo, tree_id):
+        try:
+            nodes = load_tree(repo, tree_id)
+        except DamageError as exc:  # only this folder's subtree is lost
+            yield _Step("damaged", prefix, None, str(exc))
+            return
+        for node in nodes:
             if not valid_name(node.name):  # decode_tree checks too; never trust one layer
                 raise FormatError(f"invalid name {node.name!r} in snapshot")
             path = prefix + (node.name,)
@@ -154,7 +169,7 @@ class _Lookahead:
                 break
             self._pending.append(step)
             if step.kind == "file":
-                queue.extend(step.node.content)
+                queue.extend(step.node.content)  # type: ignore[union-attr]
         self._flush_run()
 
     def __iter__(self) -> Iterator[_Step]:
@@ -166,6 +181,15 @@ class _Lookahead:
             yield self._pending.popleft()
             if self._ahead < PREFETCH_BYTES // 2:
                 self._fill()
+
+    def skip_blobs(self, count: int) -> None:
+        """Pass over the rest of a file that will not be written (damaged), so the next file
+        still gets exactly its own blobs."""
+        for _ in range(count):
+            try:
+                self.next_blob()
+            except DamageError:
+                pass
 
     def next_blob(self) -> bytes:
         """The next blob in order (the writer takes exactly a file's count of them)."""
@@ -228,11 +252,13 @@ class Restorer:
                         fds.append(self._enter_dir(fds[-1], step))
                     elif step.kind == "dir_done":
                         fd = fds.pop()
-                        self._set_meta(fd, step.node, is_dir=True)
+                        self._set_meta(fd, step.node, is_dir=True)  # type: ignore[arg-type]
                         os.close(fd)
                         self.stats.dirs += 1
                     elif step.kind == "file":
                         self._write_file(fds[-1], step, ahead)
+                    elif step.kind == "damaged":
+                        self._damaged_folder(step)
                     else:
                         self._make_symlink(fds[-1], step)
             finally:
@@ -246,7 +272,14 @@ class Restorer:
     def _display(self, step: _Step) -> str:
         return "/" + os.fsdecode(b"/".join(step.path))
 
+    def _damaged_folder(self, step: _Step) -> None:
+        where = self._display(step)
+        why = f"its folder listing is damaged, so nothing in it was restored ({step.why})"
+        self.stats.damaged_folders.append((where, why))
+        self.warn(f"cannot restore {where}: {why}")
+
     def _enter_dir(self, parent: int, step: _Step) -> int:
+        assert step.node is not None
         name = step.node.name
         created = True
         try:
@@ -267,59 +300,80 @@ class Restorer:
                 ) from None
             raise DedupeError(f"cannot create {self._display(step)}: {exc.strerror}") from None
 
-    def _create_file(self, parent: int, step: _Step) -> int:
-        """Create the file exclusively; whatever was there (a file, a symlink) is removed
-        first and never written through."""
-        name = step.node.name
+    def _create_temp(self, parent: int, step: _Step) -> tuple[int, str]:
+        """A new file under a temporary name beside the final one: (descriptor, name). The
+        name is short and fixed in length, so it fits wherever the final name fits."""
+        assert step.node is not None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         # Created with its final permissions (the umask is cleared during a restore), so no
         # fchmod is needed for ordinary modes; the creator's descriptor is writable anyway.
         mode = step.node.mode & 0o777
-        for _attempt in range(2):
+        while True:
+            temp = f".dedupe-restore-{secrets.token_hex(6)}"
             try:
-                return os.open(name, flags, mode, dir_fd=parent)
+                return os.open(temp, flags, mode, dir_fd=parent), temp
             except FileExistsError:
-                try:
-                    os.unlink(name, dir_fd=parent)
-                except IsADirectoryError:
-                    break
-                except OSError as exc:
-                    if exc.errno == errno.EISDIR:
-                        break
-                    raise DedupeError(
-                        f"cannot restore {self._display(step)}: {exc.strerror}"
-                    ) from None
-        raise DedupeError(f"cannot restore file {self._display(step)}: a folder is there")
+                continue  # a name taken (by anyone): another one
+            except OSError as exc:
+                raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
+
+    def _put_in_place(self, parent: int, temp: str, step: _Step) -> None:
+        """Rename the complete file over its final name. Whatever was there (a file, a
+        symlink) is replaced, never written through; a folder there is refused."""
+        assert step.node is not None
+        try:
+            os.rename(temp, step.node.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError as exc:
+            _remove(temp, parent)
+            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise DedupeError(
+                    f"cannot restore file {self._display(step)}: a folder is there"
+                ) from None
+            raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
 
     def _write_file(self, parent: int, step: _Step, ahead: _Lookahead) -> None:
         node = step.node
-        name = node.name
-        fd = self._create_file(parent, step)
-        written = 0
+        assert node is not None
+        fd, temp = self._create_temp(parent, step)
+        written = taken = 0
+        damage = None
         try:
             for _ in node.content:
+                taken += 1
                 try:
                     data = ahead.next_blob()
                 except DamageError as exc:
-                    raise DamageError(f"cannot restore {self._display(step)}: {exc}") from None
+                    damage = str(exc)
+                    break
+                written += len(data)
+                if written > node.size:
+                    damage = "its content is larger than its recorded size"
+                    break
                 view = memoryview(data)
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
-                written += len(data)
-                if written > node.size:
-                    raise DamageError(f"{self._display(step)}: content larger than recorded")
-            if written != node.size:
-                raise DamageError(f"{self._display(step)}: content size does not match")
-            self._set_meta(fd, node, is_dir=False)
+            else:
+                if written != node.size:
+                    damage = (
+                        f"its content size ({written} bytes) does not match the recorded size "
+                        f"({node.size} bytes)"
+                    )
+            if damage is None:
+                self._set_meta(fd, node, is_dir=False)
         except BaseException:
             os.close(fd)
-            try:  # never leave a wrong file looking right
-                os.unlink(name, dir_fd=parent)
-            except OSError:
-                pass
+            _remove(temp, parent)  # never leave a partial file behind
             raise
         os.close(fd)
+        if damage is not None:
+            _remove(temp, parent)
+            ahead.skip_blobs(len(node.content) - taken)
+            where = self._display(step)
+            self.stats.damaged_files.append((where, damage))
+            self.warn(f"cannot restore {where}: the backup data is damaged: {damage}")
+            return
+        self._put_in_place(parent, temp, step)
         self.stats.files += 1
         self.stats.bytes_written += written
         if self.progress is not None:
@@ -327,6 +381,7 @@ class Restorer:
 
     def _make_symlink(self, parent: int, step: _Step) -> None:
         node = step.node
+        assert node is not None
         try:
             os.unlink(node.name, dir_fd=parent)
         except FileNotFoundError:
@@ -360,3 +415,10 @@ class Restorer:
             os.fchmod(fd, node.mode)  # chown clears set-id bits; special bits need fchmod
         self._dirs_needing_chmod.discard(fd)
         os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+
+
+def _remove(name: str, parent: int) -> None:
+    try:
+        os.unlink(name, dir_fd=parent)
+    except OSError:
+        pass

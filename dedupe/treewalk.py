@@ -7,7 +7,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from dedupe.errors import FormatError, UsageError
+from dedupe.errors import DamageError, FormatError, UsageError
 from dedupe.model.tree import DIR, Node, decode_tree
 from dedupe.repo.repository import Repository
 
@@ -72,12 +72,16 @@ def walk(
             yield from walk(repo, node.subtree, path, depth + 1)
 
 
-def count_entries(repo: Repository, root: bytes, limit: int = MAX_ENTRIES) -> int:
+def count_entries(
+    repo: Repository, root: bytes, limit: int = MAX_ENTRIES, skip_damaged: bool = False
+) -> int:
     """How many entries the snapshot expands to, computed with each tree loaded once.
 
     Folders shared by several places (honest: identical or empty folders) are counted once per
     place, as a restore creates them; the count refuses (FormatError) before it passes `limit`,
-    so trees that name each other exponentially fail fast instead of running for hours.
+    so trees that name each other exponentially fail fast instead of running for hours. With
+    `skip_damaged`, a tree that cannot be read counts as empty (a restore reports it when it
+    gets there, and restores everything else) instead of raising its DamageError.
     """
     sizes: dict[bytes, int] = {}
 
@@ -86,8 +90,14 @@ def count_entries(repo: Repository, root: bytes, limit: int = MAX_ENTRIES) -> in
             return sizes[tree_id]
         if depth > MAX_DEPTH:
             raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
+        try:
+            nodes = load_tree(repo, tree_id)
+        except DamageError:
+            if not skip_damaged:
+                raise
+            nodes = []
         total = 0
-        for node in load_tree(repo, tree_id):
+        for node in nodes:
             total += 1
             if node.type == DIR and node.subtree is not None:
                 total += size(node.subtree, depth + 1)

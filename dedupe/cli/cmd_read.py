@@ -13,7 +13,7 @@ from dedupe import snapshots, treewalk
 from dedupe.cli.context import Context, human_bytes
 from dedupe.errors import DamageError, UsageError
 from dedupe.model.tree import DIR, FILE, TYPE_NAMES
-from dedupe.restorer import Restorer
+from dedupe.restorer import Restorer, RestoreStats
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -142,14 +142,27 @@ def cmd_cat(ctx: Context) -> int:
                     try:
                         data = fut.result()
                     except DamageError as exc:
-                        raise DamageError(f"cannot read {_text(path)}: {exc}") from None
+                        out.flush()
+                        for later in window:
+                            later.cancel()
+                        raise DamageError(_cat_damage(path, written, str(exc))) from None
                     out.write(data)
                     written += len(data)
                 window = []
     out.flush()
     if written != node.size:
-        raise DamageError(f"{_text(path)}: content size does not match the recorded size")
+        raise DamageError(
+            _cat_damage(path, written, f"its content size does not match ({node.size} recorded)")
+        )
     return 0
+
+
+def _cat_damage(path: bytes, written: int, why: str) -> str:
+    return (
+        f"cannot read {_text(path)}: the backup data is damaged, so the output stopped after "
+        f"{written} bytes and is incomplete; do not use it. Restore this file from another copy "
+        f"(a rotating drive or the off-site copy) and run 'dedupe check --read-data'. ({why})"
+    )
 
 
 def cmd_restore(ctx: Context) -> int:
@@ -181,6 +194,14 @@ def cmd_restore(ctx: Context) -> int:
                 "dirs": stats.dirs,
                 "symlinks": stats.symlinks,
                 "bytes_written": stats.bytes_written,
+                "failed": [
+                    {"path": path, "type": kind, "reason": why}
+                    for kind, items in (
+                        ("file", stats.damaged_files),
+                        ("dir", stats.damaged_folders),
+                    )
+                    for path, why in items
+                ],
             }
         )
     else:
@@ -188,7 +209,38 @@ def cmd_restore(ctx: Context) -> int:
             f"restored {stats.files} files, {stats.dirs} folders, {stats.symlinks} symlinks "
             f"({human_bytes(stats.bytes_written)}) from {snap.short_id()} to {ctx.args.target}"
         )
+    if stats.damaged_files or stats.damaged_folders:
+        raise DamageError(_damage_summary(stats))
     return 0
+
+
+def _damage_summary(stats: RestoreStats) -> str:
+    """What a restore that met damage says last: how much came back, what did not, what next.
+    (Each file and folder was already named on stderr, with the technical reason.)"""
+    lost = len(stats.damaged_files)
+    parts = [
+        f"restored {stats.files} of {stats.files + lost} files"
+        + ("" if not stats.damaged_folders else " that could be listed")
+    ]
+    if lost:
+        names = ", ".join(path for path, _why in stats.damaged_files[:10])
+        more = f" and {lost - 10} more" if lost > 10 else ""
+        parts.append(
+            f"{lost} could not be restored because the backup data is damaged: {names}{more}"
+        )
+    if stats.damaged_folders:
+        folders = len(stats.damaged_folders)
+        names = ", ".join(path for path, _why in stats.damaged_folders[:10])
+        more = f" and {folders - 10} more" if folders > 10 else ""
+        parts.append(
+            f"{folders} folder(s) could not be read, so nothing in them was restored: {names}{more}"
+        )
+    return (
+        "; ".join(parts)
+        + ". Everything else was restored intact. Restore the missing files from another copy "
+        "(a rotating drive or the off-site copy), and run 'dedupe check --read-data' to find "
+        "all damage in this repository."
+    )
 
 
 def cmd_diff(ctx: Context) -> int:
