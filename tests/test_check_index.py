@@ -77,3 +77,46 @@ def test_survey_finds_missing_pack_entry_past_end_and_duplicates(tmp_path):
     assert f"blob {past_end.blob_id.hex()[:16]} lies past the end of the pack" in (
         "\n".join(read.errors)
     )
+
+
+def test_survey_ignores_a_put_back_file_with_a_warning_and_names_repair_for_damage(tmp_path):
+    """Files below the floor (put back from an old copy) count for nothing and are warnings,
+    not damage (check passes); a damaged file is an error naming `dedupe repair index`."""
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init")
+    make_tree(str(tmp_path / "src1"))
+    cli("snapshot", str(tmp_path / "src1"))
+    repo = open_repo(cli.repo)
+    storage = repo.storage
+    packs = []
+    old = []
+    for info in storage.list("index/"):
+        old.append(info.name.split("/")[-1])
+        packs += decode_index(storage.get(info.name), repo.sealer, "x").packs
+    # A put-back file naming a pack that is gone, and a full replacement's last file (floor 1)
+    # naming every real pack: the snapshot's own file (generation 0) is now below it too.
+    ghost = encode_index([(b"\x01" * 32, [BlobEntry(b"\x02" * 32, 0, 100, 100)])], [], repo.sealer)
+    floor = encode_index(packs, [], repo.sealer, gen=1, floor=1)
+    for data in (ghost, floor):
+        storage.put(f"index/{content_hash(data).hex()}", data)
+    errors: list[str] = []
+    warnings: list[str] = []
+    survey = IndexSurvey(repo)
+    assert survey.load(errors.append, warnings.append) == 1
+    survey.seal()
+    assert b"\x02" * 32 not in survey and survey.names(packs[0][0])
+    assert errors == []
+    below = [content_hash(ghost).hex(), *old]
+    assert sorted(warnings) == sorted(
+        f"index file {name[:16]} is older than the current index and is ignored: it was put "
+        "back from an old copy; 'dedupe gc' removes it"
+        for name in below
+    )
+    report = run_check(repo)
+    assert report.ok and report.errors == [] and len(report.warnings) == len(below)
+    damaged = bytearray(floor)
+    damaged[50] ^= 1
+    storage.put(f"index/{'f' * 64}", bytes(damaged))
+    report = run_check(repo)
+    assert not report.ok
+    assert all("f" * 16 in e and "'dedupe repair index'" in e for e in report.errors), report.errors
