@@ -44,6 +44,22 @@ def validate_name(name: str) -> str:
     return name
 
 
+def redact_url(url: str) -> str:
+    """`url` with any password in it shown as '***', for every message and `Storage.url`.
+
+    Splits by hand rather than with urlparse, which refuses some malformed URLs (a bad port)
+    that still need a safe message; the password runs to the last '@' before the path.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{rest[end:]}"
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What `list` and `stat` tell about a stored object.

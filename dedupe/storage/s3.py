@@ -40,7 +40,7 @@ from dedupe.errors import (
     TransientStorageError,
     UsageError,
 )
-from dedupe.storage.base import ObjectInfo, validate_name
+from dedupe.storage.base import ObjectInfo, redact_url, validate_name
 
 MiB = 1024 * 1024
 _TRANSIENT_CODES = {
@@ -107,7 +107,7 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
-        self.url = url or f"s3://{bucket}/{self.prefix}"
+        self.url = redact_url(url or f"s3://{bucket}/{self.prefix}")
         self.multipart_threshold = max(multipart_threshold, 5 * MiB)
         self.part_size = max(part_size, 5 * MiB)  # S3's minimum for every part but the last
         self.max_connections = connections
@@ -135,8 +135,14 @@ class S3Storage:
     ) -> S3Storage:
         """Open `s3://bucket/prefix`; with `create`, make the bucket if it is missing (init)."""
         parsed = urlparse(url)
+        shown = redact_url(url)  # the only form of the URL any message may carry
         if parsed.scheme.lower() != "s3" or not parsed.netloc:
-            raise UsageError(f"not an S3 URL: {url!r} (use s3://bucket/prefix)")
+            raise UsageError(f"not an S3 URL: {shown!r} (use s3://bucket/prefix)")
+        if "@" in parsed.netloc:
+            raise UsageError(
+                f"S3 URLs must not carry credentials: {shown!r}. Use s3://bucket/prefix and "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            )
         endpoint = endpoint or os.environ.get("DEDUPE_S3_ENDPOINT") or None
         storage = cls(parsed.netloc, unquote(parsed.path), endpoint=endpoint, url=url, **kwargs)
         if create:

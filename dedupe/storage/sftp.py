@@ -49,6 +49,7 @@ from dedupe.storage.base import (
     ObjectInfo,
     is_pack_folder_name,
     leftover_name_ok,
+    redact_url,
     validate_name,
 )
 from dedupe.storage.sshconn import Connection, SSHTarget, connect, parse_sftp_url
@@ -129,7 +130,7 @@ class SFTPStorage:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.target = target
-        self.url = url or f"sftp://{target.display}/{target.path.lstrip('/')}"
+        self.url = redact_url(url or f"sftp://{target.display}/{target.path.lstrip('/')}")
         self.max_connections = connections
         self.timeout = timeout
         self.reconnect_attempts = reconnect_attempts

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlparse
 import paramiko
 
 from dedupe.errors import StorageError, TransientStorageError, UsageError
+from dedupe.storage.base import redact_url
 
 ENV_IDENTITY = "DEDUPE_SFTP_IDENTITY"
 ENV_KNOWN_HOSTS = "DEDUPE_SFTP_KNOWN_HOSTS"
@@ -82,21 +83,22 @@ def parse_sftp_url(
     Explicit `identity`/`known_hosts` arguments win over the environment variables.
     """
     env = os.environ if environ is None else environ
+    shown = redact_url(url)  # the only form of the URL any message may carry
     parsed = urlparse(url)
+    if parsed.password is not None:
+        raise UsageError(
+            f"sftp URLs must not carry a password (it would show in process lists and logs): "
+            f"{shown!r}; use an SSH key or ssh-agent"
+        )
     if parsed.scheme.lower() != "sftp" or not parsed.hostname:
-        raise UsageError(f"not an sftp URL: {url!r} (use sftp://user@host[:port]/path)")
+        raise UsageError(f"not an sftp URL: {shown!r} (use sftp://user@host[:port]/path)")
     try:
         url_port = parsed.port
     except ValueError:
-        raise UsageError(f"bad port in {url!r}") from None
-    if parsed.password is not None:
-        raise UsageError(
-            "sftp URLs must not carry a password (it would show in process lists and logs): "
-            "use an SSH key or ssh-agent"
-        )
+        raise UsageError(f"bad port in {shown!r}: use sftp://user@host:PORT/path") from None
     path = unquote(parsed.path)
     if path in ("", "/"):
-        raise UsageError(f"the sftp URL {url!r} needs a folder path (sftp://host/srv/backup)")
+        raise UsageError(f"the sftp URL {shown!r} needs a folder path (sftp://host/srv/backup)")
     if path == "/~" or path.startswith("/~/"):
         path = path[3:].strip("/")
     else:
