@@ -18,6 +18,7 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from dedupe.errors import (
     NoRepository,
@@ -376,6 +377,46 @@ def test_s3_small_pages_still_list_everything(s3_env: S3Server, s3_bucket: str) 
     for name in names:
         storage.put(name, b"i")
     assert [i.name for i in storage.list("index/")] == names
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ("unreachable", TransientStorageError),
+        ("denied", StorageError),
+    ],
+)
+def test_s3_listing_that_fails_on_a_later_page_raises(
+    s3_env: S3Server, s3_bucket: str, answer: str, error: type[Exception]
+) -> None:
+    """A listing cut off after its first page is an error, never the first page as if all."""
+    storage = S3Storage(
+        s3_bucket, f"repo-{uuid.uuid4().hex}", endpoint=s3_env.endpoint, list_page_size=2
+    )
+    for i in range(5):
+        storage.put(f"snapshots/s{i}", b"s")
+    pages = [0]
+
+    def second_page_fails(**_kwargs: Any) -> Any:
+        pages[0] += 1
+        if pages[0] < 2:
+            return None
+        if answer == "unreachable":
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=s3_env.endpoint)
+        denied = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+        status = {"ResponseMetadata": {"HTTPStatusCode": 403}}
+        return AWSResponse(s3_env.endpoint, 403, {}, None), denied | status
+
+    storage._client.meta.events.register("before-call.s3.ListObjectsV2", second_page_fails)
+    try:
+        with pytest.raises(error) as refused:
+            list(storage.list("snapshots/"))
+        assert isinstance(refused.value, StorageError)
+        assert (error is TransientStorageError) == isinstance(refused.value, TransientStorageError)
+    finally:
+        storage._client.meta.events.unregister("before-call.s3.ListObjectsV2", second_page_fails)
+    assert len(list(storage.list("snapshots/"))) == 5
+    storage.close()
 
 
 def test_s3_missing_bucket_is_no_repository(s3_env: S3Server) -> None:
