@@ -18,7 +18,7 @@ import errno
 import os
 import secrets
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -45,6 +45,44 @@ class RestoreStats:
     damaged_files: list[tuple[str, str]] = field(default_factory=list)
     # (path, why) of folders whose listing is damaged: nothing below them was restored
     damaged_folders: list[tuple[str, str]] = field(default_factory=list)
+
+
+class RestoreIncomplete(DamageError):
+    """Raised at the end of a restore that met damage: everything intact was restored, and
+    `stats` lists what was not (its message says so, for the user)."""
+
+    def __init__(self, stats: RestoreStats) -> None:
+        super().__init__(damage_summary(stats))
+        self.stats = stats
+
+
+def damage_summary(stats: RestoreStats) -> str:
+    """What a restore that met damage says last: how much came back, what did not, what next.
+    (Each file and folder was already named on stderr, with the technical reason.)"""
+    lost = len(stats.damaged_files)
+    parts = [
+        f"restored {stats.files} of {stats.files + lost} files"
+        + ("" if not stats.damaged_folders else " that could be listed")
+    ]
+    if lost:
+        names = ", ".join(path for path, _why in stats.damaged_files[:10])
+        more = f" and {lost - 10} more" if lost > 10 else ""
+        parts.append(
+            f"{lost} could not be restored because the backup data is damaged: {names}{more}"
+        )
+    if stats.damaged_folders:
+        folders = len(stats.damaged_folders)
+        names = ", ".join(path for path, _why in stats.damaged_folders[:10])
+        more = f" and {folders - 10} more" if folders > 10 else ""
+        parts.append(
+            f"{folders} folder(s) could not be read, so nothing in them was restored: {names}{more}"
+        )
+    return (
+        "; ".join(parts)
+        + ". Everything else was restored intact. Restore the missing files from another copy "
+        "(a rotating drive or the off-site copy), and run 'dedupe check --read-data' to find "
+        "all damage in this repository."
+    )
 
 
 @dataclass
@@ -231,15 +269,18 @@ class Restorer:
         self._owner = (os.geteuid(), os.getegid())
         self._dirs_needing_chmod: set[int] = set()
 
-    def restore(self, root: bytes, includes: list[bytes] = ()) -> RestoreStats:
+    def restore(self, root: bytes, includes: Sequence[bytes] = ()) -> RestoreStats:
         # Files are created with their final permission bits: the umask must not alter them.
         old_umask = os.umask(0)
         try:
-            return self._restore(root, includes)
+            stats = self._restore(root, includes)
         finally:
             os.umask(old_umask)
+        if stats.damaged_files or stats.damaged_folders:
+            raise RestoreIncomplete(stats)
+        return stats
 
-    def _restore(self, root: bytes, includes: list[bytes]) -> RestoreStats:
+    def _restore(self, root: bytes, includes: Sequence[bytes]) -> RestoreStats:
         steps = plan(self.repo, root, list(includes))
         os.makedirs(self.target, exist_ok=True)
         top = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY)

@@ -14,6 +14,7 @@ import pytest
 from dedupe import snapshots, treewalk
 from dedupe.model.tree import Node
 from dedupe.repo.repository import Repository, pack_name
+from dedupe.restorer import RestoreIncomplete, Restorer
 from dedupe.storage.local import LocalStorage
 from tests.clitools import PASSWORD, Cli, digest_tree
 
@@ -141,3 +142,17 @@ def test_a_damaged_top_listing_restores_nothing_and_says_so(backed_up, tmp_path)
     result = cli("restore", "latest", "--target", str(tmp_path / "t"), check=False)
     assert result.code == 14, result.err
     assert "Traceback" not in result.err and "damaged" in result.err
+
+
+def test_the_library_restore_raises_after_restoring_the_intact_files(backed_up, tmp_path):
+    """A caller of Restorer that forgets to look at the statistics still cannot miss damage."""
+    cli, src = backed_up
+    big = f"{src}/practice.db"
+    flip_byte_of_blob(cli.repo, big, 0)
+    repo, _node = latest_node(cli.repo, big)
+    target = tmp_path / "t"
+    with pytest.raises(RestoreIncomplete) as raised:
+        Restorer(repo, str(target)).restore(snapshots.resolve(repo, "latest").tree)
+    assert raised.value.stats.files == 32
+    assert [path for path, _why in raised.value.stats.damaged_files] == [big]
+    assert len(digest_tree(str(target) + str(src))) == 32

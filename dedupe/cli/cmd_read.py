@@ -13,7 +13,7 @@ from dedupe import snapshots, treewalk
 from dedupe.cli.context import Context, human_bytes
 from dedupe.errors import DamageError, UsageError
 from dedupe.model.tree import DIR, FILE, TYPE_NAMES
-from dedupe.restorer import Restorer, RestoreStats
+from dedupe.restorer import RestoreIncomplete, Restorer
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -181,8 +181,11 @@ def cmd_restore(ctx: Context) -> int:
         progress=bar.update if bar is not None else None,
         warn=ctx.warn,
     )
+    incomplete = None
     try:
         stats = restorer.restore(snap.tree, includes)
+    except RestoreIncomplete as exc:  # everything intact was restored; report, then exit 14
+        incomplete, stats = exc, exc.stats
     finally:
         if bar is not None:
             bar.close()
@@ -209,38 +212,9 @@ def cmd_restore(ctx: Context) -> int:
             f"restored {stats.files} files, {stats.dirs} folders, {stats.symlinks} symlinks "
             f"({human_bytes(stats.bytes_written)}) from {snap.short_id()} to {ctx.args.target}"
         )
-    if stats.damaged_files or stats.damaged_folders:
-        raise DamageError(_damage_summary(stats))
+    if incomplete is not None:
+        raise incomplete
     return 0
-
-
-def _damage_summary(stats: RestoreStats) -> str:
-    """What a restore that met damage says last: how much came back, what did not, what next.
-    (Each file and folder was already named on stderr, with the technical reason.)"""
-    lost = len(stats.damaged_files)
-    parts = [
-        f"restored {stats.files} of {stats.files + lost} files"
-        + ("" if not stats.damaged_folders else " that could be listed")
-    ]
-    if lost:
-        names = ", ".join(path for path, _why in stats.damaged_files[:10])
-        more = f" and {lost - 10} more" if lost > 10 else ""
-        parts.append(
-            f"{lost} could not be restored because the backup data is damaged: {names}{more}"
-        )
-    if stats.damaged_folders:
-        folders = len(stats.damaged_folders)
-        names = ", ".join(path for path, _why in stats.damaged_folders[:10])
-        more = f" and {folders - 10} more" if folders > 10 else ""
-        parts.append(
-            f"{folders} folder(s) could not be read, so nothing in them was restored: {names}{more}"
-        )
-    return (
-        "; ".join(parts)
-        + ". Everything else was restored intact. Restore the missing files from another copy "
-        "(a rotating drive or the off-site copy), and run 'dedupe check --read-data' to find "
-        "all damage in this repository."
-    )
 
 
 def cmd_diff(ctx: Context) -> int:
