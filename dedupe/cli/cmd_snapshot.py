@@ -60,6 +60,7 @@ def parse_time(text: str | None) -> datetime:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(f"invalid --time {text!r}: use ISO 8601, e.g. 2026-05-29T22:00") from None
+    years: tuple[int, ...]
     try:
         when = when.astimezone() if when.tzinfo is None else when
         years = (when.year, when.astimezone(UTC).year, when.astimezone().year)
