@@ -12,7 +12,7 @@ import sys
 
 import dedupe.cli
 from dedupe import __version__
-from dedupe.cli.context import Context
+from dedupe.cli.context import Context, printable
 from dedupe.errors import DedupeError, OutOfSpace, UsageError
 
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {problem}; run 'dedupe check'", file=sys.stderr)
         return code
     except OutOfSpace as exc:
-        print(f"dedupe: {exc}", file=sys.stderr)
+        print(f"dedupe: {printable(str(exc))}", file=sys.stderr)
         print(
             "dedupe: the repository is intact. To make room: 'dedupe forget POLICY' to remove "
             "old snapshots, then 'dedupe gc' (it needs no free space).",
@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return exc.exit_code
     except UsageError as exc:
-        print(f"dedupe: {exc}", file=sys.stderr)
+        print(f"dedupe: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except DedupeError as exc:
-        print(f"dedupe: {exc}", file=sys.stderr)
+        print(f"dedupe: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         # stdout closed early (e.g. `dedupe cat ... | head`): not an error of ours. Caught before
