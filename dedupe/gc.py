@@ -41,6 +41,7 @@ or a sharp drop from the recorded count, stops gc unless the user accepts exactl
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -122,8 +123,7 @@ class Survey:
     pack_mtimes: dict[bytes, float | None] = field(default_factory=dict)
     """Each pack's mtime by the storage's clock (None: unknown)."""
     clock: float | None = None
-    """The storage's "now" at the survey: the newest lock's mtime (gc's own, while it holds the
-    exclusive lock), else the newest object's; None where the storage tells no times."""
+    """The storage's "now" at the survey (see `survey_repository`); None where unknown."""
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -166,7 +166,9 @@ def run_gc(
     gc delete the backups it failed to see. A run that finishes records the count it saw."""
     report = progress or _no_progress
     try:
-        survey = survey_repository(repo, lock_name)
+        # A dry run holds no lock to read the storage's time from; it deletes nothing, so this
+        # machine's clock is good enough for its report.
+        survey = survey_repository(repo, lock_name, time.time() if dry_run else None)
         snaps = snapshots.load_all(repo)
         remembered = census.remembered_count(repo, len(snaps), allow_empty, accept_snapshot_count)
         census.check_count(
@@ -190,8 +192,12 @@ def run_gc(
 # --- survey and mark ---------------------------------------------------------------------------
 
 
-def survey_repository(repo: Repository, lock_name: str | None = None) -> Survey:
-    """List packs and index files; read headers of packs no current index file names."""
+def survey_repository(
+    repo: Repository, lock_name: str | None = None, now: float | None = None
+) -> Survey:
+    """List packs and index files; read headers of packs no current index file names. The
+    storage's time is `now` if given, else the mtime of the lock `lock_name`, else of the newest
+    lock (the caller holds one), else of the newest object: all no later than the real time."""
     storage = repo.storage
     pack_sizes: dict[bytes, int] = {}
     pack_mtimes: dict[bytes, float | None] = {}
@@ -209,7 +215,7 @@ def survey_repository(repo: Repository, lock_name: str | None = None) -> Survey:
         if pack_id is not None:
             pack_sizes[pack_id] = info.size
             pack_mtimes[pack_id] = info.mtime
-    clock = _own_lock_time(storage, lock_name) or newest_lock or newest
+    clock = now or _own_lock_time(storage, lock_name) or newest_lock or newest
     try:
         found = read_index(repo, pack_sizes)
     except DamageError as exc:
@@ -225,7 +231,7 @@ def survey_repository(repo: Repository, lock_name: str | None = None) -> Survey:
             "connection is failing, fix that first; if an index file is unreadable, run "
             "'dedupe repair index' to rebuild the index from the packs"
         ) from None
-    temporary = _temporary_files(storage)
+    temporary = _temporary_files(storage, clock)
     stored += sum(t.size for t in temporary)
     return Survey(
         table=found.table,
@@ -280,21 +286,26 @@ def mark(
     return table.finish_mark()
 
 
-def _temporary_files(storage: object) -> list[Leftover]:
+def _temporary_files(storage: object, clock: float | None = None) -> list[Leftover]:
     """Leftover temporary files gc may delete, from backends that can leave them behind.
 
     In the folders dedupe's writers use (data/, index/, snapshots/) only those older than
     GRACE_SECONDS: gc holds the exclusive lock, but a writer whose lock it misjudged may be in
     the middle of a put. Elsewhere (locks/, keys/) those older than TEMP_GRACE_SECONDS, since a
     process may be taking a lock right now (without holding one).
+
+    A backend measures a leftover's age with this machine's clock; where the storage's `clock`
+    (see `Survey.clock`) is behind it, ages count that much less: never older than by either.
     """
     lister = getattr(storage, "list_leftovers", None)
     if lister is None:
         return []
+    behind = 0.0 if clock is None else max(0.0, time.time() - clock)
     found = []
     for leftover in lister():
         top = leftover.name.split("/")[0]
-        if leftover.age > (GRACE_SECONDS if top in _GC_FOLDERS else TEMP_GRACE_SECONDS):
+        limit = GRACE_SECONDS if top in _GC_FOLDERS else TEMP_GRACE_SECONDS
+        if leftover.age - behind > limit:
             found.append(leftover)
     return found
 

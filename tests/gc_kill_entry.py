@@ -1,5 +1,6 @@
 """The real `dedupe` CLI (cheap KDF, like tests/cli_entry.py) with test-only hooks on the local
-backend, for killing gc at exact points. It lives under tests/: users cannot reach these hooks.
+backend, for killing gc (or a snapshot, whose packs gc must then keep) at exact points. It
+lives under tests/: users cannot reach these hooks.
 
 - GC_TEST_KILL_AT=N, GC_TEST_KILL_WHEN=before|after: SIGKILL this process right before or right
   after the Nth mutating storage call (put or delete), counting from the start of the process.
