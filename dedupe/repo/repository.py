@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from dedupe.cachedir import default_cache_dir
 from dedupe.chunker import Chunker, ChunkerParams
@@ -357,7 +357,7 @@ class Repository:
         return index
 
     def write_index(
-        self, packs: list[tuple[bytes, list[BlobEntry]]], supersedes: list[str] = ()
+        self, packs: list[tuple[bytes, list[BlobEntry]]], supersedes: Sequence[str] = ()
     ) -> tuple[str, int]:
         """Write one index file naming `packs` (which must already be durable): (name, size).
 

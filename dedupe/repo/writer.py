@@ -7,7 +7,10 @@ to an uploader thread. Memory is bounded: at most `max_inflight` plaintext bytes
 workers and at most two finished packs wait for upload.
 
 Durability order: packs are put first; `flush` then writes the index file naming them. Only
-after `flush` returns may a snapshot manifest reference the blobs.
+after `flush` returns may a snapshot manifest reference the blobs. Index files are written by
+`Repository.write_index`, with the generation of the index floor seen when the index was loaded:
+if a gc raised the floor since, they count for nothing, and the snapshot must not commit
+(`Repository.index_changed_since_load`).
 """
 
 from __future__ import annotations
