@@ -272,7 +272,7 @@ class Repository:
         except OSError:
             return self._load_uncached()  # an unwritable cache folder: do without
         self.index_floor, self._index_seen = table.floor, set(sizes)
-        return ChunkIndex(table, self._load_uncached)
+        return ChunkIndex(table, self._recover_index)
 
     def _decode_each(self, names: Iterable[str]) -> Iterator[tuple[str, IndexFile]]:
         """Decode index files one at a time; damaged ones go to `index_errors`."""
@@ -305,7 +305,7 @@ class Repository:
         if superseded & table.covered:
             return None
         current = [n for n in files if n not in superseded and n not in below]
-        index = ChunkIndex(table, self._load_uncached)
+        index = ChunkIndex(table, self._recover_index)
         for name in current:
             for column in files[name].columns:
                 if len(column.ids):
@@ -330,8 +330,18 @@ class Repository:
                 return None
             except OSError:
                 return index
-            return ChunkIndex(table, self._load_uncached)
+            return ChunkIndex(table, self._recover_index)
         return index
+
+    def _recover_index(self) -> ChunkIndex:
+        """The index files in memory, replacing a cache that failed verification mid-command.
+        What this process loaded first stays its view (`index_floor`, the files seen): a gc
+        since then must still show in `index_changed_since_load`."""
+        floor, seen = self.index_floor, self._index_seen
+        try:
+            return self._load_uncached()
+        finally:
+            self.index_floor, self._index_seen = floor, seen
 
     def _load_uncached(self) -> ChunkIndex:
         """Read every index file into memory (no local cache)."""
