@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dedupe.repo.index import Generation, decode_index, judge
+from dedupe.crypto.seal import content_hash
+from dedupe.repo.index import Generation, decode_index, encode_index, judge
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
@@ -164,3 +165,20 @@ def test_index_changed_since_load_sees_a_gc(tmp_path, cheap_kdf):
     cli("gc", "-q")  # replaces the whole index: a higher floor
     assert repo.current_index_floor() > floor and repo.index_changed_since_load()
     assert repo.index_floor == floor  # what this process loaded stays what it loaded
+
+
+def test_a_repack_only_gc_shows_too(tmp_path, cheap_kdf):
+    """A gc that only repacks replaces some files: it cannot raise the floor, but its files
+    carry a higher generation than any snapshot writes at this floor."""
+    repo = Repository.init(LocalStorage(str(tmp_path / "repo")), b"pw", 64 * 1024, "zstd:3")
+    repo.cache_dir = None
+    writer = BlobWriter(repo)
+    writer.add(os.urandom(5000))
+    writer.flush()
+    assert repo.index_floor == 0 and not repo.index_changed_since_load()
+    other = Repository.open(repo.storage, lambda: b"pw")
+    other.cache_dir = None
+    index_file = decode_index(other.storage.get(f"index/{repo.index_names[0]}"), other.sealer, "x")
+    repack = encode_index(index_file.packs, [repo.index_names[0]], other.sealer, gen=1, floor=0)
+    other.storage.put(f"index/{content_hash(repack).hex()}", repack)
+    assert repo.current_index_floor() == 0 and repo.index_changed_since_load()
