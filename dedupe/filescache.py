@@ -10,7 +10,9 @@ reaches the disk). Two kinds of entries:
 Safety against gc (borg#9748): the cache records the repository's index file names when it was
 saved. It is trusted as a whole only if all of those index files still exist and no gc is
 pending: gc always supersedes the index files that name what it deletes. Otherwise folder
-entries are ignored and a file entry is used only if every blob it names is in the index.
+entries are ignored, a file entry is used only if every blob it names is in the index, and the
+entries this run did not verify are dropped at save: the saved cache records the current index
+names, so anything it carries forward must have been checked against that index.
 A missing or damaged cache file just means a slower run; deleting it changes only speed.
 """
 
@@ -61,6 +63,8 @@ class FilesCache:
             bool(self._index_names) and not gc_pending and set(self._index_names) <= current
         )
         if not self.trusted:
+            # Folder entries cannot be checked blob by blob; file entries are checked when used
+            # (and then remembered), and the unused ones must not outlive this run.
             self._old_dirs = {}
         return self.trusted
 
@@ -118,7 +122,10 @@ class FilesCache:
             data = {
                 "v": VERSION,
                 "index": sorted(index_names),
-                "files": _merge_aged(self._new_files, self._old_files, 6),
+                # Unverified old entries go with an untrusted cache: carried forward under the
+                # new index names, the next run would trust them and could reference chunks a
+                # gc deleted (borg#9748).
+                "files": _merge_aged(self._new_files, self._old_files if self.trusted else {}, 6),
                 "dirs": _merge_aged(self._new_dirs, self._old_dirs, 5),
             }
             with open(tmp, "wb") as f:

@@ -66,3 +66,26 @@ def test_cache_after_forget_and_gc_never_references_deleted_chunks(tmp_path):
     cli("restore", again["id"], "--target", str(out))
     assert_same_tree(str(src), str(out) + str(src))
     assert cli("check", "--read-data", check=False).code == 0
+
+
+def test_untrusted_cache_carries_no_unverified_entry_into_a_trusted_one(tmp_path):
+    """After a gc, a snapshot of another folder must not carry src's old entries forward under
+    the new index names: the next snapshot of src would trust them and reference deleted data
+    (it exited 0 and check found the missing blobs)."""
+    cli = make_cli(tmp_path)
+    src = tmp_path / "src"
+    build(src)
+    cli("snapshot", str(src), "--tag", "old")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x").write_text("unrelated")
+    cli("snapshot", str(other), "--tag", "keep")
+    cli("forget", "--keep-tag", "keep")
+    cli("gc", "--max-unused", "0")
+    cli("snapshot", str(other), "--tag", "keep")  # untrusted run: it saves the cache anew
+    again = cli("snapshot", str(src), "--json").json()
+    assert again["bytes_read"] > 0  # src's data is gone: it must be read and stored again
+    assert cli("check", "--read-data", check=False).code == 0
+    out = tmp_path / "out"
+    cli("restore", again["id"], "--target", str(out))
+    assert_same_tree(str(src), str(out) + str(src))
