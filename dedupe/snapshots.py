@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime
 
-from dedupe.errors import DamageError, ObjectNotFound, UsageError
+from dedupe.errors import DamageError, DedupeError, ObjectNotFound, RepositoryLocked, UsageError
 from dedupe.model.snapshot import (
     HoldRecord,
     Snapshot,
@@ -23,6 +23,8 @@ from dedupe.model.snapshot import (
     encode_hold_record,
     encode_snapshot,
 )
+from dedupe.repo import census
+from dedupe.repo.lock import Lock
 from dedupe.repo.repository import Repository
 
 HOLDS_FOLDER = "holds/"
@@ -75,6 +77,32 @@ def resolve(repo: Repository, spec: str) -> Snapshot:
 def save(repo: Repository, snapshot: Snapshot) -> int:
     """Write (or replace) the manifest; returns the stored size."""
     return repo.save_manifest(snapshot.id, encode_snapshot(snapshot))
+
+
+def commit(repo: Repository, lock: Lock, snapshot: Snapshot) -> int:
+    """Make a new snapshot reachable: its packs and index files are durable already (the helper
+    process's index before ours, FORMAT.md's write order); now the manifest. Returns its size.
+
+    Before the manifest, the snapshot makes sure nothing deleted what it deduplicated against:
+    its lock must still stand (a gc that misjudged it as stale could have run), and no gc or
+    `repair index` may have written an index since this process loaded its own. Either way it
+    raises and saves nothing: the night's data stays as unreferenced packs (gc keeps them for
+    its grace period), and no snapshot that references a deleted chunk is ever written.
+    After the manifest, the census learns the new count (gc's witness; see dedupe.repo.census).
+    """
+    lock.verify()
+    if repo.index_changed_since_load():
+        raise RepositoryLocked(
+            "a gc or 'dedupe repair index' ran while this backup was running, so the backup was "
+            "not saved; nothing else changed. Run the backup again."
+        )
+    size = save(repo, snapshot)
+    try:
+        census.record_after_snapshot(repo, len(repo.snapshot_names()))
+    except DedupeError:
+        pass  # the snapshot is saved; a census left behind only weakens gc's check, and gc
+        # itself reports a damaged census
+    return size
 
 
 def delete(repo: Repository, snapshot: Snapshot) -> None:

@@ -106,7 +106,7 @@ def cmd_snapshot(ctx: Context) -> int:
             )
 
     repo = ctx.repo()
-    with repo.lock(exclusive=False):
+    with repo.lock(exclusive=False) as lock:
         _ = repo.index  # load before the clock starts on data
         space.warn_if_low_space(repo, paths, stdin_mode, ctx.warn)
         cache_folder = os.path.join(default_cache_dir(), repo.settings.repo_id.hex())
@@ -166,7 +166,7 @@ def cmd_snapshot(ctx: Context) -> int:
                 "bytes_added": writer.stats.stored_bytes,
             },
         )
-        manifest_bytes = snapshots.save(repo, snap)
+        manifest_bytes = snapshots.commit(repo, lock, snap)
         if files_cache is not None:
             files_cache.save(repo.index_names)
     bytes_added = writer.stats.stored_bytes + manifest_bytes

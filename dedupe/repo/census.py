@@ -78,6 +78,17 @@ def record_after_forget(repo: _Repo, seen: int, removed: int) -> None:
     record_snapshot_count(repo, max(0, max(seen, recorded or 0) - removed))
 
 
+def record_after_snapshot(repo: _Repo, seen: int) -> None:
+    """For `snapshot`, after its manifest is durable: raise the recorded count to the `seen`
+    manifests it lists now, never lower it. Without this, snapshots taken since the last forget
+    or gc would not count, and a listing that lost most of a year's nights could still pass
+    gc's check. Two snapshots racing here can only leave the lower of their counts: less
+    protection for a night, never a false alarm."""
+    recorded = load_snapshot_count(repo)
+    if recorded is None or seen > recorded:
+        record_snapshot_count(repo, seen)
+
+
 class SnapshotCountRefused(DedupeError):
     """gc saw no snapshots, or far fewer than last counted, and deleted nothing (exit 1)."""
 
