@@ -231,7 +231,8 @@ class _Checker:
         if unindexed:
             self.warn(
                 f"{len(unindexed)} pack(s) are named by no index file (left by an interrupted "
-                "snapshot, or their index file is lost; the index can be rebuilt from headers)"
+                "snapshot, or their index file is lost: 'dedupe repair index' rebuilds the index "
+                "from the pack headers)"
             )
         with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="check-header") as pool:
             ids = sorted(self.pack_sizes)
@@ -334,7 +335,7 @@ class _Checker:
             if missing & self.header_only_blobs:
                 hint = (
                     f" ({len(missing & self.header_only_blobs)} of them are in unindexed packs: "
-                    "the index can be rebuilt from the pack headers)"
+                    "run 'dedupe repair index' to rebuild the index from the pack headers)"
                 )
             self.error(f"{len(missing)} blob(s) the snapshots reference are missing{hint}")
 
@@ -401,10 +402,12 @@ class _Checker:
         locks, broken = lock_mod.list_locks(self.storage, self.repo.sealer)
         host = socket.gethostname()
         now = time.time()
+        # Ages by the storage's clock (our own lock's mtime), as the lockers judge them.
+        storage_now = lock_mod.storage_clock(self.storage, self.own_lock) if self.own_lock else None
         for lock in locks:
             if lock.name == self.own_lock:
                 continue
-            if lock.is_stale(now, host):
+            if lock.is_stale(now, host, storage_now=storage_now):
                 self.warn(f"stale {lock.describe()} ('dedupe unlock' removes it)")
             else:
                 self.warn(f"the repository is in use: {lock.describe()}")
@@ -416,7 +419,7 @@ class _Checker:
             if leftovers:
                 self.warn(
                     f"{len(leftovers)} temporary file(s) left by interrupted writes "
-                    f"(e.g. {leftovers[0].name}); 'dedupe gc' removes them"
+                    f"(e.g. {leftovers[0].name}); 'dedupe gc' removes them once they are a day old"
                 )
 
     # --- damage -> snapshots and paths -------------------------------------------------------
