@@ -195,7 +195,7 @@ def test_deleted_index_file(copy, tmp_path):
         os.unlink(os.path.join(cli.repo, "index", name))
     result = cli("check", check=False)
     assert result.code == 14
-    assert "missing" in result.err and "rebuilt from the pack headers" in result.err
+    assert "missing" in result.err and "'dedupe repair index'" in result.err
     assert "named by no index file" in result.err  # the packs are still there: a warning
     assert_loud(cli("restore", sid, "--target", str(tmp_path / "t"), check=False), (14,))
 
