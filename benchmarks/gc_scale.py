@@ -33,9 +33,9 @@ from typing import Any
 
 from benchmarks.index_scale import open_repo, parse_count
 from benchmarks.tools import Dedupe, Workspace, dir_usage, run_measured
-from dedupe import snapshots
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE, Node, decode_tree, encode_tree
+from dedupe.repo import manifests
 from dedupe.repo.blob import MODE_RAW
 from dedupe.repo.index import decode_index
 from dedupe.repo.pack import BlobEntry, PackBuilder
@@ -152,7 +152,7 @@ def fill(repo: Repository, entries: int, nights: int, forget: int) -> list[Snaps
         )
         snaps.append(
             Snapshot(
-                id=snapshots.new_snapshot_id(),
+                id=manifests.new_snapshot_id(),
                 time=T0 + timedelta(days=night),
                 host="bench",
                 user="bench",
@@ -163,7 +163,7 @@ def fill(repo: Repository, entries: int, nights: int, forget: int) -> list[Snaps
         )
     filler.flush()
     for snap in snaps:
-        snapshots.save(repo, snap)
+        manifests.save(repo, snap)
     return snaps
 
 
@@ -191,7 +191,7 @@ def verify(repo_path: Path, kept: list[str]) -> dict[str, Any]:
     for snap_id in kept:
         if snap_id not in names:
             raise SystemExit(f"kept snapshot {snap_id[:8]} is gone")
-        snap = snapshots.load(repo, snap_id)
+        snap = manifests.load(repo, snap_id)
         for top in _tree(repo, snap.tree):
             assert top.subtree is not None
             for chunk in _first_file(repo, top.subtree).content:
@@ -276,7 +276,7 @@ def _fill_template(ws: Workspace, entries: int, nights: int, forget: int) -> dic
     fill_s = time.perf_counter() - started
     repo = open_repo(ws.repo)
     for snap in snaps[:forget]:
-        snapshots.delete(repo, snap)
+        manifests.delete(repo, snap)
     return {
         "entries": entries,
         "nights": nights,

@@ -17,7 +17,7 @@ Stored bytes are then grouped by (pack, mask); from those groups follow:
   first stored by an already forgotten snapshot against the next one that kept it;
 - what gc can free now: blobs in the index that no snapshot references (mask 0).
 
-The (pack, mask) groups are also what `dedupe.plan` replays a retention policy on.
+The (pack, mask) groups are also what `dedupe.plan.projection` replays a retention policy on.
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dedupe import snapshots
 from dedupe.errors import FormatError
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE
-from dedupe.repo import reserve
+from dedupe.repo import manifests, reserve
 from dedupe.repo.repository import Repository, pack_id_from_name
-from dedupe.treewalk import load_tree
+from dedupe.repo.treewalk import load_tree
 
 TreeProgress = Callable[[int], None]
 """on_tree(trees loaded so far)."""
@@ -102,7 +101,7 @@ def collect(
 ) -> RepoStats:
     """Gather the statistics. Damaged manifests go to `damaged` (or raise); a damaged or
     missing tree raises DamageError, since per-snapshot numbers would silently be wrong."""
-    snaps = snapshots.load_all(repo, damaged)
+    snaps = manifests.load_all(repo, damaged)
     stored, reserve_bytes, pack_sizes = _listing(repo)
     blob_masks = reference_masks(repo, snaps, on_tree)
     pack_masks: dict[bytes, dict[int, int]] = defaultdict(lambda: defaultdict(int))

@@ -11,10 +11,10 @@ import sys
 import time
 
 import tests.cli_entry  # noqa: F401  (cheap KDF for new keys)
-from dedupe import snapshots
 from dedupe.cli.main import main
+from dedupe.repo import manifests
 
-_commit = snapshots.commit
+_commit = manifests.commit
 
 
 def _paused_commit(*args, **kwargs):
@@ -26,7 +26,7 @@ def _paused_commit(*args, **kwargs):
     return _commit(*args, **kwargs)
 
 
-snapshots.commit = _paused_commit
+manifests.commit = _paused_commit
 
 if __name__ == "__main__":
     sys.exit(main())

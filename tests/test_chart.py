@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from dedupe.chart import format_bytes, nice_step, render_svg
+from dedupe.plan.chart import format_bytes, nice_step, render_svg
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 

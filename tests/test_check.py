@@ -17,8 +17,8 @@ import pytest
 
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository, pack_name
+from dedupe.repo.treewalk import find
 from dedupe.storage.local import LocalStorage
-from dedupe.treewalk import find
 from tests.clitools import PASSWORD, Cli
 from tests.test_e2e_core import assert_same_tree, make_tree
 
@@ -139,9 +139,9 @@ def test_damage_names_snapshot_and_files(copy):
 
 
 def repo_tree(repo: Repository, sid: str) -> bytes:
-    from dedupe import snapshots
+    from dedupe.repo import manifests
 
-    return snapshots.load(repo, sid).tree
+    return manifests.load(repo, sid).tree
 
 
 def test_restore_and_cat_stop_at_the_bad_chunk(copy, tmp_path):

@@ -1,4 +1,4 @@
-"""check's index survey (`dedupe.check_index`) on a damaged repository: the findings and messages
+"""check's index survey (`dedupe.check.index`) on a damaged repository: the findings and messages
 check gave when it held one object per index entry.
 
 The damage: an extra index file names one pack twice over (every entry duplicated, plus an entry
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 
-from dedupe.check import run_check
-from dedupe.check_index import IndexSurvey
+from dedupe.check.checker import run_check
+from dedupe.check.index import IndexSurvey
 from dedupe.crypto.seal import content_hash
 from dedupe.repo.index import decode_index, encode_index
+from dedupe.repo.manifests import load_all
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import pack_name
-from dedupe.snapshots import load_all
 from tests.clitools import Cli
 from tests.test_check import open_repo
 from tests.test_e2e_core import make_tree

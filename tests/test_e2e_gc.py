@@ -19,9 +19,9 @@ import pytest
 
 from dedupe.repo import config as config_mod
 from dedupe.repo.index import decode_index
+from dedupe.repo.manifests import load_all
 from dedupe.repo.repository import GC_PENDING, Repository
-from dedupe.restorer import Restorer
-from dedupe.snapshots import load_all
+from dedupe.restore.restorer import Restorer
 from dedupe.storage.local import LocalStorage
 from tests.clitools import PASSWORD, Cli, all_stored_bytes, digest_tree, repo_size
 
@@ -410,7 +410,7 @@ if __name__ == "__main__":
     # repositories get an index of many files. Tests only: users cannot reach this.
     import runpy
 
-    from dedupe import gcindex
+    from dedupe.gc import indexfiles
 
-    gcindex.MAX_FILE_ENTRIES = int(os.environ["GC_TEST_FILE_ENTRIES"])
+    indexfiles.MAX_FILE_ENTRIES = int(os.environ["GC_TEST_FILE_ENTRIES"])
     runpy.run_path(KILL_ENTRY, run_name="__main__")

@@ -12,19 +12,20 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from dedupe import gc, snapshots, space
-from dedupe.archiver import Archiver
+from dedupe.backup import space
+from dedupe.backup.archiver import Archiver
 from dedupe.errors import DedupeError, OutOfSpace
+from dedupe.gc import collect
+from dedupe.gc.mark import SetMarks, mark_reachable
 from dedupe.model.snapshot import Snapshot
-from dedupe.reachable import SetMarks, mark_reachable
 from dedupe.repo import config as config_mod
-from dedupe.repo import reserve
+from dedupe.repo import manifests, reserve
 from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import GC_PENDING, Repository, pack_name
+from dedupe.repo.treewalk import walk
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.faults import FailNthCall, OutOfSpaceAfter
 from dedupe.storage.local import LocalStorage
-from dedupe.treewalk import walk
 
 PASSWORD = b"gc tests"
 SMALL_PACKS = 1 << 20  # the smallest a config allows
@@ -58,7 +59,7 @@ def take_snapshot(repo: Repository, path: str, when: datetime = T0) -> Snapshot:
         writer.abort()
         raise
     snap = Snapshot(
-        id=snapshots.new_snapshot_id(),
+        id=manifests.new_snapshot_id(),
         time=when,
         host="test",
         user="test",
@@ -67,7 +68,7 @@ def take_snapshot(repo: Repository, path: str, when: datetime = T0) -> Snapshot:
         tree=tree,
         summary={"raw_bytes_new": writer.stats.raw_bytes_new},
     )
-    snapshots.save(repo, snap)
+    manifests.save(repo, snap)
     return snap
 
 
@@ -90,12 +91,12 @@ def write_files(folder: str, count: int, size: int, seed: int) -> None:
 
 
 def stored(repo: Repository) -> int:
-    return gc.stored_bytes(repo.storage)
+    return collect.stored_bytes(repo.storage)
 
 
 def age_back(*paths: str) -> None:
     """Make files older than gc's grace period by the storage's clock (the file system's)."""
-    old = time.time() - gc.GRACE_SECONDS - 3600
+    old = time.time() - collect.GRACE_SECONDS - 3600
     for path in paths:
         os.utime(path, (old, old))
 
@@ -114,14 +115,14 @@ def test_gc_frees_forgotten_snapshot_and_the_rest_restores(tmp_path):
     old = take_snapshot(repo, str(tmp_path / "old"))
     new = take_snapshot(repo, str(tmp_path / "new"), T0 + timedelta(days=1))
     expected = contents(repo, new)
-    snapshots.delete(repo, old)
+    manifests.delete(repo, old)
     before = stored(repo)
     with repo.lock(exclusive=True):
-        result = gc.run_gc(repo)
+        result = collect.run_gc(repo)
     assert result.freed_bytes > 1_500_000 and result.packs_deleted > 0
     assert result.stored_bytes_before == before and result.stored_bytes_after == stored(repo)
     assert contents(repo, new) == expected
-    again = gc.run(reopen(repo.storage))
+    again = collect.run(reopen(repo.storage))
     assert again.freed_bytes == 0 and again.packs_deleted == again.packs_rewritten == 0
 
 
@@ -131,11 +132,11 @@ def test_the_table_marks_exactly_what_the_trees_reference(tmp_path):
     write_files(str(tmp_path / "b"), 6, 120_000, seed=22)
     gone = take_snapshot(repo, str(tmp_path / "a"))
     kept = take_snapshot(repo, str(tmp_path / "b"), T0 + timedelta(days=1))
-    snapshots.delete(repo, gone)
+    manifests.delete(repo, gone)
     expected = SetMarks()
     mark_reachable(reopen(repo.storage), [kept.tree], expected)
-    survey = gc.survey_repository(repo)
-    assert gc.mark(repo, survey, lambda *_: None) == 0
+    survey = collect.survey_repository(repo)
+    assert collect.mark(repo, survey, lambda *_: None) == 0
     table = survey.table
     live = {table.ids[row].tobytes() for row in np.flatnonzero(table.entries().live)}
     assert live == expected.trees | expected.data
@@ -146,9 +147,9 @@ def test_dry_run_changes_nothing(tmp_path):
     repo = new_repo(str(tmp_path / "repo"))
     write_files(str(tmp_path / "a"), 4, 100_000, seed=3)
     snap = take_snapshot(repo, str(tmp_path / "a"))
-    snapshots.delete(repo, snap)
+    manifests.delete(repo, snap)
     listing = sorted((i.name, i.size) for i in repo.storage.list(""))
-    result = gc.run_gc(repo, max_unused=0.0, dry_run=True, allow_empty=True)
+    result = collect.run_gc(repo, max_unused=0.0, dry_run=True, allow_empty=True)
     assert result.dry_run and result.freed_bytes > 300_000 and result.packs_deleted > 0
     assert sorted((i.name, i.size) for i in repo.storage.list("")) == listing
 
@@ -164,10 +165,10 @@ def test_repack_of_half_forgotten_small_files_returns_80_percent(tmp_path):
         os.unlink(os.path.join(src, f"f{i:04d}"))
     second = take_snapshot(repo, src, T0 + timedelta(days=1))
     expected = contents(repo, second)
-    snapshots.delete(repo, first)
-    default = gc.run_gc(repo, dry_run=True)
+    manifests.delete(repo, first)
+    default = collect.run_gc(repo, dry_run=True)
     assert default.packs_rewritten >= 1  # half unused: above 10 %
-    result = gc.run(repo, max_unused=0.0)
+    result = collect.run(repo, max_unused=0.0)
     assert result.packs_rewritten >= 1 and result.packs_written >= 1
     assert result.freed_bytes >= 0.8 * gone
     assert contents(repo, second) == expected
@@ -182,8 +183,8 @@ def test_default_threshold_leaves_a_mostly_used_pack(tmp_path):
     first = take_snapshot(repo, src)
     os.unlink(os.path.join(src, "tiny"))  # < 10 % of whichever of the two packs held it
     take_snapshot(repo, src, T0 + timedelta(days=1))
-    snapshots.delete(repo, first)
-    result = gc.run(repo)
+    manifests.delete(repo, first)
+    result = collect.run(repo)
     assert result.packs_rewritten == 0 and result.unused_bytes > 2_000
 
 
@@ -199,12 +200,12 @@ def test_leftovers_of_interrupted_writes_are_deleted(tmp_path):
     tmp = os.path.join(root, "data", ".tmp-0123456789abcdef")
     with open(tmp, "wb") as f:
         f.write(b"x" * 5000)
-    young = gc.run(repo)  # a backup may still be writing them: kept for GRACE_SECONDS
+    young = collect.run(repo)  # a backup may still be writing them: kept for GRACE_SECONDS
     assert young.packs_deleted == young.temporary_files_deleted == 0
     assert young.packs_kept_young == 1 and os.path.exists(tmp)
     assert repo.storage.exists(pack_name(orphan_id))
     age_back(tmp, os.path.join(root, *pack_name(orphan_id).split("/")))
-    result = gc.run(repo)
+    result = collect.run(repo)
     assert result.packs_deleted == 1 and result.temporary_files_deleted == 1
     assert not os.path.exists(tmp) and not repo.storage.exists(pack_name(orphan_id))
 
@@ -219,11 +220,11 @@ def test_pack_whose_index_file_was_lost_is_adopted(tmp_path):
     packs = [
         os.path.join(repo.storage.root, *i.name.split("/")) for i in repo.storage.list("data/")
     ]
-    young = gc.run(reopen(repo.storage))  # left alone for now: perhaps a backup's, unfinished
+    young = collect.run(reopen(repo.storage))  # left alone for now: perhaps a backup's, unfinished
     assert young.packs_kept_young == len(packs) and young.packs_deleted == 0
     assert list(repo.storage.list("index/")) == []
     age_back(*packs)
-    result = gc.run(reopen(repo.storage))
+    result = collect.run(reopen(repo.storage))
     assert result.packs_deleted == 0 and result.missing_blobs == 0 and result.packs_kept_young == 0
     assert contents(repo, snap) == expected
 
@@ -238,11 +239,11 @@ def test_full_disk_order_deletes_first_and_marker_hides_deleted_packs(tmp_path):
     write_files(str(tmp_path / "b"), 2, 100_000, seed=9)
     old = take_snapshot(repo, str(tmp_path / "a"))
     keep = take_snapshot(repo, str(tmp_path / "b"))
-    snapshots.delete(repo, old)
+    manifests.delete(repo, old)
     full = OutOfSpaceAfter(repo.storage, 0)  # free_space() is 0; only empty objects fit
     repo_full = Repository(full, repo.key, repo.settings, repo.key_name)
     with pytest.raises(OutOfSpace):
-        gc.run_gc(repo_full)  # the marker fits, the index write after the deletes does not
+        collect.run_gc(repo_full)  # the marker fits, the index write after the deletes does not
     assert repo.storage.exists(GC_PENDING)
     assert len(data_files(root)) < 6  # garbage already deleted
     fresh = reopen(repo.storage)
@@ -252,7 +253,7 @@ def test_full_disk_order_deletes_first_and_marker_hides_deleted_packs(tmp_path):
         os.fsencode(str(tmp_path / "a" / n)): (tmp_path / "a" / n).read_bytes()
         for n in os.listdir(tmp_path / "a")
     }
-    result = gc.run(reopen(repo.storage))  # finishes the job and removes the marker
+    result = collect.run(reopen(repo.storage))  # finishes the job and removes the marker
     assert not repo.storage.exists(GC_PENDING) and result.missing_blobs == 0
 
 
@@ -265,7 +266,7 @@ def half_forgotten(tmp_path, seed: int) -> tuple[Repository, Snapshot]:
     for i in range(0, 60, 2):
         os.unlink(os.path.join(src, f"f{i:04d}"))
     second = take_snapshot(repo, src, T0 + timedelta(days=1))
-    snapshots.delete(repo, first)
+    manifests.delete(repo, first)
     return repo, second
 
 
@@ -274,7 +275,7 @@ def test_repacks_run_in_batches_that_fit_the_free_space(tmp_path):
     expected = contents(repo, kept)
     # Room for one repack beyond the margin at a time: each batch frees space for the next.
     limited = OutOfSpaceAfter(repo.storage, (1 << 20) + 450_000)
-    result = gc.run(Repository(limited, repo.key, repo.settings, "k"), max_unused=0.0)
+    result = collect.run(Repository(limited, repo.key, repo.settings, "k"), max_unused=0.0)
     assert result.packs_rewritten == 2 and result.packs_left_for_space == 0
     assert result.packs_written == 2  # one per batch
     assert contents(repo, kept) == expected
@@ -285,11 +286,11 @@ def test_repacks_stop_when_free_space_runs_out_and_report_it(tmp_path):
     expected = contents(repo, kept)
     listing = sorted((i.name, i.size) for i in repo.storage.list("data/"))
     limited = OutOfSpaceAfter(repo.storage, 1 << 20)  # not even one repack fits
-    result = gc.run(Repository(limited, repo.key, repo.settings, "k"), max_unused=0.0)
+    result = collect.run(Repository(limited, repo.key, repo.settings, "k"), max_unused=0.0)
     assert result.packs_rewritten == 0 and result.packs_left_for_space == 2
     assert result.unused_bytes > 500_000
     assert sorted((i.name, i.size) for i in repo.storage.list("data/")) == listing
-    finish = gc.run(reopen(repo.storage), max_unused=0.0)
+    finish = collect.run(reopen(repo.storage), max_unused=0.0)
     assert finish.packs_left_for_space == 0 and finish.unused_bytes == 0
     assert contents(repo, kept) == expected
 
@@ -302,7 +303,7 @@ def test_gc_refuses_to_delete_when_a_tree_is_unreadable(tmp_path):
         repo.storage.delete(info.name)
     listing = sorted(i.name for i in repo.storage.list(""))
     with pytest.raises(DedupeError):
-        gc.run(reopen(repo.storage))
+        collect.run(reopen(repo.storage))
     assert sorted(i.name for i in repo.storage.list("") if not i.name.startswith("locks/")) == [
         n for n in listing if not n.startswith("locks/")
     ]
@@ -335,7 +336,7 @@ def test_exclusive_lock_spends_the_reserve_on_a_full_disk(tmp_path):
     assert repo.storage.exists(reserve.RESERVE_NAME)
     with repo_full.lock(exclusive=True, frees_space=True):
         assert not repo.storage.exists(reserve.RESERVE_NAME)
-    gc.run(reopen(repo.storage))
+    collect.run(reopen(repo.storage))
     assert repo.storage.exists(reserve.RESERVE_NAME)  # written back once there is room
 
 

@@ -1,4 +1,5 @@
-"""gc's entry table and bounded index files (`dedupe.gcindex`): lookups, marks, and the order in
+"""gc's entry table and bounded index files (`dedupe.gc.indexfiles`): lookups, marks, and the order
+in
 which replacements are written (only the last file supersedes; a failed write leaves the old
 files current and takes its own files back)."""
 
@@ -7,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dedupe import gcindex
 from dedupe.errors import OutOfSpace
-from dedupe.gcindex import EntryTable, IndexFiles
-from dedupe.gcplan import make_plan
+from dedupe.gc import indexfiles
+from dedupe.gc.indexfiles import EntryTable, IndexFiles
+from dedupe.gc.plan import make_plan
 from dedupe.repo.index import decode_index, judge
 from dedupe.repo.repository import Repository
 from dedupe.storage.faults import FailNthCall
@@ -112,7 +113,7 @@ def setup_files(storage) -> tuple[Repository, IndexFiles, list[str]]:
 
 
 def test_replace_rewrites_only_the_files_naming_what_changes(monkeypatch):
-    monkeypatch.setattr(gcindex, "MAX_FILE_ENTRIES", 4)
+    monkeypatch.setattr(indexfiles, "MAX_FILE_ENTRIES", 4)
     repo, files, old = setup_files(MemoryStorage())
     files.replace([2], [])
     written = index_files(repo)
@@ -124,7 +125,7 @@ def test_replace_rewrites_only_the_files_naming_what_changes(monkeypatch):
 
 
 def test_commit_writes_bounded_files_and_only_the_last_supersedes(monkeypatch):
-    monkeypatch.setattr(gcindex, "MAX_FILE_ENTRIES", 7)
+    monkeypatch.setattr(indexfiles, "MAX_FILE_ENTRIES", 7)
     repo, files, old = setup_files(MemoryStorage())
     files.commit([0, 1, 2, 3, 4, 5], old)
     written = index_files(repo)
@@ -137,7 +138,7 @@ def test_commit_writes_bounded_files_and_only_the_last_supersedes(monkeypatch):
 
 
 def test_a_commit_that_runs_out_of_space_takes_its_files_back(monkeypatch):
-    monkeypatch.setattr(gcindex, "MAX_FILE_ENTRIES", 3)
+    monkeypatch.setattr(indexfiles, "MAX_FILE_ENTRIES", 3)
     storage = MemoryStorage()
     repo, files, old = setup_files(storage)
     repo.storage = FailNthCall(storage, "put", n=3, error=OutOfSpace("full (injected)"))
@@ -155,7 +156,7 @@ def test_no_replaced_file_counts_again_even_put_back(monkeypatch):
     """A full replacement raises the floor; a repack (a replacement of some files) supersedes
     what the files it replaces superseded, too. So after any sequence of them, putting back
     every index file ever written leaves exactly the current files counting."""
-    monkeypatch.setattr(gcindex, "MAX_FILE_ENTRIES", 7)
+    monkeypatch.setattr(indexfiles, "MAX_FILE_ENTRIES", 7)
     storage = MemoryStorage()
     repo, files, old = setup_files(storage)
     ever: dict[str, bytes] = {}

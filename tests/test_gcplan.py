@@ -1,4 +1,4 @@
-"""gc's pure plan (`dedupe.gcplan`) through the real entry table: which packs are kept,
+"""gc's pure plan (`dedupe.gc.plan`) through the real entry table: which packs are kept,
 deleted, adopted or repacked, which copy of a duplicated blob is kept, and agreement with the
 plain rules (an object per entry, as the old planner) on random repositories."""
 
@@ -10,8 +10,8 @@ import random
 import numpy as np
 import pytest
 
-from dedupe.gcindex import EntryTable
-from dedupe.gcplan import GcPlan, make_plan, with_young
+from dedupe.gc.indexfiles import EntryTable
+from dedupe.gc.plan import GcPlan, make_plan, with_young
 from dedupe.repo.pack import BlobEntry
 
 
@@ -114,7 +114,7 @@ def test_plan_tells_ids_sharing_a_prefix_apart_and_counts_repeats_once():
 
 
 def reference_plan(packs: list[PackSpec], live: set[bytes], max_unused: float) -> dict:
-    """The rules of dedupe.gcplan written plainly, with an object per entry (the old planner)."""
+    """The rules of dedupe.gc.plan written plainly, with an object per entry (the old planner)."""
     tables: dict[bytes, dict[bytes, BlobEntry]] = {}
     info = {}
     for p in packs:

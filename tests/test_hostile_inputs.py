@@ -15,10 +15,11 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from dedupe import codec, snapshots
+from dedupe import codec
 from dedupe.crypto import kdf
 from dedupe.errors import WrongPassword
 from dedupe.model.snapshot import Snapshot, decode_snapshot
+from dedupe.repo import manifests
 from dedupe.repo.repository import Repository
 from dedupe.retention import Duration, Policy, SnapshotInfo, apply_policy
 from dedupe.storage import open_storage
@@ -48,9 +49,9 @@ def open_repo(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Repository:
 def add_snapshot(repo: Repository, **changes: object) -> Snapshot:
     """A copy of the newest snapshot with `changes`, saved through the library (as an older
     dedupe, or a hostile writer holding the key, could have written it)."""
-    base = snapshots.load_all(repo)[-1]
-    snap = dataclasses.replace(base, id=snapshots.new_snapshot_id(), **changes)
-    snapshots.save(repo, snap)
+    base = manifests.load_all(repo)[-1]
+    snap = dataclasses.replace(base, id=manifests.new_snapshot_id(), **changes)
+    manifests.save(repo, snap)
     return snap
 
 

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 import pytest
 import zstandard
 
-from dedupe import codec, snapshots
+from dedupe import codec
 from dedupe.model.snapshot import Snapshot
+from dedupe.repo import manifests
 from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import Repository, pack_name
 from dedupe.repo.writer import BlobWriter
@@ -63,7 +64,7 @@ class Attacker:
 
     def snapshot(self, root: bytes) -> str:
         snap = Snapshot(
-            id=snapshots.new_snapshot_id(),
+            id=manifests.new_snapshot_id(),
             time=datetime(2026, 1, 1, tzinfo=UTC),
             host="attacker",
             user="eve",
@@ -71,7 +72,7 @@ class Attacker:
             tags=(),
             tree=root,
         )
-        snapshots.save(self.repo, snap)
+        manifests.save(self.repo, snap)
         return snap.id
 
 

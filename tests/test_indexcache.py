@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from benchmarks.index_scale import write_fake_index
-from dedupe import gc
 from dedupe.crypto.seal import content_hash
+from dedupe.gc import collect
 from dedupe.repo import indexcache
 from dedupe.repo.index import ChunkIndex, IndexFile, PackColumns, encode_index
 from dedupe.repo.pack import BlobEntry
@@ -183,7 +183,7 @@ def test_real_gc_invalidates_cached_entries_of_deleted_packs(repo_path, tmp_path
     writer.flush()
     assert all(blob_id in open_repo(repo_path, cache).load_index() for blob_id in stored)
     # no snapshot references them: gc deletes their packs (and drops the fake entries)
-    gc.run(open_repo(repo_path, cache), max_unused=0.0, allow_empty=True)
+    collect.run(open_repo(repo_path, cache), max_unused=0.0, allow_empty=True)
     index = open_repo(repo_path, cache).load_index()
     assert not any(blob_id in index for blob_id in stored)
     assert dict(index.items()) == truth(repo_path)

@@ -1,4 +1,5 @@
-"""Large files are stored by a helper process (dedupe.offload) during the walk: the snapshot must
+"""Large files are stored by a helper process (dedupe.backup.offload) during the walk: the snapshot
+must
 be complete and exact, its statistics must include the helper's share, the helper's index must be
 durable with the snapshot, and neither its errors nor its death may go unnoticed."""
 
@@ -12,11 +13,11 @@ import time
 
 import pytest
 
-from dedupe import largefiles
-from dedupe.archiver import Archiver
+from dedupe.backup import largefiles
+from dedupe.backup.archiver import Archiver
+from dedupe.backup.offload import Offloader
 from dedupe.errors import DedupeError
 from dedupe.model.tree import decode_tree
-from dedupe.offload import Offloader
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
@@ -42,7 +43,7 @@ def _tree(root: str, bigs: int = 2, big_size: int = 9 << 20) -> int:
 
 
 def _helpers_of(pid: int) -> list[int]:
-    """Pids of running `dedupe.offload` processes whose parent is `pid`."""
+    """Pids of running `dedupe.backup.offload` processes whose parent is `pid`."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -54,7 +55,7 @@ def _helpers_of(pid: int) -> list[int]:
                 ppid = next(int(ln.split()[1]) for ln in f if ln.startswith("PPid:"))
         except (OSError, StopIteration):
             continue
-        if b"dedupe.offload" in cmdline and ppid == pid:
+        if b"dedupe.backup.offload" in cmdline and ppid == pid:
             found.append(int(entry))
     return found
 
@@ -199,7 +200,7 @@ def test_a_helper_that_cannot_start_leaves_the_work_to_this_process(tmp_path, mo
     def no_processes_left(*_args, **_kwargs):
         raise OSError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr("dedupe.offload.subprocess.Popen", no_processes_left)
+    monkeypatch.setattr("dedupe.backup.offload.subprocess.Popen", no_processes_left)
     repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
     warnings: list[str] = []
     offload = Offloader(repo)

@@ -1,4 +1,5 @@
-"""The forecast core (`dedupe.plan`) on synthetic histories with hand-computed answers."""
+"""The forecast core (`dedupe.plan.projection`) on synthetic histories with hand-computed
+answers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dedupe.plan import History, PackUsage, drive_size, estimate_groups, forecast
+from dedupe.plan.projection import History, PackUsage, drive_size, estimate_groups, forecast
 from dedupe.retention import UNLIMITED, Policy, SnapshotInfo
 
 TZ = timezone(timedelta(hours=1))

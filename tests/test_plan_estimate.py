@@ -1,4 +1,5 @@
-"""The forecast's estimators (`dedupe.plan`): nightly level, trend and survival tail, each on a
+"""The forecast's estimators (`dedupe.plan.projection`): nightly level, trend and survival tail,
+each on a
 synthetic history whose answer is computed by hand in the test."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dedupe.plan import History, PackUsage, estimate_groups, estimate_nightly, forecast
+from dedupe.plan.projection import History, PackUsage, estimate_groups, estimate_nightly, forecast
 from dedupe.retention import Policy, SnapshotInfo
 
 TZ = timezone(timedelta(hours=1))

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from dedupe import largefiles
-from dedupe.archiver import Archiver
+from dedupe.backup import largefiles
+from dedupe.backup.archiver import Archiver
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage

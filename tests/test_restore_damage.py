@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dedupe import snapshots, treewalk
 from dedupe.model.tree import Node
+from dedupe.repo import manifests, treewalk
 from dedupe.repo.repository import Repository, pack_name
-from dedupe.restorer import RestoreIncomplete, Restorer
+from dedupe.restore.restorer import RestoreIncomplete, Restorer
 from dedupe.storage.local import LocalStorage
 from tests.clitools import PASSWORD, Cli, digest_tree
 
@@ -33,7 +33,7 @@ def make_source(root: Path) -> None:
 
 def latest_node(repo_dir: str, path: str) -> tuple[Repository, Node]:
     repo = Repository.open(LocalStorage(repo_dir), lambda: PASSWORD.encode())
-    _full, node = treewalk.find(repo, snapshots.resolve(repo, "latest").tree, path)
+    _full, node = treewalk.find(repo, manifests.resolve(repo, "latest").tree, path)
     assert node is not None
     return repo, node
 
@@ -131,7 +131,7 @@ def test_a_damaged_folder_listing_loses_only_that_folder(backed_up, tmp_path):
 def test_a_damaged_top_listing_restores_nothing_and_says_so(backed_up, tmp_path):
     cli, src = backed_up
     repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
-    root = snapshots.resolve(repo, "latest").tree
+    root = manifests.resolve(repo, "latest").tree
     loc = repo.index.lookup(root)
     pack = os.path.join(cli.repo, *pack_name(loc.pack_id).split("/"))
     with open(pack, "r+b") as f:
@@ -152,7 +152,7 @@ def test_the_library_restore_raises_after_restoring_the_intact_files(backed_up, 
     repo, _node = latest_node(cli.repo, big)
     target = tmp_path / "t"
     with pytest.raises(RestoreIncomplete) as raised:
-        Restorer(repo, str(target)).restore(snapshots.resolve(repo, "latest").tree)
+        Restorer(repo, str(target)).restore(manifests.resolve(repo, "latest").tree)
     assert raised.value.stats.files == 32
     assert [path for path, _why in raised.value.stats.damaged_files] == [big]
     assert len(digest_tree(str(target) + str(src))) == 32

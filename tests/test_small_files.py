@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from dedupe.archiver import ASYNC_MIN, Archiver
+from dedupe.backup.archiver import ASYNC_MIN, Archiver
 from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter

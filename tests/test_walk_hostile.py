@@ -25,7 +25,10 @@ def plant_package(folder: Path, marker: Path) -> None:
     planted.mkdir(parents=True)
     code = f"open({str(marker)!r}, 'w').write('planted code ran')\n"
     (planted / "__init__.py").write_text(code)
-    (planted / "offload.py").write_text(code + "import sys\nsys.exit(0)\n")
+    (planted / "offload.py").write_text(code + "import sys\nsys.exit(0)\n")  # the old helper
+    (planted / "backup").mkdir()
+    (planted / "backup" / "__init__.py").write_text(code)
+    (planted / "backup" / "offload.py").write_text(code + "import sys\nsys.exit(0)\n")
     (planted / "__main__.py").write_text(code)
 
 

@@ -13,11 +13,11 @@ import os
 import sys
 
 import tests.cli_entry  # noqa: F401  (cheap KDF for new keys)
-from dedupe import largefiles
-from dedupe.archiver import Archiver
+from dedupe.backup import largefiles
+from dedupe.backup.archiver import Archiver
+from dedupe.backup.offload import Offloader
 from dedupe.cli import cmd_snapshot
 from dedupe.cli.main import main
-from dedupe.offload import Offloader
 
 
 def _paths(variable: str) -> set[bytes]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from dedupe.cli import password
 from dedupe.cli.context import Context, human_bytes
-from dedupe.copy import Copier, select
+from dedupe.copy.copier import Copier, select
 from dedupe.errors import NoRepository, WrongPassword
 from dedupe.repo.repository import Repository
 from dedupe.storage import open_storage

@@ -7,7 +7,7 @@ it deletes: a concurrent `hold` (which also takes the exclusive lock) either hap
 snapshots are loaded, and is honoured, or waits until forget is done. A dry run takes no lock and
 writes nothing. Only manifests are deleted; the data comes back with `gc` (`--gc`).
 
-A snapshot with a hold record (`dedupe.snapshots`) is held even if its manifest says otherwise
+A snapshot with a hold record (`dedupe.repo.manifests`) is held even if its manifest says otherwise
 (deleted hold, or an older copy put back): forget keeps it, says why, and exits 14 so that the
 office looks at `dedupe check`. After deleting, forget records how many snapshots remain
 (`dedupe.repo.census`), which gc compares against before it deletes data.
@@ -22,11 +22,11 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from dedupe import snapshots
 from dedupe.cli.context import Context, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, UsageError
 from dedupe.model.snapshot import Snapshot
+from dedupe.repo import manifests
 from dedupe.repo.census import record_after_forget
 from dedupe.repo.repository import Repository
 from dedupe.retention import (
@@ -141,10 +141,10 @@ def _decide(repo: Repository, policy: Policy, damaged: list[str]) -> list[Decisi
     A snapshot named by a hold record is judged as held, whatever its manifest says; a record
     that disagrees with its manifest is reported in `damaged`.
     """
-    records = snapshots.load_hold_records(repo, damaged)
+    records = manifests.load_hold_records(repo, damaged)
     infos = []
-    for snap in snapshots.load_all(repo, damaged):
-        guarded = snapshots.held_by_record(snap, records)
+    for snap in manifests.load_all(repo, damaged):
+        guarded = manifests.held_by_record(snap, records)
         if guarded is not snap:
             damaged.append(
                 f"snapshot {snap.short_id()} has a hold record but its manifest says it is not "
@@ -203,16 +203,18 @@ def _print_table(ctx: Context, policy: Policy, decisions: list[Decision], dry_ru
 
 
 def run_gc(ctx: Context) -> dict[str, Any]:
-    """The glue to gc (`dedupe.gc`, issue 4), kept in this one function so it can follow that
+    """The glue to gc (`dedupe.gc.collect`, issue 4), kept in this one function so it can follow
+    that
     module's API: it runs gc on the repository and returns the contract's gc JSON object.
 
-    `dedupe.gc.run(repo)` takes its own exclusive lock (ours is released by then) and returns a
+    `dedupe.gc.collect.run(repo)` takes its own exclusive lock (ours is released by then) and
+    returns a
     `GcResult` dataclass: `freed_bytes`, `stored_bytes_*`, `damaged_packs`, ...
     """
     try:
-        gc_module = importlib.import_module("dedupe.gc")
+        gc_module = importlib.import_module("dedupe.gc.collect")
     except ModuleNotFoundError as exc:
-        if exc.name != "dedupe.gc":
+        if exc.name != "dedupe.gc.collect":
             raise
         raise DedupeError(
             "gc is not available yet; the snapshots were forgotten, but their space is only "

@@ -1,13 +1,14 @@
-"""`dedupe gc`: delete data no snapshot references and recover the disk space (`dedupe.gc`)."""
+"""`dedupe gc`: delete data no snapshot references and recover the disk space
+(`dedupe.gc.collect`)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from dedupe import gc
 from dedupe.cli.context import Context, human_bytes
 from dedupe.errors import DamageError, UsageError
+from dedupe.gc import collect
 
 
 def parse_percent(text: str) -> float:
@@ -94,7 +95,7 @@ def cmd_gc(ctx: Context) -> int:
             bar.refresh()  # type: ignore[attr-defined]
 
     try:
-        result = gc.run(
+        result = collect.run(
             repo,
             max_unused,
             ctx.args.dry_run,
@@ -118,7 +119,7 @@ def cmd_gc(ctx: Context) -> int:
     return 0
 
 
-def _print_summary(ctx: Context, r: gc.GcResult) -> None:
+def _print_summary(ctx: Context, r: collect.GcResult) -> None:
     verb = "would free" if r.dry_run else "freed"
     ctx.out(
         f"{verb} {human_bytes(r.freed_bytes)}: {human_bytes(r.stored_bytes_before)} -> "

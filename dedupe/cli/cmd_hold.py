@@ -6,9 +6,10 @@ exclusive lock, the same lock `forget` holds from reading the snapshots to delet
 So a hold either lands before forget reads the snapshots, and is honoured, or after forget is done;
 it can never be lost between forget's verdict and its deletion.
 
-Each hold also writes a sealed hold record (`holds/<snapshot id>`, `dedupe.snapshots.hold`), so a
+Each hold also writes a sealed hold record (`holds/<snapshot id>`, `dedupe.repo.manifests.hold`),
+so a
 deleted or replaced manifest cannot end a hold unseen; `release` removes it. The write orders
-that keep an interruption safe are explained at `snapshots.hold` and `snapshots.release`.
+that keep an interruption safe are explained at `manifests.hold` and `manifests.release`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from dedupe import snapshots
 from dedupe.cli.context import Context
 from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
+from dedupe.repo import manifests
 from dedupe.retention import local_time
 
 MAX_REASON_LENGTH = 500
@@ -69,15 +70,15 @@ def _set_hold(ctx: Context, held: bool, reason: str | None) -> int:
     repo = ctx.repo()
     with repo.lock(exclusive=True):
         # Resolved under the lock: a forget that ran just before must not be raced.
-        snap = snapshots.resolve(repo, ctx.args.snapshot)
+        snap = manifests.resolve(repo, ctx.args.snapshot)
         if held and reason is None and snap.held:
             reason = snap.hold_reason  # holding again without --reason keeps the reason
         if held:
-            updated = snapshots.hold(repo, snap, reason, datetime.now(UTC))
+            updated = manifests.hold(repo, snap, reason, datetime.now(UTC))
         else:
-            if not snap.held and snapshots.has_hold_record(repo, snap.id):
+            if not snap.held and manifests.has_hold_record(repo, snap.id):
                 snap = snap.with_hold(True, None)  # held by its record: report the release
-            updated = snapshots.release(repo, snap)
+            updated = manifests.release(repo, snap)
     _report(ctx, snap, updated)
     return 0
 

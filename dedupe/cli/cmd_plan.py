@@ -1,8 +1,10 @@
 """`dedupe plan [POLICY] --days N`: forecast the repository size, and the drive to buy.
 
-The shell around the pure `dedupe.plan`: read the history with `dedupe.stats` (index and trees,
-no data), turn it into a `plan.History`, run the forecast, print it and optionally draw the chart
-(`dedupe.chart`). The POLICY flags are `forget`'s own (`policy_args`), and snapshots become
+The shell around the pure `dedupe.plan.projection`: read the history with `dedupe.stats` (index and
+trees,
+no data), turn it into a `projection.History`, run the forecast, print it and optionally draw the
+chart
+(`dedupe.plan.chart`). The POLICY flags are `forget`'s own (`policy_args`), and snapshots become
 `SnapshotInfo` through `forget`'s own mapping, so the forecast prunes what `forget` would prune.
 Without any keep rule `forget` refuses to run, so such a plan forecasts keeping everything.
 """
@@ -14,13 +16,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from dedupe import chart, plan, stats
+from dedupe import stats
 from dedupe.cli.cmd_forget import snapshot_info
 from dedupe.cli.cmd_gc import parse_percent
 from dedupe.cli.context import Context, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, UsageError
 from dedupe.model.snapshot import Snapshot
+from dedupe.plan import chart, projection
 from dedupe.retention import Policy, utc_instant
 
 SURVIVAL_REPORT_DAYS = (1, 7, 30, 365)
@@ -86,7 +89,7 @@ def plannable(snapshot: Snapshot) -> bool:
     return PLAN_FIRST <= utc_instant(snapshot.time) < PLAN_LAST
 
 
-def history_from_stats(result: stats.RepoStats) -> tuple[plan.History, list[Snapshot]]:
+def history_from_stats(result: stats.RepoStats) -> tuple[projection.History, list[Snapshot]]:
     """The forecast's view of the repository: snapshots as `forget` sees them, packs by mask;
     and the snapshots left out (`plannable`). Bytes only those reference are held constant."""
     kept = [i for i, u in enumerate(result.usage) if plannable(u.snapshot)]
@@ -110,14 +113,14 @@ def history_from_stats(result: stats.RepoStats) -> tuple[plan.History, list[Snap
                 size -= stored
                 continue
             groups[new_mask] = groups.get(new_mask, 0) + stored
-        packs.append(plan.PackUsage(size, tuple(sorted(groups.items()))))
+        packs.append(projection.PackUsage(size, tuple(sorted(groups.items()))))
     # Packs no index names hold nothing a snapshot can reach through the index: garbage.
     packs.extend(
-        plan.PackUsage(size, ())
+        projection.PackUsage(size, ())
         for pack_id, size in result.pack_sizes.items()
         if pack_id not in result.pack_masks
     )
-    history = plan.History(
+    history = projection.History(
         snapshots=tuple(snapshot_info(result.usage[i].snapshot) for i in kept),
         added_bytes=tuple(result.usage[i].added_bytes for i in kept),
         packs=tuple(packs),
@@ -126,7 +129,7 @@ def history_from_stats(result: stats.RepoStats) -> tuple[plan.History, list[Snap
     return history, left_out
 
 
-def describe_estimate(estimate: plan.GroupEstimate) -> str:
+def describe_estimate(estimate: projection.GroupEstimate) -> str:
     """One sentence per group: the estimators used and what they measured, in words."""
     host, paths = estimate.group
     where = f"{host} {' '.join(paths)}"
@@ -142,7 +145,7 @@ def describe_estimate(estimate: plan.GroupEstimate) -> str:
             "standard deviations)"
         )
     if estimate.nightly_trend > 0:
-        monthly = estimate.nightly_trend * plan.DAYS_PER_MONTH
+        monthly = estimate.nightly_trend * projection.DAYS_PER_MONTH
         text += f", rising by {human_bytes(monthly)} a month (Sen's slope, significant at 90 %)"
     else:
         text += ", no significant rising trend"
@@ -161,7 +164,7 @@ def describe_estimate(estimate: plan.GroupEstimate) -> str:
 
 
 def forecast_json(
-    forecast: plan.Forecast, policy: Policy, growth: float, max_unused: float
+    forecast: projection.Forecast, policy: Policy, growth: float, max_unused: float
 ) -> dict[str, Any]:
     peak = forecast.peak
     return {
@@ -178,7 +181,7 @@ def forecast_json(
         "max_unused_percent": round(max_unused * 100, 4),
         "estimate": {
             "description": "; ".join(describe_estimate(e) for e in forecast.estimates),
-            "model": "see the docstring of dedupe/plan.py",
+            "model": "see the docstring of dedupe/plan/projection.py",
             "groups": [
                 {
                     "host": e.group[0],
@@ -227,7 +230,7 @@ def cmd_plan(ctx: Context) -> int:
         )
     if not history.snapshots:
         raise DedupeError("the repository has no snapshots yet: a forecast needs a history")
-    forecast = plan.forecast(
+    forecast = projection.forecast(
         history,
         policy,
         args.days,
@@ -256,10 +259,10 @@ def chart_title(policy: Policy, pruned: bool, days: int) -> str:
     return f"dedupe plan, {days} days: {rules}"
 
 
-def _write_chart(path: str, forecast: plan.Forecast, policy: Policy, growth: float) -> None:
+def _write_chart(path: str, forecast: projection.Forecast, policy: Policy, growth: float) -> None:
     days = len(forecast.series) - 1
     nightly = sum(e.nightly_bytes for e in forecast.estimates)
-    trend = sum(e.nightly_trend for e in forecast.estimates) * plan.DAYS_PER_MONTH
+    trend = sum(e.nightly_trend for e in forecast.estimates) * projection.DAYS_PER_MONTH
     subtitle = (
         f"nightly added {chart.format_bytes(nightly)}"
         + (f" + {chart.format_bytes(trend)}/month" if trend else "")
@@ -278,7 +281,7 @@ def _write_chart(path: str, forecast: plan.Forecast, policy: Policy, growth: flo
         raise DedupeError(f"cannot write the chart to {path}: {exc.strerror}") from None
 
 
-def _print(ctx: Context, forecast: plan.Forecast, policy: Policy, growth: float) -> None:
+def _print(ctx: Context, forecast: projection.Forecast, policy: Policy, growth: float) -> None:
     days = len(forecast.series) - 1
     ctx.out(chart_title(policy, forecast.pruned, days))
     for estimate in forecast.estimates:

@@ -9,11 +9,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from dedupe import snapshots, treewalk
 from dedupe.cli.context import Context, human_bytes
 from dedupe.errors import DamageError, UsageError
 from dedupe.model.tree import DIR, FILE, TYPE_NAMES
-from dedupe.restorer import RestoreIncomplete, Restorer
+from dedupe.repo import manifests, treewalk
+from dedupe.restore.restorer import RestoreIncomplete, Restorer
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def _text(path: bytes) -> str:
 def cmd_snapshots(ctx: Context) -> int:
     repo = ctx.repo()
     damaged: list[str] = []
-    snaps = snapshots.load_all(repo, damaged)
+    snaps = manifests.load_all(repo, damaged)
     if ctx.json:
         ctx.emit_json(
             [
@@ -94,7 +94,7 @@ def cmd_snapshots(ctx: Context) -> int:
 
 def cmd_ls(ctx: Context) -> int:
     repo = ctx.repo()
-    snap = snapshots.resolve(repo, ctx.args.snapshot)
+    snap = manifests.resolve(repo, ctx.args.snapshot)
     treewalk.count_entries(repo, snap.tree)  # refuse exploding (hostile) trees up front
     base, node = treewalk.find(repo, snap.tree, ctx.args.path)
     if node is None:
@@ -126,7 +126,7 @@ def cmd_ls(ctx: Context) -> int:
 
 def cmd_cat(ctx: Context) -> int:
     repo = ctx.repo()
-    snap = snapshots.resolve(repo, ctx.args.snapshot)
+    snap = manifests.resolve(repo, ctx.args.snapshot)
     path, node = treewalk.find(repo, snap.tree, ctx.args.path)
     if node is None or node.type != FILE:
         raise UsageError(f"{ctx.args.path}: not a file in snapshot {snap.short_id()}")
@@ -167,7 +167,7 @@ def _cat_damage(path: bytes, written: int, why: str) -> str:
 
 def cmd_restore(ctx: Context) -> int:
     repo = ctx.repo()
-    snap = snapshots.resolve(repo, ctx.args.snapshot)
+    snap = manifests.resolve(repo, ctx.args.snapshot)
     includes = []
     for inc in ctx.args.include:
         full, _node = treewalk.find(repo, snap.tree, inc)
@@ -219,8 +219,8 @@ def cmd_restore(ctx: Context) -> int:
 
 def cmd_diff(ctx: Context) -> int:
     repo = ctx.repo()
-    first = snapshots.resolve(repo, ctx.args.first)
-    second = snapshots.resolve(repo, ctx.args.second)
+    first = manifests.resolve(repo, ctx.args.first)
+    second = manifests.resolve(repo, ctx.args.second)
     for snap in (first, second):
         treewalk.count_entries(repo, snap.tree)  # refuse exploding (hostile) trees up front
     changes = list(treewalk.diff(repo, first.tree, second.tree))

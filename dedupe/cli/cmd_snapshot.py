@@ -9,19 +9,20 @@ import socket
 import sys
 from datetime import UTC, datetime
 
-from dedupe import snapshots, space
-from dedupe.archiver import Archiver
+from dedupe.backup import space
+from dedupe.backup.archiver import Archiver
+from dedupe.backup.filescache import FilesCache
+from dedupe.backup.offload import Offloader
+from dedupe.backup.walkparts import source_problem
 from dedupe.cachedir import default_cache_dir
 from dedupe.cli.context import Context, human_bytes
 from dedupe.errors import DedupeError, PartialSnapshot, UsageError
-from dedupe.filescache import FilesCache
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import valid_name
-from dedupe.offload import Offloader
+from dedupe.repo import manifests
 from dedupe.repo.repository import GC_PENDING, Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
-from dedupe.walkparts import source_problem
 
 # Snapshot times outside these years cannot be converted to UTC and back everywhere.
 MIN_YEAR = 1970
@@ -148,7 +149,7 @@ def cmd_snapshot(ctx: Context) -> int:
                 bar.close()
         stats = archiver.stats
         snap = Snapshot(
-            id=snapshots.new_snapshot_id(),
+            id=manifests.new_snapshot_id(),
             time=when,
             host=args.host or socket.gethostname(),
             user=_user(),
@@ -166,7 +167,7 @@ def cmd_snapshot(ctx: Context) -> int:
                 "bytes_added": writer.stats.stored_bytes,
             },
         )
-        manifest_bytes = snapshots.commit(repo, lock, snap)
+        manifest_bytes = manifests.commit(repo, lock, snap)
         if files_cache is not None:
             files_cache.save(repo.index_names)
     bytes_added = writer.stats.stored_bytes + manifest_bytes
@@ -198,7 +199,7 @@ def cmd_snapshot(ctx: Context) -> int:
 
 
 def _offloader(repo: Repository) -> Offloader | None:
-    """A helper process for large files (dedupe.offload) on a local repository with more than
+    """A helper process for large files (dedupe.backup.offload) on a local repository with more than
     one core. The helper opens storage by local path only: snapshots to SFTP and S3 keep one
     process (not measured there yet)."""
     if not isinstance(repo.storage, LocalStorage) or (os.cpu_count() or 1) < 2:

@@ -2,7 +2,7 @@
 
 A hold record (`holds/<snapshot id>`) is a sealed copy of a hold, kept beside the manifest so
 that deleting a held manifest, or putting back an older unheld copy of it, cannot silently end
-a legal hold: `check` compares the two and `forget` trusts either (`dedupe.snapshots`).
+a legal hold: `check` compares the two and `forget` trusts either (`dedupe.repo.manifests`).
 """
 
 from __future__ import annotations

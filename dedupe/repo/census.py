@@ -5,7 +5,7 @@ gc deletes every chunk that no snapshot it sees references. If listing `snapshot
 returns too little (a failing disk, a half-mounted share, a bug), gc would take that as the truth
 and delete backups that still matter. The census is a second witness: `forget` records the count
 it leaves behind, gc records the count it saw at the end of every run that succeeded, and gc
-refuses to delete when it now sees far fewer snapshots than recorded (`dedupe.gc`).
+refuses to delete when it now sees far fewer snapshots than recorded (`dedupe.gc.collect`).
 
 The object `census` is sealed like every other object (its count would otherwise tell an
 onlooker how many backups exist): `seal(msgpack {"v": 1, "snapshots": int, "time": float})`.

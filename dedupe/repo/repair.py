@@ -39,7 +39,7 @@ from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pa
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): phase "headers" (packs read)."""
 
-# Entries per index file written (as gc's files: `dedupe.gcindex.MAX_FILE_ENTRIES`).
+# Entries per index file written (as gc's files: `dedupe.gc.indexfiles.MAX_FILE_ENTRIES`).
 MAX_FILE_ENTRIES = 100_000
 
 

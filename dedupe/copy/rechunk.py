@@ -20,14 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import blake3
 
-from dedupe import snapshots
 from dedupe.errors import DamageError, FormatError, UsageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE, Node, encode_tree
+from dedupe.repo import manifests
 from dedupe.repo.readahead import read_blobs
 from dedupe.repo.repository import Repository
+from dedupe.repo.treewalk import MAX_DEPTH, load_tree
 from dedupe.repo.writer import BlobWriter
-from dedupe.treewalk import MAX_DEPTH, load_tree
 
 
 class _ContentStream:
@@ -135,7 +135,7 @@ class Rechunker:
             if name not in source_names:
                 continue
             try:
-                snap = snapshots.load(self.dest, name)
+                snap = manifests.load(self.dest, name)
             except (DamageError, UsageError):
                 continue  # the copy below simply does not profit from it
             group = (snap.host, snap.paths)
@@ -143,7 +143,7 @@ class Rechunker:
                 newest[group] = snap
         for copied in newest.values():
             try:
-                original = snapshots.load(self.source, copied.id)
+                original = manifests.load(self.source, copied.id)
                 self._pair(original.tree, copied.tree, 0)
             except (DamageError, UsageError):
                 continue

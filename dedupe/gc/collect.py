@@ -1,9 +1,9 @@
 """gc: delete what no snapshot references and give the disk space back, safely on a full disk.
 
 Survey (list packs and index files, read the headers of packs no index names), mark (every blob
-the snapshots reach, trees included), plan (`dedupe.gcplan`, pure), then execute in an order
+the snapshots reach, trees included), plan (`dedupe.gc.plan`, pure), then execute in an order
 that a SIGKILL at any instant cannot turn into a lost chunk. Every index entry is a row of numpy
-columns (`dedupe.gcindex`), never a Python object, so memory stays near 60 bytes a chunk.
+columns (`dedupe.gc.indexfiles`), never a Python object, so memory stays near 60 bytes a chunk.
 
 1. Temporary leftovers, packs no index names and no snapshot needs, and index files already
    superseded are deleted first: no index names them, so nothing can reach them.
@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dedupe import snapshots
 from dedupe.crypto.seal import content_hash
 from dedupe.errors import (
     DamageError,
@@ -56,11 +55,11 @@ from dedupe.errors import (
     OutOfSpace,
     StorageError,
 )
-from dedupe.gcindex import EntryTable, IndexFiles, read_index
-from dedupe.gcplan import GcPlan, Repack, index_bytes, make_plan, with_young
+from dedupe.gc.indexfiles import EntryTable, IndexFiles, read_index
+from dedupe.gc.mark import mark_reachable
+from dedupe.gc.plan import GcPlan, Repack, index_bytes, make_plan, with_young
 from dedupe.model.snapshot import Snapshot
-from dedupe.reachable import mark_reachable
-from dedupe.repo import census, reserve
+from dedupe.repo import census, manifests, reserve
 from dedupe.repo.index import ChunkIndex, PackColumns
 from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
@@ -169,7 +168,7 @@ def run_gc(
         # A dry run holds no lock to read the storage's time from; it deletes nothing, so this
         # machine's clock is good enough for its report.
         survey = survey_repository(repo, lock_name, time.time() if dry_run else None)
-        snaps = snapshots.load_all(repo)
+        snaps = manifests.load_all(repo)
         remembered = census.remembered_count(repo, len(snaps), allow_empty, accept_snapshot_count)
         census.check_count(
             len(snaps), remembered, survey.pack_bytes, allow_empty, accept_snapshot_count
@@ -272,7 +271,7 @@ def mark(
     complete mark nothing may be deleted."""
     table = survey.table
     if snaps is None:
-        snaps = snapshots.load_all(repo)
+        snaps = manifests.load_all(repo)
     # Trees are read through the table: trees in adopted packs must be readable too.
     repo._index = ChunkIndex(table, _no_recovery)
     count = [0]

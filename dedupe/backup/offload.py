@@ -43,7 +43,8 @@ Warn = Callable[[str], None]
 # The helper's first lines: load the `dedupe` package from the folder the parent's own copy
 # came from (argv[1]), by file location, and only then import from it. `-P` keeps Python from
 # putting the working directory (or the script's folder) first on sys.path: run as root in a
-# user's folder, `python -m dedupe.offload` ran that user's planted dedupe/offload.py, which
+# user's folder, `python -m dedupe.backup.offload` ran that user's planted
+# dedupe/backup/offload.py, which
 # is then sent the master key. The user's site-packages and PYTHONPATH still work (no -I).
 _BOOT = (
     "import importlib.util, sys\n"
@@ -53,7 +54,7 @@ _BOOT = (
     "package = importlib.util.module_from_spec(spec)\n"
     "sys.modules['dedupe'] = package\n"
     "spec.loader.exec_module(package)\n"
-    "from dedupe.offload import main\n"
+    "from dedupe.backup.offload import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 
@@ -230,7 +231,7 @@ def _die_with_parent(lifeline: int) -> None:
 
 
 def _serve(conn: Connection) -> None:
-    from dedupe.archiver import Archiver
+    from dedupe.backup.archiver import Archiver
     from dedupe.repo.repository import Repository
     from dedupe.repo.writer import BlobWriter
     from dedupe.storage.local import LocalStorage

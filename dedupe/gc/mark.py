@@ -2,7 +2,8 @@
 
 Every tree is read once (an unchanged folder shared by many snapshots is walked once) and what it
 references is handed to a `Marks` object, which decides how to remember it: gc's is a compact
-table (`dedupe.gcindex.EntryTable`), so ten million chunk ids cost bytes each, not a Python set.
+table (`dedupe.gc.indexfiles.EntryTable`), so ten million chunk ids cost bytes each, not a Python
+set.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Protocol
 from dedupe.errors import FormatError
 from dedupe.model.tree import DIR, FILE, decode_tree
 from dedupe.repo.repository import Repository
-from dedupe.treewalk import MAX_DEPTH
+from dedupe.repo.treewalk import MAX_DEPTH
 
 
 class Marks(Protocol):

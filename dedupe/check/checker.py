@@ -23,18 +23,18 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dedupe.check_data import PackVerdict, Subset, verify_pack
-from dedupe.check_index import IndexSurvey
+from dedupe.check.data import PackVerdict, Subset, verify_pack
+from dedupe.check.index import IndexSurvey
 from dedupe.crypto import keys
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE, Node, decode_tree
 from dedupe.repo import lock as lock_mod
+from dedupe.repo.manifests import hold_problems, load_hold_records
+from dedupe.repo.manifests import load as load_snapshot
 from dedupe.repo.pack import BlobEntry, decode_header, header_span
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
-from dedupe.snapshots import hold_problems, load_hold_records
-from dedupe.snapshots import load as load_snapshot
-from dedupe.treewalk import MAX_DEPTH
+from dedupe.repo.treewalk import MAX_DEPTH
 
 __all__ = ["CheckReport", "Subset", "run_check"]
 
@@ -176,7 +176,7 @@ class _Checker:
         self.report.snapshots = len(self.snaps)
 
     def _check_holds(self) -> None:
-        """Every hold record against its manifest (`dedupe.snapshots.hold_problems`): a hold
+        """Every hold record against its manifest (`dedupe.repo.manifests.hold_problems`): a hold
         lost with a deleted or replaced manifest is an error."""
         damaged: list[str] = []
         records = load_hold_records(self.repo, damaged)

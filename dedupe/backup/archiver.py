@@ -17,12 +17,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
-from dedupe.chunker import Chunker
-from dedupe.filescache import FilesCache
-from dedupe.largefiles import LargeFiles
-from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
-from dedupe.repo.writer import BlobWriter
-from dedupe.walkparts import (
+from dedupe.backup.filescache import FilesCache
+from dedupe.backup.largefiles import LargeFiles
+from dedupe.backup.walkparts import (
     Excluder,
     folder_digest,
     group_name,
@@ -31,9 +28,12 @@ from dedupe.walkparts import (
     owner_name,
     source_problem,
 )
+from dedupe.chunker import Chunker
+from dedupe.model.tree import DIR, FILE, SYMLINK, Node, encode_tree
+from dedupe.repo.writer import BlobWriter
 
 if TYPE_CHECKING:
-    from dedupe.offload import Offloader
+    from dedupe.backup.offload import Offloader
 
 # Files at least this big are hashed block by block in the workers (see _store_content).
 ASYNC_MIN = 1 << 20
@@ -66,7 +66,7 @@ class Archiver:
         offload: Offloader | None = None,
     ) -> None:
         self.writer = writer
-        self.offload = offload  # large files go to a helper process (dedupe.offload)
+        self.offload = offload  # large files go to a helper process (dedupe.backup.offload)
         self.chunker = chunker
         self.cache = files_cache
         self.excluder = Excluder(excludes)

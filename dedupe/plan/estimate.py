@@ -2,7 +2,8 @@
 
 Pure functions of the history (no I/O, no clock): the level and trend of the nightly added bytes
 (`estimate_nightly`, `rising_trend`) and how long a night's data stays referenced
-(`measure_survival`, `survival_curve`, `fit_tail_exponent`). `dedupe.plan` combines them with the
+(`measure_survival`, `survival_curve`, `fit_tail_exponent`). `dedupe.plan.projection` combines them
+with the
 retention policy; docs/PLAN.md explains the choices and their measured error.
 """
 

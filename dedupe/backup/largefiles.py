@@ -1,7 +1,8 @@
 """Large files stored ahead of the walk, so the walk of small files never waits on a dump.
 
 A folder's large files start as soon as the folder is listed, and the walk joins them when it
-writes the folder's tree. With a helper process (dedupe.offload), files of OFFLOAD_MIN or more
+writes the folder's tree. With a helper process (dedupe.backup.offload), files of OFFLOAD_MIN or
+more
 go to it while its queue holds less than OFFLOAD_QUEUE bytes (a file alone may exceed that: a
 dump goes when the helper is idle), so a folder's join never waits long behind a dump. The
 others of READ_AHEAD_MIN or more go to this process's read-ahead thread, and the rest are
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from dedupe.errors import DedupeError
 
 if TYPE_CHECKING:
-    from dedupe.archiver import Archiver
+    from dedupe.backup.archiver import Archiver
 
 # Files at least this big are read on the read-ahead thread while the walk goes on.
 READ_AHEAD_MIN = 8 << 20

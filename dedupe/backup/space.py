@@ -17,8 +17,8 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 
-from dedupe import snapshots
 from dedupe.errors import DedupeError
+from dedupe.repo import manifests
 from dedupe.repo.repository import Repository
 
 HISTORY = 10
@@ -37,7 +37,7 @@ def estimate_snapshot_bytes(
 ) -> int | None:
     """Bytes the next snapshot of `paths` is likely to add at most, or None if unknown."""
     try:
-        history = [s for s in snapshots.load_all(repo) if tuple(s.paths) == tuple(paths)]
+        history = [s for s in manifests.load_all(repo) if tuple(s.paths) == tuple(paths)]
     except DedupeError:
         history = []
     growth = [_growth(s.summary) for s in history[-HISTORY:]]

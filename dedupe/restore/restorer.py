@@ -26,7 +26,7 @@ from dedupe.errors import DamageError, DedupeError, FormatError
 from dedupe.model.tree import DIR, FILE, Node, valid_name
 from dedupe.repo.index import Location
 from dedupe.repo.repository import Repository
-from dedupe.treewalk import count_entries, load_tree
+from dedupe.repo.treewalk import count_entries, load_tree
 
 Progress = Callable[[int], None]
 

@@ -8,7 +8,7 @@ for the search keys and order, and a byte or two of marks. Rows come in pack by 
 index files, then from the headers of packs no index file names) and are sorted once by the first
 8 id bytes; a lookup compares the full id, so two ids sharing a prefix are never confused. Rows
 holding the same id (copies in several packs, or one pack named twice) form a group, which the
-planner (`dedupe.gcplan`) resolves to one kept copy. Marking (`dedupe.reachable`) flags the rows of
+planner (`dedupe.gc.plan`) resolves to one kept copy. Marking (`dedupe.gc.mark`) flags the rows of
 every blob a snapshot reaches, in batches of vectorised lookups.
 
 `IndexFiles` tracks the current index files and which packs each names, and writes replacements
@@ -32,7 +32,7 @@ import numpy as np
 
 from dedupe.crypto.seal import content_hash
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace, StorageError
-from dedupe.gcplan import Entries, GcPlan, Packs
+from dedupe.gc.plan import Entries, GcPlan, Packs
 from dedupe.repo.index import (
     Generation,
     PackColumns,
@@ -217,7 +217,7 @@ class EntryTable:
             fields[:, 1:] = self.fields[rows]
             yield self.ids[rows], fields
 
-    # --- marks (dedupe.reachable.Marks) ---------------------------------------------------------
+    # --- marks (dedupe.gc.mark.Marks) ---------------------------------------------------------
 
     def visit_tree(self, tree_id: bytes) -> bool:
         row = self._find_row(tree_id)

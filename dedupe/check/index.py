@@ -1,7 +1,8 @@
 """check's survey of the index: every entry of every current index file as numpy columns.
 
 At tens of millions of chunks a Python object per entry costs several GiB; the survey keeps gc's
-`EntryTable` (`dedupe.gcindex`: about 60 bytes an entry) and builds `BlobEntry` objects for one
+`EntryTable` (`dedupe.gc.indexfiles`: about 60 bytes an entry) and builds `BlobEntry` objects for
+one
 pack at a time, when check compares that pack with its header or reads it.
 
 What it answers is what check's dict of dicts answered before:
@@ -29,7 +30,7 @@ import numpy as np
 
 from dedupe.crypto.seal import content_hash
 from dedupe.errors import DedupeError, ObjectNotFound
-from dedupe.gcindex import MIN_INDEX_BYTES_PER_ENTRY, EntryTable
+from dedupe.gc.indexfiles import MIN_INDEX_BYTES_PER_ENTRY, EntryTable
 from dedupe.repo.index import Generation, Location, decode_index, judge
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import Repository

@@ -43,7 +43,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
-from dedupe.plan_estimate import (
+from dedupe.plan.estimate import (
     History,
     PackUsage,  # noqa: F401  (re-exported: cmd_plan builds the history)
     estimate_nightly,

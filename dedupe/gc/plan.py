@@ -1,7 +1,9 @@
 """gc planning: a pure function from (entries, packs, max_unused) to what gc will do.
 
-No storage, no clock, no randomness: `dedupe.gc` gathers the facts (as numpy columns, one row per
-index entry, so that tens of millions of chunks cost tens of bytes each; see `dedupe.gcindex`),
+No storage, no clock, no randomness: `dedupe.gc.collect` gathers the facts (as numpy columns, one
+row per
+index entry, so that tens of millions of chunks cost tens of bytes each; see
+`dedupe.gc.indexfiles`),
 calls `make_plan`, and executes the plan. Keeping the decision pure makes the rules testable:
 
 - Each live blob keeps exactly one copy. Copies in indexed packs are preferred over copies in
@@ -93,7 +95,7 @@ class Repack:
 
 @dataclass(frozen=True, eq=False)
 class GcPlan:
-    """What gc will do; `dedupe.gc` executes it in a crash-safe order. Packs are numbers."""
+    """What gc will do; `dedupe.gc.collect` executes it in a crash-safe order. Packs are numbers."""
 
     keep: np.ndarray
     """Packs kept as they are (adopted unindexed packs included), by pack id."""

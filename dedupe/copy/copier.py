@@ -12,7 +12,8 @@ Two ways, chosen per destination:
   read and written.
 - *Re-chunk* (unrelated keys): ids differ, so every file is streamed from the source blob by blob
   through the destination's chunker and id key, and the trees are rebuilt with the new ids
-  (`dedupe.rechunk`). The destination's dedup still applies; folders and files already translated
+  (`dedupe.copy.rechunk`). The destination's dedup still applies; folders and files already
+  translated
   in this run are not read twice.
 
 Write order at the destination, as for a snapshot: packs, then the index naming them (`flush`),
@@ -27,16 +28,16 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from dedupe import snapshots
+from dedupe.copy.rechunk import Rechunker
 from dedupe.errors import FormatError, UsageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE
-from dedupe.rechunk import Rechunker
+from dedupe.repo import manifests
 from dedupe.repo.index import Location
 from dedupe.repo.readahead import read_blobs
 from dedupe.repo.repository import Repository
+from dedupe.repo.treewalk import MAX_DEPTH, load_tree
 from dedupe.repo.writer import BlobWriter
-from dedupe.treewalk import MAX_DEPTH, load_tree
 
 Progress = Callable[[int], None]  # plaintext bytes handled since the last call
 
@@ -70,9 +71,9 @@ def select(source: Repository, dest: Repository, specs: Iterable[str]) -> list[S
     first, so a killed copy has finished the older ones."""
     specs = list(specs)
     if specs:
-        chosen = {s.id: s for s in (snapshots.resolve(source, spec) for spec in specs)}
+        chosen = {s.id: s for s in (manifests.resolve(source, spec) for spec in specs)}
         return sorted(chosen.values(), key=lambda s: (s.time, s.id))
-    return snapshots.load_all(source)
+    return manifests.load_all(source)
 
 
 # --- the copy ----------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ class Copier:
         self.result.blobs_added += writer.stats.blobs_new
         self.result.bytes_added += writer.stats.stored_bytes
         for snap in done:
-            self.result.bytes_added += snapshots.save(self.dest, snap)
+            self.result.bytes_added += manifests.save(self.dest, snap)
             self.result.copied.append(snap.id)
 
     def _copy_same_ids(self, todo: list[Snapshot], pool: ThreadPoolExecutor) -> None:

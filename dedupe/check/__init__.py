@@ -1,0 +1,1 @@
+"""Verifying a repository: structure, the index survey, and reading every byte."""

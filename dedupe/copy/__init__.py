@@ -1,0 +1,1 @@
+"""Copying snapshots to another repository, re-chunking when the chunker differs."""

@@ -1,0 +1,1 @@
+"""Forecasting the repository's size under a retention policy, and its chart."""

@@ -1,0 +1,1 @@
+"""Getting files back: restoring a snapshot's files to a folder."""
