@@ -118,10 +118,10 @@ class Chunker:
             seed=seed,
         )
 
-    def cut(self, data: bytes | memoryview) -> list[bytes | memoryview]:
+    def cut(self, data: bytes | memoryview) -> list[memoryview]:
         """The chunks of one whole, in-memory piece of data (a small file read at once)."""
         if len(data) <= self.params.min_size:
-            return [data]  # FastCDC never cuts below min_size: one chunk, no cutter
+            return [memoryview(data)]  # FastCDC never cuts below min_size: one chunk, no cutter
         return [c.data for c in self._cdc.cut_buf(data)]
 
     def chunks(self, readinto: ReadInto, size_hint: int | None = None) -> Iterator[memoryview]:

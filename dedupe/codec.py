@@ -21,7 +21,8 @@ T = TypeVar("T")
 
 def pack(obj: Any) -> bytes:
     """Encode with the repository's fixed msgpack options."""
-    return msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
 def unpack(data: bytes | memoryview, what: str = "object") -> Any:
@@ -55,7 +56,7 @@ def field(obj: Any, key: str, kind: type[T] | tuple[type, ...], what: str) -> T:
 
 
 def opt_field(
-    obj: dict, key: str, kind: type[T] | tuple[type, ...], what: str, default: Any = None
+    obj: dict[str, Any], key: str, kind: type[T] | tuple[type, ...], what: str, default: Any = None
 ) -> Any:
     """Like `field`, but an absent key (or nil) gives `default`."""
     if obj.get(key) is None:
@@ -63,7 +64,7 @@ def opt_field(
     return field(obj, key, kind, what)
 
 
-def check_version(obj: Any, what: str) -> dict:
+def check_version(obj: Any, what: str) -> dict[str, Any]:
     """Require a map with `v` == FORMAT_VERSION."""
     version = field(obj, "v", int, what)
     if version != FORMAT_VERSION:
@@ -72,7 +73,8 @@ def check_version(obj: Any, what: str) -> dict:
         raise UnsupportedVersion(
             f"{what} has format version {version}; this dedupe reads version {FORMAT_VERSION}"
         )
-    return obj
+    checked: dict[str, Any] = obj
+    return checked
 
 
 def blob_id(value: Any, what: str) -> bytes:

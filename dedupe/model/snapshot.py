@@ -11,6 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from dedupe import codec
 from dedupe.errors import FormatError
@@ -29,7 +30,7 @@ class Snapshot:
     tree: bytes
     held: bool = False
     hold_reason: str | None = None
-    summary: dict = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def short_id(self) -> str:
         return self.id[:8]
@@ -94,7 +95,7 @@ def decode_snapshot(data: bytes, expected_id: str) -> Snapshot:
 MAX_SUMMARY_VALUE = 2**63 - 1
 
 
-def _clean_summary(summary: dict, what: str) -> dict:
+def _clean_summary(summary: dict[Any, Any], what: str) -> dict[str, Any]:
     """The summary's counters, with impossible values (NaN, infinities, negative or huge
     numbers) left out as if absent.
 

@@ -8,6 +8,7 @@ cannot name a path outside its folder; the restorer relies on that and checks ag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 from dedupe import codec
 from dedupe.errors import FormatError
@@ -35,8 +36,8 @@ class Node:
     subtree: bytes | None = None
     target: bytes | None = None
 
-    def to_map(self) -> dict:
-        item: dict = {
+    def to_map(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
             "n": self.name,
             "t": self.type,
             "m": self.mode,
@@ -68,7 +69,7 @@ def encode_tree(nodes: list[Node]) -> bytes:
     return codec.pack({"v": codec.FORMAT_VERSION, "e": [n.to_map() for n in ordered]})
 
 
-def _int(value: object, low: int, high: int) -> bool:
+def _int(value: object, low: int, high: int) -> TypeGuard[int]:
     return type(value) is int and low <= value < high  # type() excludes bool on purpose
 
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import blake3
 import numpy as np
@@ -95,13 +95,21 @@ def _section_sizes(entries: int, packs: int, names_len: int) -> list[int]:
     ]
 
 
+# (dtype, shape) of the mapped keys, ids and fields columns.
+_COLUMN_LAYOUT: list[tuple[np.dtype[Any], tuple[int, ...]]] = [
+    (np.dtype("<u8"), (-1,)),
+    (np.dtype(np.uint8), (-1, 32)),
+    (np.dtype("<u4"), (-1, 4)),
+]
+
+
 def _block_tag(
     key: bytes, number: int, columns: Sequence[bytes | memoryview], start: int, end: int
 ) -> bytes:
     """The tag of rows [start, end) of the (keys, ids, fields) byte columns, as block `number`."""
     tag = blake3.blake3(number.to_bytes(8, "little"), key=key)
     for column, width in zip(columns, _WIDTHS, strict=True):
-        tag.update(column[width * start : width * end])  # type: ignore[index]
+        tag.update(column[width * start : width * end])
     return tag.digest(TAG_BYTES)
 
 
@@ -154,7 +162,8 @@ class CacheTable:
         # `superseded`: listed files known to count for nothing (superseded or below the floor).
         self.covered, self.superseded, self.floor = _decode_names(names)
         self.pack_ids = [pack_table[32 * i : 32 * i + 32] for i in range(packs)]
-        self.path, self._file, self._ino, self._key, self._n = path, file, st.st_ino, key, n
+        self.path, self._file, self._ino, self._key = path, file, st.st_ino, key
+        self._n: int = n
         self._fence = memoryview(fence).cast("Q")
         self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         with contextlib.suppress(AttributeError, OSError):
@@ -229,9 +238,10 @@ class CacheTable:
     def _column(self, i: int) -> np.ndarray:
         # From the mapping itself, not from a memoryview of it: an array exporting a
         # memoryview's buffer must not outlive it in a reference cycle.
-        dtype, shape = [("<u8", (-1,)), (np.uint8, (-1, 32)), ("<u4", (-1, 4))][i]
-        count = self._n * _WIDTHS[i] // np.dtype(dtype).itemsize
-        return np.frombuffer(self._mm, dtype, count, self._at[i]).reshape(shape)
+        dtype, shape = _COLUMN_LAYOUT[i]
+        count = self._n * _WIDTHS[i] // dtype.itemsize
+        column: np.ndarray = np.frombuffer(self._mm, dtype, count, self._at[i]).reshape(shape)
+        return column
 
     def verify_all(self) -> None:
         for block in range(len(self._verified)):
@@ -383,7 +393,7 @@ class IndexCache:
 
 
 def _pwrite_all(fd: int, data: bytes | np.ndarray, offset: int) -> None:
-    view = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data)
+    view = np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else memoryview(data)
     view = view.cast("B")
     while len(view):
         written = os.pwrite(fd, view, offset)
@@ -456,7 +466,7 @@ class _Writer:
             columns = [np.concatenate([t, c]) for t, c in zip(self._tail, columns, strict=True)]
             self._tail = None
         full = len(columns[0]) // BLOCK * BLOCK
-        views = [memoryview(c).cast("B") for c in columns]
+        views = [c.data.cast("B") for c in columns]
         for s in range(0, full, BLOCK):
             self._tag(views, s, s + BLOCK)
         if full < len(columns[0]):
@@ -468,7 +478,7 @@ class _Writer:
 
     def _finish(self) -> None:
         if self._tail is not None:
-            views = [memoryview(np.ascontiguousarray(c)).cast("B") for c in self._tail]
+            views = [np.ascontiguousarray(c).data.cast("B") for c in self._tail]
             self._tag(views, 0, len(self._tail[0]))
         fence = np.array(self._fence, dtype="<u8").tobytes()
         sections = [self._names, self._pack_table, fence, b"".join(self._tags)]
@@ -515,7 +525,7 @@ class _Spill:
         if not len(rows):
             return
         if not self.bits:
-            self._files[0].write(memoryview(rows).cast("B"))
+            self._files[0].write(rows.data.cast("B"))
             return
         keys = rows[:, :8].copy().view("<u8").reshape(-1)
         bucket = keys >> np.uint64(64 - self.bits)
@@ -524,7 +534,7 @@ class _Spill:
         ends = np.cumsum(np.bincount(bucket, minlength=len(self._files))).tolist()
         for f, end in zip(self._files, ends, strict=True):
             if end > start:
-                f.write(memoryview(rows[start:end]).cast("B"))
+                f.write(rows[start:end].data.cast("B"))
             start = end
 
     def buckets(self) -> Iterator[np.ndarray]:

@@ -56,7 +56,9 @@ class BlobWriter:
         # Uploads run in parallel up to the backend's connection limit (remote backends);
         # a local disk gets one uploader, which already overlaps writing with sealing.
         self._upload_threads = max(1, min(8, int(getattr(repo.storage, "max_connections", 1))))
-        self._uploads: queue.Queue = queue.Queue(maxsize=self._upload_threads + 1)
+        self._uploads: queue.Queue[tuple[bytes, bytes, list[BlobEntry]] | None] = queue.Queue(
+            maxsize=self._upload_threads + 1
+        )
         self._upload_lock = threading.Lock()
         self._written: list[tuple[bytes, list[BlobEntry]]] = []
         self._unindexed: list[tuple[bytes, list[BlobEntry]]] = []
@@ -118,7 +120,7 @@ class BlobWriter:
             self._submit_batch()
         return True
 
-    def add_chunks_async(self, chunks: list[memoryview]) -> Future:
+    def add_chunks_async(self, chunks: list[memoryview]) -> Future[list[bytes]]:
         """Hash and store a block of chunks in a worker; the future gives their ids in order.
 
         For large files: the caller's thread then only reads and cuts, and hashing moves to
