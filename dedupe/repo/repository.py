@@ -7,6 +7,7 @@ structure belongs to `dedupe.model.snapshot`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -242,6 +243,22 @@ class Repository:
         if self._index is None:
             self._index = self.load_index()
         return self._index
+
+    def forget_index(self) -> None:
+        """Drop the index held in memory: the next reader loads it again from the index files
+        (gc and repair call this once they have replaced them)."""
+        self._index = None
+
+    @contextlib.contextmanager
+    def reading_through(self, index: ChunkIndex) -> Iterator[None]:
+        """Within the block, blobs are read through `index` instead of the repository's own;
+        afterwards the index is forgotten (`forget_index`). gc reads the snapshots' trees this
+        way, through its entry table: it also holds the packs no index file names yet."""
+        self._index = index
+        try:
+            yield
+        finally:
+            self._index = None
 
     def load_index(self) -> ChunkIndex:
         """The union of the current index files (superseded ones, left by an interrupted gc,
