@@ -59,6 +59,14 @@ class FormatError(DamageError):
     """A stored object could not be decoded: it is damaged, hostile or of an unknown format."""
 
 
+class TreesTooDeep(FormatError):
+    """Snapshot trees nest deeper than `dedupe.repo.treewalk.MAX_DEPTH`: no real folder
+    structure does, so the trees are hostile or damaged (a tree naming itself ends here too)."""
+
+    def __init__(self, message: str = "snapshot trees nest implausibly deep (hostile or damaged)"):
+        super().__init__(message)
+
+
 class UnsupportedVersion(DedupeError):
     """The repository was written by an unknown (newer) format version (exit 1)."""
 
@@ -72,6 +80,11 @@ class StorageError(DedupeError):
 
 class ObjectNotFound(StorageError):
     """The named object does not exist in the backend."""
+
+
+class ShortRead(StorageError):
+    """A ranged read reached past the end of the object: it is shorter than the caller knows it
+    to be (a truncated pack). Permanent, never retried; the repository reports it as damage."""
 
 
 class TransientStorageError(StorageError):

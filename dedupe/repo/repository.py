@@ -18,11 +18,11 @@ from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.crypto import keys
 from dedupe.errors import (
     DamageError,
-    DedupeError,
     FormatError,
     NoRepository,
     ObjectNotFound,
     OutOfSpace,
+    ShortRead,
     UsageError,
     WrongPassword,
 )
@@ -448,10 +448,8 @@ class Repository:
             sealed = self.storage.get(pack_name(loc.pack_id), loc.offset, loc.length)
         except ObjectNotFound:
             raise DamageError(f"pack {loc.pack_id.hex()[:16]} is missing") from None
-        except DedupeError as exc:
-            if "short read" in str(exc):
-                raise DamageError(f"pack {loc.pack_id.hex()[:16]} is truncated") from None
-            raise
+        except ShortRead:
+            raise DamageError(f"pack {loc.pack_id.hex()[:16]} is truncated") from None
         return self.blobs.decode(sealed, blob_id, loc.raw_length)
 
     def read_blob_run(self, run: list[tuple[bytes, Location]]) -> list[bytes | DamageError]:
@@ -465,9 +463,7 @@ class Repository:
             span = self.storage.get(pack_name(first.pack_id), start, end - start)
         except ObjectNotFound:
             return [DamageError(f"pack {first.pack_id.hex()[:16]} is missing")] * len(run)
-        except DedupeError as exc:
-            if "short read" not in str(exc):
-                raise
+        except ShortRead:
             # Truncated pack: fall back to reading blob by blob, so the intact ones survive.
             return [self.read_blob_or_error(blob_id) for blob_id, _loc in run]
         view = memoryview(span)

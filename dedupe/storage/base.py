@@ -9,13 +9,17 @@ Guarantees every backend gives (checked by `tests/storage_conformance.py`):
 - `list(prefix)` yields every final name under the prefix (never temporary names), each once.
   A listing that cannot be completed raises; it never yields a partial list as if complete
   (gc deletes what a listing does not show). Only a start folder that does not exist is empty.
+- A ranged `get` that reaches past the end of the object raises `ShortRead` (the object is
+  shorter than its reader knows it to be: a truncated pack), never returns fewer bytes.
 - `delete` of a missing object raises `ObjectNotFound`.
-- Errors are `ObjectNotFound`, `TransientStorageError` (safe to retry), `OutOfSpace`, or
-  `StorageError` (permanent). Nothing else escapes a backend.
-
-Optional extension (backends that can leave temporaries behind: local, sftp):
-`list_leftovers() -> Iterator[Leftover]` and `delete_leftover(leftover)`, used by gc and check.
-Leftovers are looked for only in the folders dedupe writes (`WRITER_DIRS` and data/<2 hex>/).
+- Errors are `ObjectNotFound`, `ShortRead`, `TransientStorageError` (safe to retry), `OutOfSpace`,
+  or `StorageError` (permanent). Nothing else escapes a backend.
+- `list_leftovers()` yields the temporaries interrupted writes left behind, and
+  `delete_leftover(leftover)` deletes one (refusing any name that is not a temporary in a folder
+  dedupe writes), for gc and check. Leftovers are looked for only in the folders dedupe writes
+  (`WRITER_DIRS` and data/<2 hex>/). Backends whose writes cannot leave any (memory, S3: a PUT
+  is all or nothing) list none.
+- `max_connections` is how many requests are worth sending at once (1 for a local disk).
 
 A backend never sees a key or a plaintext byte: the repository layer encrypts before `put`.
 Names are relative, '/'-separated, and limited to a safe alphabet (see `validate_name`).
@@ -28,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from dedupe.errors import StorageError
+from dedupe.errors import ObjectNotFound, ShortRead, StorageError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*$")
 
@@ -58,6 +62,11 @@ def redact_url(url: str) -> str:
     if not at or ":" not in userinfo:
         return url
     return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{rest[end:]}"
+
+
+def short_read(name: str, offset: int, length: int | None) -> ShortRead:
+    """The error every backend raises for a range past the end of `name` (one wording)."""
+    return ShortRead(f"short read of {name}: wanted {length} bytes at {offset}")
 
 
 @dataclass(frozen=True)
@@ -118,9 +127,18 @@ def is_pack_folder(folder: str) -> bool:
     return top == "data" and is_pack_folder_name(sub)
 
 
+def refuse_leftover(leftover: Leftover) -> None:
+    """`delete_leftover` of a backend that never leaves temporaries behind: a name that is not
+    a leftover's is refused as on every backend, any other is simply not there."""
+    if not leftover_name_ok(leftover.name):
+        raise StorageError(f"not a leftover temporary file: {leftover.name!r}")
+    raise ObjectNotFound(f"not found: {leftover.name}")
+
+
 @runtime_checkable
 class Storage(Protocol):
-    """The minimal backend interface. Implementations: local, memory, sftp, s3."""
+    """The backend interface. Implementations: local, memory, sftp, s3; the wrappers in
+    `retry` and `faults` implement it by delegating."""
 
     url: str
 
@@ -158,6 +176,19 @@ class Storage(Protocol):
 
     def free_space(self) -> int | None:
         """Bytes free for new objects, or None when the backend cannot tell (object stores)."""
+        ...
+
+    @property
+    def max_connections(self) -> int:
+        """How many requests are worth having in flight at once (uploads in parallel)."""
+        ...
+
+    def list_leftovers(self) -> Iterator[Leftover]:
+        """Temporary objects interrupted writes left behind (none where writes cannot)."""
+        ...
+
+    def delete_leftover(self, leftover: Leftover) -> None:
+        """Delete one leftover; StorageError for a name that is not a leftover's."""
         ...
 
     def close(self) -> None:

@@ -23,13 +23,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from dedupe.errors import OutOfSpace, StorageError, TransientStorageError
-from dedupe.storage.base import ObjectInfo, Storage
+from dedupe.storage.base import Leftover, ObjectInfo, Storage
 
 OPERATIONS = ("get", "put", "delete", "list", "stat", "exists", "free_space", "close")
 
 
 class StorageWrapper:
-    """Delegates every attribute to `inner`; subclasses define only what they change."""
+    """Delegates every attribute to `inner`; subclasses define only what they change.
+
+    The core operations (`OPERATIONS`) are reached through `__getattr__`, so `FailNthCall` and
+    `RecordingStorage` can intercept them there; the rest of the protocol is spelled out.
+    """
 
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
@@ -37,6 +41,16 @@ class StorageWrapper:
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
+
+    @property
+    def max_connections(self) -> int:
+        return self.inner.max_connections
+
+    def list_leftovers(self) -> Iterator[Leftover]:
+        return self.inner.list_leftovers()
+
+    def delete_leftover(self, leftover: Leftover) -> None:
+        self.inner.delete_leftover(leftover)
 
 
 ErrorFactory = Callable[[], BaseException]

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 from dedupe.errors import ObjectExists, ObjectNotFound, OutOfSpace, StorageError
 from dedupe.storage.base import (
@@ -23,6 +24,7 @@ from dedupe.storage.base import (
     ObjectInfo,
     is_pack_folder_name,
     leftover_name_ok,
+    short_read,
     validate_name,
 )
 
@@ -35,7 +37,7 @@ _Folders = list[tuple[str, str, os.stat_result]]  # (name, path, stat) of its su
 _Paths = list[str]
 
 
-def _os_error(exc: OSError, what: str) -> StorageError:
+def _os_error(exc: OSError, what: str) -> StorageError | OutOfSpace:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutOfSpace(f"out of disk space while {what}")
     if exc.errno in (errno.ENOENT, errno.EISDIR):  # a folder is not an object
@@ -67,12 +69,15 @@ def fsync_dir(path: str) -> None:
 class LocalStorage:
     """Objects as files under `root` (which must exist)."""
 
+    # One uploader: it already overlaps writing with sealing, and a disk gains nothing more.
+    max_connections = 1
+
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.url = self.root
         self._made_dirs: set[str] = set()
         self._fd_lock = threading.Lock()
-        self._fds: OrderedDict[str, list] = OrderedDict()
+        self._fds: OrderedDict[str, list[Any]] = OrderedDict()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *validate_name(name).split("/"))
@@ -91,7 +96,7 @@ class LocalStorage:
         except OSError as exc:
             raise _os_error(exc, f"reading {name}") from None
         if len(data) != length:
-            raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
+            raise short_read(name, offset, length)
         return data
 
     def _ensure_dir(self, folder: str) -> None:
@@ -148,10 +153,10 @@ class LocalStorage:
                 if entry[2] and entry[1] == 0:
                     os.close(entry[0])
         if len(data) != length:
-            raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
+            raise short_read(name, offset, length)
         return data
 
-    def _retire(self, entry: list) -> None:
+    def _retire(self, entry: list[Any]) -> None:
         """Close a descriptor now, or when its last reader is done (call with the lock held)."""
         if entry[1] == 0:
             os.close(entry[0])

@@ -6,12 +6,14 @@ import threading
 import time
 from collections.abc import Iterator
 
-from dedupe.errors import ObjectExists, ObjectNotFound, StorageError
-from dedupe.storage.base import ObjectInfo, validate_name
+from dedupe.errors import ObjectExists, ObjectNotFound
+from dedupe.storage.base import Leftover, ObjectInfo, refuse_leftover, short_read, validate_name
 
 
 class MemoryStorage:
-    """Objects in a dict; thread-safe."""
+    """Objects in a dict; thread-safe. A put is a dict assignment, so no leftovers exist."""
+
+    max_connections = 1
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -27,7 +29,7 @@ class MemoryStorage:
                 raise ObjectNotFound(f"not found: {name}") from None
         end = len(data) if length is None else offset + length
         if end > len(data):
-            raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
+            raise short_read(name, offset, length)
         return data[offset:end]
 
     def put(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False) -> None:
@@ -70,6 +72,12 @@ class MemoryStorage:
 
     def free_space(self) -> int | None:
         return None
+
+    def list_leftovers(self) -> Iterator[Leftover]:
+        return iter(())
+
+    def delete_leftover(self, leftover: Leftover) -> None:
+        refuse_leftover(leftover)
 
     def close(self) -> None:
         pass

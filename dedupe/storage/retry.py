@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from dedupe.errors import ObjectExists, ObjectNotFound, StorageError, TransientStorageError
-from dedupe.storage.base import ObjectInfo, Storage
+from dedupe.storage.base import Leftover, ObjectInfo, Storage
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -53,8 +53,12 @@ class RetryingStorage:
         self._clock = clock
 
     def __getattr__(self, attr: str) -> object:
-        # Optional extras of the inner backend (list_temporary, max_connections...) pass through.
+        # A backend's own extras beyond the protocol (list_temporary, list_uploads) pass through.
         return getattr(self.inner, attr)
+
+    @property
+    def max_connections(self) -> int:
+        return self.inner.max_connections
 
     def _delays(self) -> Iterator[float]:
         """Backoff delays between attempts; stops when attempts or time run out."""
@@ -138,6 +142,13 @@ class RetryingStorage:
 
     def free_space(self) -> int | None:
         return self._retry("free space", lambda _a: self.inner.free_space())
+
+    def list_leftovers(self) -> Iterator[Leftover]:
+        # Not retried: a listing cut off half-way would be retried by its next caller (gc, check).
+        return self.inner.list_leftovers()
+
+    def delete_leftover(self, leftover: Leftover) -> None:
+        self.inner.delete_leftover(leftover)
 
     def close(self) -> None:
         self.inner.close()

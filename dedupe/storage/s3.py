@@ -40,7 +40,14 @@ from dedupe.errors import (
     TransientStorageError,
     UsageError,
 )
-from dedupe.storage.base import ObjectInfo, redact_url, validate_name
+from dedupe.storage.base import (
+    Leftover,
+    ObjectInfo,
+    redact_url,
+    refuse_leftover,
+    short_read,
+    validate_name,
+)
 
 MiB = 1024 * 1024
 _TRANSIENT_CODES = {
@@ -71,6 +78,9 @@ _NETWORK_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+_Keys = list[str]  # (`list` is a method name inside S3Storage)
 
 
 def _md5(data: bytes | memoryview) -> str:
@@ -161,7 +171,7 @@ class S3Storage:
         except Exception as exc:  # noqa: BLE001 - mapped to the protocol's errors
             raise self._map_error(exc, what) from None
 
-    def _map_error(self, exc: Exception, what: str) -> StorageError:
+    def _map_error(self, exc: Exception, what: str) -> StorageError | NoRepository:
         where = f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
         if isinstance(exc, StorageError):
             return exc
@@ -239,14 +249,12 @@ class S3Storage:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 if length is None:
                     return b""  # offset at or past the end, as a file read would give
-                raise StorageError(
-                    f"short read of {name}: wanted {length} bytes at {offset}"
-                ) from None
+                raise short_read(name, offset, length) from None
             raise self._map_error(exc, what) from None
         except Exception as exc:  # noqa: BLE001
             raise self._map_error(exc, what) from None
         if length is not None and len(data) != length:
-            raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
+            raise short_read(name, offset, length)
         return data
 
     def put(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False) -> None:
@@ -347,7 +355,15 @@ class S3Storage:
     def free_space(self) -> int | None:
         return None  # object stores have no meaningful "free space"
 
-    def list_uploads(self) -> list[str]:
+    def list_leftovers(self) -> Iterator[Leftover]:
+        """None: a PUT (or a completed multipart upload) is all or nothing, and unfinished
+        uploads are aborted, never visible as objects (`list_uploads` shows any left)."""
+        return iter(())
+
+    def delete_leftover(self, leftover: Leftover) -> None:
+        refuse_leftover(leftover)
+
+    def list_uploads(self) -> _Keys:
         """Keys of unfinished multipart uploads under our prefix (leftovers of killed runs)."""
         response = self._call(
             "listing unfinished uploads",

@@ -50,6 +50,7 @@ from dedupe.storage.base import (
     is_pack_folder_name,
     leftover_name_ok,
     redact_url,
+    short_read,
     validate_name,
 )
 from dedupe.storage.sshconn import Connection, SSHTarget, connect, parse_sftp_url
@@ -235,7 +236,7 @@ class SFTPStorage:
                     raise ObjectNotFound(f"not found: {name}") from None
                 raise
             if length is not None and len(data) != length:
-                raise StorageError(f"short read of {name}: wanted {length} bytes at {offset}")
+                raise short_read(name, offset, length)
             return data
 
         return self._run(f"reading {name}", op)
@@ -349,9 +350,7 @@ class SFTPStorage:
                 if stat_mod.S_ISLNK(entry.st_mode or 0):
                     attrs = self._follow(name, full)
                     if attrs is not None and stat_mod.S_ISDIR(attrs.st_mode or 0):
-                        sub_real = self._run(
-                            f"listing {name}", lambda c, p=full: c.sftp.normalize(p)
-                        )
+                        sub_real = self._normalize(name, full)
                 if attrs is None:
                     continue  # a dangling symlink: no object
                 mode = attrs.st_mode or 0
@@ -384,6 +383,10 @@ class SFTPStorage:
 
         return self._run(f"listing {name}", op)
 
+    def _normalize(self, name: str, path: str) -> str:
+        """The server's real path of `path` (symlinks resolved)."""
+        return str(self._run(f"listing {name}", lambda conn: conn.sftp.normalize(path)))
+
     def _listdir(self, rel: str, path: str, *, start_folder: bool) -> _Entries | None:
         """A folder's entries. None only for a start folder that does not exist; every other
         failure raises (a shortened listing would make gc delete what it did not see)."""
@@ -391,7 +394,8 @@ class SFTPStorage:
 
         def op(conn: Connection) -> _Entries | None:
             try:
-                return conn.sftp.listdir_attr(path)
+                entries: _Entries = conn.sftp.listdir_attr(path)
+                return entries
             except OSError as exc:
                 if not conn.alive() or exc.errno not in (None, errno.ENOENT, errno.EACCES):
                     raise  # the connection is in trouble: _run makes it transient
