@@ -25,13 +25,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from dedupe.errors import FormatError
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE
 from dedupe.repo import manifests, reserve
 from dedupe.repo.repository import Repository, pack_id_from_name
-from dedupe.repo.treewalk import load_tree
+from dedupe.repo.treewalk import TREE, load_tree, traverse
 
 TreeProgress = Callable[[int], None]
 """on_tree(trees loaded so far)."""
@@ -172,26 +173,33 @@ def reference_masks(
 ) -> dict[bytes, int]:
     """blob id (trees and data) -> bitmask of the snapshots (by position) that reference it.
 
-    Each distinct tree is loaded once; masks flow from the roots down in topological order
-    (Kahn), so a folder shared by every snapshot costs one visit, not one per snapshot.
+    Each distinct tree is loaded once (`treewalk.traverse` with a visited set, so trees nested
+    past its MAX_DEPTH are refused as everywhere); masks flow from the roots down in topological
+    order (Kahn), so a folder shared by every snapshot costs one visit, not one per snapshot.
     """
     children: dict[bytes, tuple[bytes, ...]] = {}
     contents: dict[bytes, tuple[bytes, ...]] = {}
-    stack = list(dict.fromkeys(s.tree for s in snaps))
-    while stack:
-        tree_id = stack.pop()
-        if tree_id in children:
+    seen: set[bytes] = set()
+
+    def first_visit(tree_id: bytes) -> bool:
+        if tree_id in seen:
+            return False
+        seen.add(tree_id)
+        return True
+
+    roots = dict.fromkeys(s.tree for s in snaps)
+    for visit in traverse(partial(load_tree, repo), roots, first_visit=first_visit, entries=False):
+        if visit.kind != TREE:
             continue
         subtrees: list[bytes] = []
         data: list[bytes] = []
-        for node in load_tree(repo, tree_id):
+        for node in visit.nodes:
             if node.type == FILE:
                 data.extend(node.content)
             elif node.type == DIR and node.subtree is not None:
                 subtrees.append(node.subtree)
-        children[tree_id] = tuple(dict.fromkeys(subtrees))
-        contents[tree_id] = tuple(dict.fromkeys(data))
-        stack.extend(t for t in children[tree_id] if t not in children)
+        children[visit.tree_id] = tuple(dict.fromkeys(subtrees))
+        contents[visit.tree_id] = tuple(dict.fromkeys(data))
         if on_tree is not None:
             on_tree(len(children))
     indegree: dict[bytes, int] = dict.fromkeys(children, 0)

@@ -27,16 +27,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from dedupe.copy.rechunk import Rechunker
-from dedupe.errors import FormatError, UsageError
+from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
-from dedupe.model.tree import DIR, FILE
+from dedupe.model.tree import FILE
 from dedupe.repo import manifests
 from dedupe.repo.index import Location
 from dedupe.repo.readahead import read_blobs
 from dedupe.repo.repository import Repository
-from dedupe.repo.treewalk import MAX_DEPTH, load_tree
+from dedupe.repo.treewalk import TREE, load_tree, traverse
 from dedupe.repo.writer import BlobWriter
 
 Progress = Callable[[int], None]  # plaintext bytes handled since the last call
@@ -157,21 +158,20 @@ class Copier:
         """Tree and data ids below `root`, skipping trees this run already walked (their blobs
         were queued with an earlier snapshot). Every tree is loaded, so a damaged one stops the
         copy before its snapshot is saved."""
-        stack = [(root, 0)]
-        while stack:
-            tree_id, depth = stack.pop()
+
+        def first_visit(tree_id: bytes) -> bool:
             if tree_id in seen_trees:
-                continue
-            if depth > MAX_DEPTH:
-                raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
-            nodes = load_tree(self.source, tree_id)
+                return False
             seen_trees.add(tree_id)
-            yield tree_id
-            for node in nodes:
-                if node.type == FILE:
-                    yield from node.content
-                elif node.type == DIR and node.subtree is not None:
-                    stack.append((node.subtree, depth + 1))
+            return True
+
+        load = partial(load_tree, self.source)
+        for visit in traverse(load, [root], first_visit=first_visit, entries=False):
+            if visit.kind == TREE:
+                yield visit.tree_id
+                for node in visit.nodes:
+                    if node.type == FILE:
+                        yield from node.content
 
     def _copy_rechunked(self, todo: list[Snapshot], pool: ThreadPoolExecutor) -> None:
         """Ids differ: rebuild every tree with the destination's chunker and id key."""

@@ -17,16 +17,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import blake3
 
-from dedupe.errors import DamageError, FormatError, UsageError
+from dedupe.errors import DamageError, UsageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE, Node, encode_tree
 from dedupe.repo import manifests
 from dedupe.repo.readahead import read_blobs
 from dedupe.repo.repository import Repository
-from dedupe.repo.treewalk import MAX_DEPTH, load_tree
+from dedupe.repo.treewalk import ENTRY, LEAVE, MAX_DEPTH, TREE, load_tree, traverse
 from dedupe.repo.writer import BlobWriter
 
 
@@ -81,24 +82,35 @@ class Rechunker:
 
     # --- translating -----------------------------------------------------------------------
 
-    def copy_tree(self, writer: BlobWriter, tree_id: bytes, depth: int = 0) -> bytes:
-        """The destination id of the translated tree (stored through `writer` if new)."""
-        mapped = self.tree_map.get(tree_id)
-        if mapped is not None:
-            return mapped
-        if depth > MAX_DEPTH:
-            raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
-        nodes: list[Node] = []
-        for node in load_tree(self.source, tree_id):
-            if node.type == FILE:
-                node = dataclasses.replace(node, content=self._copy_content(writer, node))
-            elif node.type == DIR and node.subtree is not None:
-                subtree = self.copy_tree(writer, node.subtree, depth + 1)
-                node = dataclasses.replace(node, subtree=subtree)
-            nodes.append(node)
-        new_id = writer.add(encode_tree(nodes))
-        self.tree_map[tree_id] = new_id
-        return new_id
+    def copy_tree(self, writer: BlobWriter, tree_id: bytes) -> bytes:
+        """The destination id of the translated tree (stored through `writer` if new).
+
+        Files are translated in the order the source lists them, folders after everything
+        below them; a folder translated before (in this run or paired) is not walked again."""
+        if tree_id not in self.tree_map:
+            built: list[list[Node]] = []  # translated entries of each open folder
+            for visit in traverse(
+                partial(load_tree, self.source),
+                [tree_id],
+                descend=lambda _path, node: node.subtree not in self.tree_map,
+            ):
+                if visit.kind == TREE:
+                    built.append([])
+                elif visit.kind == ENTRY:
+                    node = visit.node
+                    assert node is not None
+                    if node.type == FILE:
+                        node = dataclasses.replace(node, content=self._copy_content(writer, node))
+                    built[-1].append(node)
+                elif visit.kind == LEAVE:
+                    nodes = [
+                        dataclasses.replace(n, subtree=self.tree_map[n.subtree])
+                        if n.type == DIR and n.subtree is not None
+                        else n
+                        for n in built.pop()
+                    ]
+                    self.tree_map[visit.tree_id] = writer.add(encode_tree(nodes))
+        return self.tree_map[tree_id]
 
     def _copy_content(self, writer: BlobWriter, node: Node) -> tuple[bytes, ...]:
         if not node.content:
@@ -150,7 +162,9 @@ class Rechunker:
         return len(self.tree_map)
 
     def _pair(self, source_tree: bytes, dest_tree: bytes, depth: int) -> bool:
-        """Record what matches below these two trees; True if the whole trees match."""
+        """Record what matches below these two trees; True if the whole trees match.
+
+        Two trees side by side (not `traverse`); past MAX_DEPTH nothing more is paired."""
         if self.tree_map.get(source_tree) == dest_tree:
             return True
         if depth > MAX_DEPTH or dest_tree not in self.dest.index:

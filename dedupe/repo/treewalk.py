@@ -1,19 +1,38 @@
-"""Reading snapshot trees by path: walk all entries, find one path, compare two trees."""
+"""Reading snapshot trees: the one traversal every operation uses, and what is built on it.
+
+`traverse` is the only walk over snapshot trees (restore, ls, copy, stats, the entry count; gc,
+check and backup are meant to use it too). It guarantees, whatever a hostile repository holds:
+- it is iterative: no chain of trees can exhaust the Python stack;
+- one depth limit, `MAX_DEPTH`: a tree below it raises `TreesTooDeep` before it is read (or is
+  reported, for a caller that must go on, such as check); a tree that names itself ends there;
+- with `first_visit`, each tree is walked once however many folders share it (gc, copy, stats),
+  so trees naming each other exponentially cost one visit each;
+- a tree that cannot be read raises its DamageError, or with `report_damage` becomes one
+  DAMAGED visit standing for the folder's lost contents, and the walk goes on (restore);
+- visits come in the stored order, depth first: a folder's ENTRY, then its tree (TREE, its
+  entries...), then LEAVE once its whole subtree is done; nothing is read ahead.
+
+`count_entries` bounds how many entries a snapshot expands to (before a restore, ls or diff
+starts), `walk` lists paths (ls), `find` resolves one path, `diff` compares two trees.
+"""
 
 from __future__ import annotations
 
 import os
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
+from typing import NamedTuple
 
-from dedupe.errors import DamageError, FormatError, UsageError
+from dedupe.errors import DamageError, FormatError, TreesTooDeep, UsageError
 from dedupe.model.tree import DIR, Node, decode_tree
 from dedupe.repo.repository import Repository
 
 MAX_DEPTH = 400
-# Far beyond any real snapshot, far below what a few hostile trees naming each other expand to.
+"""Folders nested deeper than this are hostile or damaged: every walk refuses them."""
 MAX_ENTRIES = 200_000_000
+"""Far beyond any real snapshot, far below what a few hostile trees naming each other expand to."""
 
 
 class TreeCache:
@@ -47,6 +66,12 @@ class TreeCache:
 _caches: weakref.WeakKeyDictionary[Repository, TreeCache] = weakref.WeakKeyDictionary()
 
 
+def read_tree(repo: Repository, tree_id: bytes) -> list[Node]:
+    """The decoded tree, read and verified now, never cached: for walks that visit each tree
+    once (gc's mark), where a cache would only hold millions of entries nothing reads again."""
+    return decode_tree(repo.read_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+
+
 def load_tree(repo: Repository, tree_id: bytes) -> list[Node]:
     """The decoded tree (from the repository's tree cache when it was decoded recently)."""
     cache = _caches.get(repo)
@@ -54,22 +79,145 @@ def load_tree(repo: Repository, tree_id: bytes) -> list[Node]:
         cache = _caches[repo] = TreeCache()
     nodes = cache.get(tree_id)
     if nodes is None:
-        nodes = decode_tree(repo.read_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+        nodes = read_tree(repo, tree_id)
         cache.put(tree_id, nodes)
     return nodes
 
 
-def walk(
-    repo: Repository, tree_id: bytes, prefix: bytes = b"", depth: int = 0
-) -> Iterator[tuple[bytes, Node]]:
-    """(absolute path, node) for every entry below the tree, depth first, sorted by name."""
-    if depth > MAX_DEPTH:
-        raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
-    for node in load_tree(repo, tree_id):
-        path = prefix + b"/" + node.name
-        yield path, node
-        if node.type == DIR and node.subtree is not None:
-            yield from walk(repo, node.subtree, path, depth + 1)
+TreeLoader = Callable[[bytes], Sequence[Node]]
+"""tree id -> its entries; raises DamageError when the tree cannot be read. `partial(load_tree,
+repo)` (cached) or `partial(read_tree, repo)` (each tree once), or a caller's own (check)."""
+Path = tuple[bytes, ...]
+"""Names from the root tree down (the root itself is ())."""
+
+TREE = "tree"
+ENTRY = "entry"
+LEAVE = "leave"
+DAMAGED = "damaged"
+
+
+class Visit(NamedTuple):
+    """One step of `traverse`.
+
+    - TREE: the tree `tree_id` at `path` was read: `nodes` are its entries.
+    - ENTRY: one entry, `node`, at `path` (its own name last).
+    - LEAVE: everything below the tree `tree_id` at `path` is done; `nodes` as at TREE ([] for a
+      damaged tree).
+    - DAMAGED: the tree `tree_id` at `path` could not be read (`error` says why): the folder's
+      contents are lost; its LEAVE follows. Only with `report_damage` / `report_too_deep`.
+
+    `folder` is the entry that names the tree (None for a root); `depth` the tree's nesting
+    (0 for a root; an ENTRY has its tree's depth).
+    """
+
+    kind: str
+    path: Path
+    node: Node | None = None
+    tree_id: bytes = b""
+    nodes: Sequence[Node] = ()
+    depth: int = 0
+    error: DamageError | None = None
+    folder: Node | None = None
+
+
+class _Frame(NamedTuple):
+    entries: Iterator[Node]
+    path: Path
+    depth: int
+    tree_id: bytes
+    nodes: Sequence[Node]
+    folder: Node | None
+
+
+def traverse(
+    load: TreeLoader,
+    roots: Iterable[bytes],
+    *,
+    first_visit: Callable[[bytes], bool] | None = None,
+    descend: Callable[[Path, Node], bool] | None = None,
+    entries: bool = True,
+    report_damage: bool = False,
+    report_too_deep: bool = False,
+) -> Iterator[Visit]:
+    """Walk the trees below each root, depth first in stored order (see the module docstring).
+
+    `first_visit(tree_id)` is asked before a tree (a root too) is walked: False skips it. It is
+    where a caller keeps its table of visited trees (a set, gc's compact table), so each tree is
+    walked once. `descend(path, node)` is asked for each folder entry: False leaves its subtree
+    out. Without `entries`, ENTRY visits are not made (TREE visits carry every entry anyway).
+    `report_damage` turns a tree that cannot be read into a DAMAGED visit instead of raising its
+    DamageError; `report_too_deep` does the same for a tree below MAX_DEPTH (TreesTooDeep).
+    """
+    for root in roots:
+        if first_visit is None or first_visit(root):
+            yield from _walk_one(
+                load, root, first_visit, descend, entries, report_damage, report_too_deep
+            )
+
+
+def _walk_one(
+    load: TreeLoader,
+    root: bytes,
+    first_visit: Callable[[bytes], bool] | None,
+    descend: Callable[[Path, Node], bool] | None,
+    entries: bool,
+    report_damage: bool,
+    report_too_deep: bool,
+) -> Iterator[Visit]:
+    stack: list[_Frame] = []
+    # The tree to open next: (tree id, path, depth, the folder entry naming it).
+    pending: tuple[bytes, Path, int, Node | None] | None = (root, (), 0, None)
+    while True:
+        if pending is not None:
+            tree_id, path, depth, folder = pending
+            pending = None
+            nodes: Sequence[Node] = ()
+            try:
+                if depth > MAX_DEPTH:
+                    raise TreesTooDeep()
+                nodes = load(tree_id)
+            except TreesTooDeep as exc:
+                if not report_too_deep:
+                    raise
+                yield Visit(DAMAGED, path, None, tree_id, (), depth, exc, folder)
+            except DamageError as exc:
+                if not report_damage:
+                    raise
+                yield Visit(DAMAGED, path, None, tree_id, (), depth, exc, folder)
+            else:
+                yield Visit(TREE, path, None, tree_id, nodes, depth, None, folder)
+            stack.append(_Frame(iter(nodes), path, depth, tree_id, nodes, folder))
+        if not stack:
+            return
+        frame = stack[-1]
+        for node in frame.entries:
+            is_dir = node.type == DIR and node.subtree is not None
+            if not entries and not is_dir:
+                continue
+            path = frame.path + (node.name,)
+            if entries:
+                yield Visit(ENTRY, path, node, b"", (), frame.depth)
+            if not is_dir or (descend is not None and not descend(path, node)):
+                continue
+            subtree = node.subtree
+            assert subtree is not None
+            if first_visit is None or first_visit(subtree):
+                pending = (subtree, path, frame.depth + 1, node)
+                break
+        else:
+            stack.pop()
+            yield Visit(
+                LEAVE, frame.path, None, frame.tree_id, frame.nodes, frame.depth, None, frame.folder
+            )
+
+
+def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, Node]]:
+    """(absolute path, node) for every entry below the tree, depth first, in stored order
+    (sorted by name); DamageError for a tree that cannot be read."""
+    for visit in traverse(partial(load_tree, repo), [tree_id]):
+        if visit.kind == ENTRY:
+            assert visit.node is not None
+            yield prefix + b"/" + b"/".join(visit.path), visit.node
 
 
 def count_entries(
@@ -84,31 +232,37 @@ def count_entries(
     gets there, and restores everything else) instead of raising its DamageError.
     """
     sizes: dict[bytes, int] = {}
+    started: set[bytes] = set()
 
-    def size(tree_id: bytes, depth: int) -> int:
-        if tree_id in sizes:
-            return sizes[tree_id]
-        if depth > MAX_DEPTH:
-            raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
-        try:
-            nodes = load_tree(repo, tree_id)
-        except DamageError:
-            if not skip_damaged:
-                raise
-            nodes = []
+    def first_visit(tree_id: bytes) -> bool:
+        if tree_id in started:
+            return False
+        started.add(tree_id)
+        return True
+
+    for visit in traverse(
+        partial(load_tree, repo),
+        [root],
+        first_visit=first_visit,
+        entries=False,
+        report_damage=skip_damaged,
+    ):
+        if visit.kind != LEAVE:
+            continue
         total = 0
-        for node in nodes:
+        for node in visit.nodes:
             total += 1
             if node.type == DIR and node.subtree is not None:
-                total += size(node.subtree, depth + 1)
+                below = sizes.get(node.subtree)
+                if below is None:  # started, not finished: the folder contains itself
+                    raise TreesTooDeep()
+                total += below
             if total > limit:
                 raise FormatError(
                     f"the snapshot expands to more than {limit} entries (hostile or damaged)"
                 )
-        sizes[tree_id] = total
-        return total
-
-    return size(root, 0)
+        sizes[visit.tree_id] = total
+    return sizes[root]
 
 
 def split_path(path: str | bytes) -> list[bytes]:
@@ -138,6 +292,7 @@ def diff(
     repo: Repository, a: bytes | None, b: bytes | None, prefix: bytes = b"", depth: int = 0
 ) -> Iterator[tuple[str, bytes]]:
     """('+'|'-'|'M', path) for entries added, removed or changed from tree a to tree b."""
+    # Two trees side by side (not `traverse`): deeper than MAX_DEPTH, it stops comparing.
     if a == b or depth > MAX_DEPTH:
         return
     old = {n.name: n for n in load_tree(repo, a)} if a else {}

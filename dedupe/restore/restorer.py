@@ -21,17 +21,18 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from dedupe.errors import DamageError, DedupeError, FormatError
 from dedupe.model.tree import DIR, FILE, Node, valid_name
 from dedupe.repo.index import Location
 from dedupe.repo.repository import Repository
-from dedupe.repo.treewalk import count_entries, load_tree
+from dedupe.repo.treewalk import DAMAGED, ENTRY, TREE, count_entries, load_tree, traverse
 
 Progress = Callable[[int], None]
+_BlobResult = bytes | DamageError | list[bytes | DamageError]  # one blob, or a run of them
 
 PREFETCH_BYTES = 64 << 20
-MAX_DEPTH = 400
 
 
 @dataclass
@@ -114,29 +115,31 @@ def plan(repo: Repository, root: bytes, includes: list[bytes]) -> Iterator[_Step
     inc_parts = [tuple(p for p in inc.split(b"/") if p) for inc in includes]
     # Refuses before any work if a few hostile trees name each other into an explosion.
     count_entries(repo, root, skip_damaged=True)
+    return _steps(repo, root, inc_parts)
 
-    def walk(tree_id: bytes, prefix: tuple[bytes, ...], depth: int) -> Iterator[_Step]:
-        if depth > MAX_DEPTH:
-            raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
-        try:
-            nodes = load_tree(repo, tree_id)
-        except DamageError as exc:  # only this folder's subtree is lost
-            yield _Step("damaged", prefix, None, str(exc))
-            return
-        for node in nodes:
+
+def _steps(repo: Repository, root: bytes, inc_parts: list[tuple[bytes, ...]]) -> Iterator[_Step]:
+    visits = traverse(
+        partial(load_tree, repo),
+        [root],
+        descend=lambda path, _node: _selected(path, inc_parts)[1],
+        report_damage=True,  # only that folder's subtree is lost
+    )
+    for visit in visits:
+        kind, node = visit.kind, visit.node
+        if kind == ENTRY:
+            assert node is not None
             if not valid_name(node.name):  # decode_tree checks too; never trust one layer
                 raise FormatError(f"invalid name {node.name!r} in snapshot")
-            path = prefix + (node.name,)
-            take, descend = _selected(path, inc_parts)
-            if node.type == DIR:
-                if take or descend:
-                    yield _Step("dir", path, node)
-                    yield from walk(node.subtree, path, depth + 1)  # type: ignore[arg-type]
-                    yield _Step("dir_done", path, node)
-            elif take:
-                yield _Step("file" if node.type == FILE else "symlink", path, node)
-
-    return walk(root, (), 0)
+            if node.type != DIR and _selected(visit.path, inc_parts)[0]:
+                yield _Step("file" if node.type == FILE else "symlink", visit.path, node)
+        elif kind == TREE or kind == DAMAGED:
+            if visit.folder is not None:  # entering a folder (selected, or on the way to one)
+                yield _Step("dir", visit.path, visit.folder)
+            if kind == DAMAGED:
+                yield _Step("damaged", visit.path, None, str(visit.error))
+        elif visit.folder is not None:  # LEAVE
+            yield _Step("dir_done", visit.path, visit.folder)
 
 
 class _Lookahead:
@@ -157,7 +160,7 @@ class _Lookahead:
         self._pool = pool
         self._repo = repo
         self._pending: deque[_Step] = deque()
-        self._futures: deque[tuple[Future, int]] = deque()
+        self._futures: deque[tuple[Future[_BlobResult], int]] = deque()
         self._ready: deque[bytes | DamageError] = deque()
         self._blob_queue: deque[bytes] = deque()
         self._run: list[tuple[bytes, Location]] = []
