@@ -4,7 +4,9 @@ Use it by subclassing `StorageConformance` in a test module (a `Test...` class) 
 `storage` fixture that yields a fresh, empty backend; the class attribute `many_objects` sets how
 many objects the listing test writes (over 1000, so S3 listings must paginate). Backends with real
 folders set `has_folders` and override `break_folder`, which makes a folder fail to list with a
-real error (the listing-error tests are skipped where a backend cannot).
+real error (the listing-error tests are skipped where a backend cannot). Backends whose writes
+can leave temporaries behind override `plant_leftover`, which puts one there as an interrupted
+write would (elsewhere the leftover tests check that none are ever listed).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dedupe.errors import ObjectExists, ObjectNotFound, StorageError
-from dedupe.storage.base import Storage
+from dedupe.errors import ObjectExists, ObjectNotFound, ShortRead, StorageError
+from dedupe.storage.base import Leftover, Storage
 
 INVALID_NAMES = [
     "",
@@ -52,6 +54,11 @@ class StorageConformance:
         this backend cannot."""
         return False
 
+    def plant_leftover(self, storage: Storage, name: str, data: bytes) -> bool:
+        """Leave the temporary `name` ('data/ab/.tmp-1') as an interrupted write would; False if
+        this backend's writes never leave one."""
+        return False
+
     # --- reads and writes ----------------------------------------------------------------------
 
     @pytest.mark.parametrize("size", [0, 1, 1000, 65536 + 7, 1 << 20])
@@ -83,6 +90,13 @@ class StorageConformance:
             storage.get("packs/p2", 5, 10)
         with pytest.raises(StorageError):
             storage.get("packs/p2", 20, 1)
+
+    def test_range_past_the_end_is_a_short_read(self, storage: Storage) -> None:
+        """Typed, so the repository tells a truncated pack from a failing backend."""
+        storage.put("packs/p3", b"0123456789")
+        for offset, length in [(5, 10), (10, 1), (20, 1)]:
+            with pytest.raises(ShortRead):
+                storage.get("packs/p3", offset, length)
 
     def test_overwrite_replaces(self, storage: Storage) -> None:
         storage.put("locks/l", b"first version")
@@ -283,3 +297,35 @@ class StorageConformance:
         assert stat_mtime is not None and listed["locks/l1"] is not None
         assert abs(stat_mtime - time.time()) < 300
         assert abs(listed["locks/l1"] - stat_mtime) < 2
+
+    # --- leftovers of interrupted writes ---------------------------------------------------------
+
+    def test_max_connections(self, storage: Storage) -> None:
+        assert isinstance(storage.max_connections, int) and storage.max_connections >= 1
+
+    def test_no_leftovers_after_complete_writes(self, storage: Storage) -> None:
+        storage.put("data/ab/obj", b"x" * 100_000)
+        storage.put("data/ab/obj", b"y")
+        storage.put("locks/l1", b"lock", exclusive=True)
+        storage.delete("locks/l1")
+        assert list(storage.list_leftovers()) == []
+
+    def test_delete_leftover_refuses_what_is_no_leftover(self, storage: Storage) -> None:
+        storage.put("data/ab/other", b"keep me")
+        for name in ("data/ab/other", "data/ab/../x/.tmp-1", "mine/.tmp-1", "data/abc/.tmp-1"):
+            with pytest.raises(StorageError):
+                storage.delete_leftover(Leftover(name, 1, 0.0))
+        assert storage.get("data/ab/other") == b"keep me"
+
+    def test_planted_leftover_is_listed_and_deleted(self, storage: Storage) -> None:
+        storage.put("data/ab/obj", b"object")
+        if not self.plant_leftover(storage, "data/ab/.tmp-0123", b"partial"):
+            pytest.skip("this backend's writes never leave temporaries behind")
+        self.plant_leftover(storage, "mine/.tmp-4567", b"a user's own file")  # not our folder
+        leftovers = list(storage.list_leftovers())
+        assert [(t.name, t.size) for t in leftovers] == [("data/ab/.tmp-0123", 7)]
+        assert 0 <= leftovers[0].age < 300
+        assert _names(storage) == ["data/ab/obj"]  # never listed as an object
+        storage.delete_leftover(leftovers[0])
+        assert list(storage.list_leftovers()) == []
+        assert storage.get("data/ab/obj") == b"object"

@@ -32,6 +32,7 @@ from dedupe.storage import open_storage
 from dedupe.storage.base import Leftover
 from dedupe.storage.faults import (
     DropConnection,
+    RecordingStorage,
 )
 from dedupe.storage.local import LocalStorage
 from dedupe.storage.memory import MemoryStorage
@@ -52,6 +53,15 @@ def _loop_folder(root: str, folder: str) -> bool:
     return True
 
 
+def _plant(root: str, name: str, data: bytes) -> bool:
+    """A temporary file as an interrupted write leaves it, straight on the disk."""
+    path = os.path.join(root, *name.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return True
+
+
 class TestLocal(StorageConformance):
     has_folders = True
 
@@ -64,6 +74,9 @@ class TestLocal(StorageConformance):
     def break_folder(self, storage: Any, folder: str) -> bool:
         return _loop_folder(storage.root, folder)
 
+    def plant_leftover(self, storage: Any, name: str, data: bytes) -> bool:
+        return _plant(storage.root, name, data)
+
     def test_folder_names_are_not_objects(self, storage: Any) -> None:
         super().test_folder_names_are_not_objects(storage)
 
@@ -72,6 +85,16 @@ class TestMemory(StorageConformance):
     @pytest.fixture
     def storage(self) -> Iterator[MemoryStorage]:
         yield MemoryStorage()
+
+
+class TestWrappedLocal(TestLocal):
+    """The suite through the wrappers: the whole protocol, leftovers included, delegates."""
+
+    @pytest.fixture
+    def storage(self, tmp_path: Any) -> Iterator[Any]:
+        root = tmp_path / "repo"
+        root.mkdir()
+        yield RecordingStorage(RetryingStorage(LocalStorage(str(root)), base_delay=0.001))
 
 
 class TestRetryingFaultyMemory(StorageConformance):
@@ -104,6 +127,9 @@ class TestSFTP(StorageConformance):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.symlink(".." if "/" in folder else ".", path)  # its parent folder, in the repository
         return True
+
+    def plant_leftover(self, storage: Any, name: str, data: bytes) -> bool:
+        return _plant(storage.target.path, name, data)  # the test server runs on this machine
 
     @pytest.fixture
     def storage(self, sftp_server: SFTPServer) -> Iterator[SFTPStorage]:
