@@ -1,7 +1,6 @@
-"""Large files are stored by a helper process (dedupe.backup.offload) during the walk: the snapshot
-must
-be complete and exact, its statistics must include the helper's share, the helper's index must be
-durable with the snapshot, and neither its errors nor its death may go unnoticed."""
+"""Large files are stored by a helper process (dedupe.backup.offload) during the walk: the
+snapshot must be complete and exact, its statistics must include the helper's share, the helper's
+index must be durable with the snapshot, and neither its errors nor its death may go unnoticed."""
 
 from __future__ import annotations
 
@@ -13,8 +12,11 @@ import time
 
 import pytest
 
+import dedupe
 from dedupe.backup import largefiles
+from dedupe.backup import offload as offload_module
 from dedupe.backup.archiver import Archiver
+from dedupe.backup.largefiles import LargeFiles
 from dedupe.backup.offload import Offloader
 from dedupe.errors import DedupeError
 from dedupe.model.tree import decode_tree
@@ -68,6 +70,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_helper_loads_the_package_from_the_folder_this_copy_came_from():
+    """The helper's command names the `dedupe` package folder (not dedupe/backup): without an
+    editable install's import hook, `from dedupe.backup.offload import main` must find it."""
+    folder = offload_module.helper_command(3, 4)[4]
+    assert os.path.samefile(os.path.join(folder, "backup", "offload.py"), offload_module.__file__)
+    assert os.path.samefile(os.path.join(folder, "__init__.py"), dedupe.__file__)
+
+
 def test_snapshot_with_a_helper_is_exact_and_counts_its_share(tmp_path):
     src = str(tmp_path / "src")
     total = _tree(src)
@@ -99,14 +109,14 @@ def test_helper_reports_a_vanished_file_and_the_rest_is_kept(tmp_path, monkeypat
     cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
     cli("init")
     doomed = os.path.join(src, "scans", "scan1.bin")
-    original = Archiver._read_ahead
+    original = LargeFiles.start
 
     def listing_then_delete(self, children):
         if any(name == b"scan1.bin" for name, _c, _s in children):
             os.unlink(doomed)  # gone between the folder listing and the helper's open
         return original(self, children)
 
-    monkeypatch.setattr(Archiver, "_read_ahead", listing_then_delete)
+    monkeypatch.setattr(LargeFiles, "start", listing_then_delete)
     repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
     warnings: list[str] = []
     seen: list[int] = []
@@ -143,7 +153,7 @@ def test_helper_failure_is_raised_in_the_parent(tmp_path, monkeypatch):
     original_store = Offloader.store
 
     def store_then_kill(self, path, name, st, report, warn):
-        os.kill(self._proc.pid, signal.SIGKILL)
+        os.kill(self.pid, signal.SIGKILL)
         return original_store(self, path, name, st, report, warn)
 
     monkeypatch.setattr(Offloader, "store", store_then_kill)

@@ -10,6 +10,7 @@ import pytest
 
 from dedupe.backup import largefiles
 from dedupe.backup.archiver import Archiver
+from dedupe.backup.largefiles import LargeFiles
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
@@ -70,14 +71,14 @@ def test_read_ahead_file_vanishing_is_reported_and_others_are_kept(tmp_path, mon
     cli("init")
     monkeypatch.setattr(largefiles, "READ_AHEAD_MIN", 1)  # every file goes ahead
     doomed = os.path.join(src, "a", "big1.bin")
-    original = Archiver._read_ahead
+    original = LargeFiles.start
 
     def listing_then_delete(self, children):
         if any(name == b"big1.bin" for name, _c, _s in children):
             os.unlink(doomed)  # gone between the folder listing and the read
         return original(self, children)
 
-    monkeypatch.setattr(Archiver, "_read_ahead", listing_then_delete)
+    monkeypatch.setattr(LargeFiles, "start", listing_then_delete)
     repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
     warnings: list[str] = []
     seen: list[int] = []
@@ -88,7 +89,7 @@ def test_read_ahead_file_vanishing_is_reported_and_others_are_kept(tmp_path, mon
         )
         tree = arch.archive_paths([os.fsencode(src)])
         writer.flush()
-    assert tree and not arch._large.running  # the read-ahead thread is gone
+    assert tree and not arch.large_files.running  # the read-ahead thread is gone
     assert arch.stats.files == 4 * 30 + 3
     assert len(arch.stats.errors) == 1 and "big1.bin" in arch.stats.errors[0]
     assert any("big1.bin" in w for w in warnings)
@@ -118,4 +119,4 @@ def test_a_failing_writer_stops_the_walk_and_the_read_ahead(tmp_path, monkeypatc
             writer.flush()
         writer.abort()
     assert "No space" in str(info.value) or "space" in str(info.value).lower()
-    assert not arch._large.running
+    assert not arch.large_files.running

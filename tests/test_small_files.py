@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from dedupe.backup.archiver import ASYNC_MIN, Archiver
+from dedupe.backup.filestore import ASYNC_MIN, ArchiveStats, FileStore, read_small
 from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
@@ -44,13 +44,13 @@ def test_read_small_reads_whole_shrunk_or_gives_up_on_growth(tmp_path):
     path.write_bytes(b"x" * 1000)
     fd = os.open(path, os.O_RDONLY)
     try:
-        assert Archiver._read_small(fd, 1000) == b"x" * 1000
+        assert read_small(fd, 1000) == b"x" * 1000
         os.lseek(fd, 0, os.SEEK_SET)
-        assert Archiver._read_small(fd, 1500) == b"x" * 1000  # shrank since its stat
+        assert read_small(fd, 1500) == b"x" * 1000  # shrank since its stat
         os.lseek(fd, 0, os.SEEK_SET)
-        assert Archiver._read_small(fd, 600) is None  # grew since its stat
+        assert read_small(fd, 600) is None  # grew since its stat
         assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # back at the start for the streaming path
-        assert Archiver._read_small(fd, ASYNC_MIN) is None  # large: never read whole
+        assert read_small(fd, ASYNC_MIN) is None  # large: never read whole
     finally:
         os.close(fd)
 
@@ -69,12 +69,13 @@ def test_file_changed_since_its_stat_is_saved_as_read_with_a_warning(tmp_path, c
     path.write_bytes(final)
     warnings: list[str] = []
     writer = BlobWriter(repo, workers=2)
-    archiver = Archiver(writer, repo.chunker(), warn=warnings.append)
-    node = archiver._file_node(os.fsencode(path), b"log.txt", st)
+    files = FileStore(writer, repo.chunker(), warn=warnings.append)
+    stats = ArchiveStats()
+    node = files.store_now(os.fsencode(path), b"log.txt", st, stats)
     writer.flush()
     assert node is not None and node.size == len(final)
     assert any("changed while it was read" in w for w in warnings), warnings
-    assert archiver.stats.bytes_read == len(final)
+    assert stats.bytes_read == len(final)
     # The stored content is exactly what was read.
     reopened = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
     assert b"".join(reopened.read_blob(b) for b in node.content) == final

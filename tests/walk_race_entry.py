@@ -13,10 +13,9 @@ import os
 import sys
 
 import tests.cli_entry  # noqa: F401  (cheap KDF for new keys)
-from dedupe.backup import largefiles
-from dedupe.backup.archiver import Archiver
+from dedupe.backup import largefiles, session
+from dedupe.backup.filestore import FileStore
 from dedupe.backup.offload import Offloader
-from dedupe.cli import cmd_snapshot
 from dedupe.cli.main import main
 
 
@@ -43,13 +42,13 @@ def _swap(path: bytes) -> None:
         os.replace(path + b".new", path)
 
 
-_file_node = Archiver._file_node
+_store_file = FileStore.store
 _store = Offloader.store
 
 
-def file_node(self, path, name, st):
+def store_file(self, path, name, st, stats):
     _swap(path)
-    return _file_node(self, path, name, st)
+    return _store_file(self, path, name, st, stats)
 
 
 def store(self, path, name, st, report, warn):
@@ -57,10 +56,10 @@ def store(self, path, name, st, report, warn):
     return _store(self, path, name, st, report, warn)
 
 
-Archiver._file_node = file_node
+FileStore.store = store_file
 Offloader.store = store
 if os.environ.get("WALK_TEST_NO_HELPER"):
-    cmd_snapshot._offloader = lambda repo: None
+    session.helper_for = lambda repo: None
     largefiles.READ_AHEAD_MIN = 1 << 20
 
 if __name__ == "__main__":

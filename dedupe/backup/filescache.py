@@ -22,6 +22,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterable
+from typing import Any, TypeGuard
 
 import msgpack
 
@@ -31,7 +32,12 @@ MAX_AGE = 8
 VERSION = 2
 
 
-def _valid_entry(entry: object, length: int) -> bool:
+# An entry as stored: files [inode, size, mtime, ctime, blob ids, age],
+# folders [digest, tree id, files, bytes, age]; anything read back is checked before use.
+Entry = list[Any]
+
+
+def _valid_entry(entry: object, length: int) -> TypeGuard[Entry]:
     return isinstance(entry, list) and len(entry) == length
 
 
@@ -41,11 +47,11 @@ class FilesCache:
     def __init__(self, folder: str, key_hash: Callable[[bytes], bytes]) -> None:
         self.path = os.path.join(folder, "files")
         self._hash = key_hash
-        self._old_files: dict[bytes, list] = {}
-        self._old_dirs: dict[bytes, list] = {}
+        self._old_files: dict[bytes, Entry] = {}
+        self._old_dirs: dict[bytes, Entry] = {}
         self._index_names: list[str] = []
-        self._new_files: dict[bytes, list] = {}
-        self._new_dirs: dict[bytes, list] = {}
+        self._new_files: dict[bytes, Entry] = {}
+        self._new_dirs: dict[bytes, Entry] = {}
         self.trusted = False
         try:
             loaded = msgpack.unpackb(_read_cache_file(self.path), raw=False, strict_map_key=False)
@@ -152,7 +158,9 @@ def _read_cache_file(path: str) -> bytes:
         os.close(fd)
 
 
-def _merge_aged(new: dict[bytes, list], old: dict[bytes, list], length: int) -> dict:
+def _merge_aged(
+    new: dict[bytes, Entry], old: dict[bytes, Entry], length: int
+) -> dict[bytes, Entry]:
     merged = dict(new)
     for key, entry in old.items():
         if key not in merged and _valid_entry(entry, length):

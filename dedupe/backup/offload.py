@@ -8,17 +8,19 @@ processes at once 8.5-9.0 s.
 
 The helper opens the same repository with the key the parent already unlocked (sent over a
 private socket pair, never through argv, the environment or a file), stores each file it is
-given through its own BlobWriter (its own packs and index files), and returns the file's tree
-node. The parent keeps everything else: the walk, the trees, the files cache, the snapshot. The
-helper's index is durable before the parent writes its own, and both before the snapshot
-manifest (`finish`), so a snapshot never names a blob no index knows. If the parent dies, the
+given through a FileStore (dedupe.backup.filestore, the same code every lane stores a file
+with) over its own BlobWriter (its own packs and index files), and returns the file's tree node.
+The parent keeps everything else: the walk, the trees, the files cache, the snapshot. `finish`
+makes the helper's index durable; the snapshot session (dedupe.backup.session) calls it before
+it writes its own index, and both before the manifest, so a snapshot never names a blob no index
+knows. If the parent dies, the
 helper dies at once too: it watches a lifeline pipe whose only writer end the parent holds
 (the kernel closes it however the parent ends); what it wrote unindexed is a leftover for gc.
 
 Messages (pickles between the two halves of one command of one user):
   parent -> helper: ("open", key, settings, key_name, root, cache_dir, workers),
                     ("file", path, name, stat), ("flush",), ("abort",)
-  helper -> parent: ("progress", bytes), ("warn", text), ("node", node, stats, unstable),
+  helper -> parent: ("progress", bytes), ("warn", text), ("node", node, stats),
                     ("error", exception), ("flushed", write stats, index names)
 """
 
@@ -34,7 +36,12 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from dedupe.backup.filestore import ArchiveStats, FileStore
 from dedupe.errors import DedupeError
+from dedupe.model.tree import Node
+from dedupe.repo.repository import Repository
+from dedupe.repo.writer import BlobWriter, WriteStats
+from dedupe.storage.local import LocalStorage
 
 Report = Callable[[int, int], None]
 Warn = Callable[[str], None]
@@ -43,8 +50,7 @@ Warn = Callable[[str], None]
 # The helper's first lines: load the `dedupe` package from the folder the parent's own copy
 # came from (argv[1]), by file location, and only then import from it. `-P` keeps Python from
 # putting the working directory (or the script's folder) first on sys.path: run as root in a
-# user's folder, `python -m dedupe.backup.offload` ran that user's planted
-# dedupe/backup/offload.py, which
+# user's folder, `python -m dedupe.offload` ran that user's planted dedupe/offload.py, which
 # is then sent the master key. The user's site-packages and PYTHONPATH still work (no -I).
 _BOOT = (
     "import importlib.util, sys\n"
@@ -61,22 +67,28 @@ _BOOT = (
 
 def helper_command(conn_fd: int, lifeline_fd: int) -> list[str]:
     """The helper's command line: this interpreter, safe paths, this copy of the package."""
-    package_dir = os.path.dirname(os.path.abspath(__file__))
+    # This file is dedupe/backup/offload.py: the package is two folders up.
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return [sys.executable, "-P", "-c", _BOOT, package_dir, str(conn_fd), str(lifeline_fd)]
 
 
 class Offloader:
     """The parent's side: starts the helper at the first large file, one file at a time."""
 
-    def __init__(self, repo: Any, workers: int = 2) -> None:
+    def __init__(self, repo: Repository, workers: int = 2) -> None:
         self._repo = repo  # on a LocalStorage: the helper opens the same folder
         self._workers = workers
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()  # one conversation with the helper at a time
         self._start_lock = threading.Lock()
         self._broken = False
         self._lifeline: int | None = None  # the write end; the helper dies when it closes
+
+    @property
+    def pid(self) -> int | None:
+        """The helper's process id while it runs, else None."""
+        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
         """Start the helper (once; from any thread). Never waits for a file being stored:
@@ -114,7 +126,7 @@ class Offloader:
                 repo.key,
                 repo.settings,
                 repo.key_name,
-                repo.storage.root,
+                repo.storage.root,  # type: ignore[attr-defined]
                 repo.cache_dir,
                 self._workers,
             )
@@ -123,9 +135,9 @@ class Offloader:
 
     def store(
         self, path: bytes, name: bytes, st: os.stat_result, report: Report, warn: Warn
-    ) -> tuple[Any, Any, int]:
-        """Store one file in the helper: (node, ArchiveStats, unstable count), as
-        `LargeFiles._ahead_file` returns them."""
+    ) -> tuple[Node | None, ArchiveStats]:
+        """Store one file in the helper: (its node, or None if it was left out; its stats).
+        Progress and warnings come through `report` and `warn` meanwhile."""
         with self._lock:
             if self._broken:
                 raise DedupeError("the helper process storing large files has stopped")
@@ -140,9 +152,9 @@ class Offloader:
                 warn,
                 "the helper process storing large files stopped unexpectedly",
             )
-            return reply[1], reply[2], reply[3]
+            return reply[1], reply[2]
 
-    def finish(self) -> tuple[Any, list[str]] | None:
+    def finish(self) -> tuple[WriteStats, list[str]] | None:
         """Make the helper's packs and index durable and stop it: (its WriteStats, its index
         names), or None if it never started."""
         with self._lock:
@@ -160,14 +172,20 @@ class Offloader:
             return reply[1], reply[2]
 
     def _exchange(
-        self, conn: Connection, request: tuple, answer: str, report: Report, warn: Warn, lost: str
-    ) -> tuple:
+        self,
+        conn: Connection,
+        request: tuple[object, ...],
+        answer: str,
+        report: Report,
+        warn: Warn,
+        lost: str,
+    ) -> tuple[Any, ...]:
         """Send `request` and relay progress and warnings until the `answer` message comes.
         The helper's own error is raised as it is; a helper gone silent raises `lost`."""
         try:
             conn.send(request)
             while True:
-                message = conn.recv()
+                message: tuple[Any, ...] = conn.recv()
                 kind = message[0]
                 if kind == answer:
                     return message
@@ -231,11 +249,6 @@ def _die_with_parent(lifeline: int) -> None:
 
 
 def _serve(conn: Connection) -> None:
-    from dedupe.backup.archiver import Archiver
-    from dedupe.repo.repository import Repository
-    from dedupe.repo.writer import BlobWriter
-    from dedupe.storage.local import LocalStorage
-
     opening = conn.recv()
     if opening[0] != "open":
         return
@@ -244,7 +257,12 @@ def _serve(conn: Connection) -> None:
     repo.cache_dir = cache_dir
     _ = repo.index  # the parent loaded it just before: the local cache is current
     writer = BlobWriter(repo, workers=workers)
-    chunker = repo.chunker()
+    files = FileStore(
+        writer,
+        repo.chunker(),
+        warn=lambda text: conn.send(("warn", text)),
+        report=lambda read, _files: conn.send(("progress", read)),
+    )
     names_before = len(repo.index_names)
     flushed = False
     try:
@@ -252,22 +270,9 @@ def _serve(conn: Connection) -> None:
             message = conn.recv()
             if message[0] == "file":
                 _, path, name, st = message
-                last = [0]
-
-                def progress(read: int, _files: int, last: list[int] = last) -> None:
-                    conn.send(("progress", read - last[0]))
-                    last[0] = read
-
-                archiver = Archiver(
-                    writer,
-                    chunker,
-                    warn=lambda text: conn.send(("warn", text)),
-                    progress=progress,
-                )
-                node = archiver._file_node(path, name, st)
-                if node is not None:
-                    node = archiver._resolve([node])[0]
-                conn.send(("node", node, archiver.stats, archiver._unstable))
+                stats = ArchiveStats()
+                node = files.store_now(path, name, st, stats)
+                conn.send(("node", node, stats))
             elif message[0] == "flush":
                 writer.flush()
                 flushed = True

@@ -1,6 +1,7 @@
-"""Pieces of the walk that need no Archiver state: exclusion patterns, owner names, the digest
-that says whether a folder changed, the normalised list of sources, and the one way a file the
-walk listed is opened for reading (`open_listed`)."""
+"""Pieces of the walk that need no walker state: exclusion patterns, owner names and the node
+metadata every kind of entry shares (`Owners`), the digest that says whether a folder changed,
+the normalised list of sources, and the one way a file the walk listed is opened for reading
+(`open_listed`): only if it is still the regular file listed, and without ever blocking."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterable
 
 import blake3
 import msgpack
+
+from dedupe.model.tree import Node
 
 
 class Excluder:
@@ -52,6 +55,31 @@ def owner_name(uid: int, cache: dict[int, str | None]) -> str | None:
 
 def group_name(gid: int, cache: dict[int, str | None]) -> str | None:
     return _cached_name(gid, cache, lambda n: grp.getgrgid(n).gr_name)
+
+
+class Owners:
+    """Builds nodes with the metadata every kind shares (mode, mtime, owner and group, by number
+    and by name), looking each user and group name up once per snapshot."""
+
+    def __init__(self) -> None:
+        self._users: dict[int, str | None] = {}
+        self._groups: dict[int, str | None] = {}
+
+    def node(self, name: bytes, kind: str, st: os.stat_result, **fields: object) -> Node:
+        """A node of `kind` with the metadata taken from `st` and the given `fields`."""
+        uid, gid = st.st_uid, st.st_gid
+        users, groups = self._users, self._groups
+        return Node(
+            name,
+            kind,
+            st.st_mode & 0o7777,
+            st.st_mtime_ns,
+            uid,
+            gid,
+            users[uid] if uid in users else owner_name(uid, users),
+            groups[gid] if gid in groups else group_name(gid, groups),
+            **fields,  # type: ignore[arg-type]
+        )
 
 
 def folder_digest(

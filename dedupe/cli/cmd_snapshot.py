@@ -1,4 +1,7 @@
-"""`dedupe snapshot`: back up paths or a stream into a new snapshot."""
+"""`dedupe snapshot`: back up paths or a stream into a new snapshot.
+
+Parses the arguments, checks the sources are worth a run, and prints; the snapshot itself (lock,
+walk, write order, manifest) is dedupe.backup.session's."""
 
 from __future__ import annotations
 
@@ -9,27 +12,23 @@ import socket
 import sys
 from datetime import UTC, datetime
 
-from dedupe.backup import space
-from dedupe.backup.archiver import Archiver
-from dedupe.backup.filescache import FilesCache
-from dedupe.backup.offload import Offloader
+from tqdm import tqdm
+
+from dedupe.backup.session import SnapshotOptions, snapshot_paths, snapshot_stream
 from dedupe.backup.walkparts import source_problem
 from dedupe.cachedir import default_cache_dir
 from dedupe.cli.context import Context, human_bytes
 from dedupe.errors import DedupeError, PartialSnapshot, UsageError
-from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import valid_name
-from dedupe.repo import manifests
-from dedupe.repo.repository import GC_PENDING, Repository
-from dedupe.repo.writer import BlobWriter
-from dedupe.storage.local import LocalStorage
 
 # Snapshot times outside these years cannot be converted to UTC and back everywhere.
 MIN_YEAR = 1970
 MAX_YEAR = 9999
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     p = sub.add_parser(
         "snapshot", parents=[common], help="back up files, folders or a stream", aliases=["backup"]
     )
@@ -80,6 +79,7 @@ def cmd_snapshot(ctx: Context) -> int:
     args = ctx.args
     when = parse_time(args.time)
     stdin_mode = args.paths == ["-"]
+    paths: tuple[bytes, ...]
     if "-" in args.paths and not stdin_mode:
         raise UsageError("'-' (stdin) cannot be combined with other paths")
     if stdin_mode:
@@ -106,71 +106,35 @@ def cmd_snapshot(ctx: Context) -> int:
                 "snapshot again."
             )
 
+    options = SnapshotOptions(
+        time=when,
+        host=args.host or socket.gethostname(),
+        user=_user(),
+        tags=tuple(args.tag),
+        excludes=tuple(args.exclude),
+        cache_root=default_cache_dir(),
+    )
     repo = ctx.repo()
-    with repo.lock(exclusive=False) as lock:
-        _ = repo.index  # load before the clock starts on data
-        space.warn_if_low_space(repo, paths, stdin_mode, ctx.warn)
-        cache_folder = os.path.join(default_cache_dir(), repo.settings.repo_id.hex())
-        files_cache = None if stdin_mode else FilesCache(cache_folder, repo.hash)
-        if files_cache is not None:
-            files_cache.check_generation(repo.index_names, repo.storage.exists(GC_PENDING))
-        writer = BlobWriter(repo, workers=max(2, os.cpu_count() or 2))
-        bar = ctx.progress_bar(None, "snapshot")
-        last = [0]
+    bars: list[tqdm | None] = []  # made at the first byte read (after the space warning)
+    last = [0]
 
-        def progress(bytes_read: int, files: int) -> None:
-            if bar is not None:
-                bar.update(bytes_read - last[0])
-                last[0] = bytes_read
+    def progress(bytes_read: int, _files: int) -> None:
+        if not bars:
+            bars.append(ctx.progress_bar(None, "snapshot"))
+        bar = bars[0]
+        if bar is not None:
+            bar.update(bytes_read - last[0])
+            last[0] = bytes_read
 
-        offload = _offloader(repo)
-        archiver = Archiver(
-            writer, repo.chunker(), files_cache, args.exclude, ctx.warn, progress, offload
-        )
-        try:
-            if stdin_mode:
-                mtime_ns = int(when.timestamp() * 1_000_000_000)
-                tree = archiver.archive_stream(name, sys.stdin.buffer, mtime_ns)
-            else:
-                tree = archiver.archive_paths(paths)
-            # The helper's index first, then ours, then (below) the manifest.
-            helped = offload.finish() if offload is not None else None
-            if helped is not None:
-                writer.add_stats(helped[0])
-                repo.index_names.extend(helped[1])
-            writer.flush()
-        except BaseException:
-            if offload is not None:
-                offload.abort()
-            writer.abort()
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        stats = archiver.stats
-        snap = Snapshot(
-            id=manifests.new_snapshot_id(),
-            time=when,
-            host=args.host or socket.gethostname(),
-            user=_user(),
-            paths=paths,
-            tags=tuple(args.tag),
-            tree=tree,
-            summary={
-                "files": stats.files,
-                "dirs": stats.dirs,
-                "bytes_read": stats.bytes_read,
-                "bytes_total": stats.bytes_total,
-                "blobs_new": writer.stats.blobs_new,
-                "raw_bytes_new": writer.stats.raw_bytes_new,
-                # Packs and index written (FORMAT.md): what stats and plan read as "added".
-                "bytes_added": writer.stats.stored_bytes,
-            },
-        )
-        manifest_bytes = manifests.commit(repo, lock, snap)
-        if files_cache is not None:
-            files_cache.save(repo.index_names)
-    bytes_added = writer.stats.stored_bytes + manifest_bytes
+    try:
+        if stdin_mode:
+            result = snapshot_stream(repo, name, sys.stdin.buffer, options, ctx.warn, progress)
+        else:
+            result = snapshot_paths(repo, paths, options, ctx.warn, progress)
+    finally:
+        if bars and bars[0] is not None:
+            bars[0].close()
+    snap, stats, bytes_added = result.snapshot, result.stats, result.bytes_added
     if ctx.json:
         ctx.emit_json(
             {
@@ -196,15 +160,6 @@ def cmd_snapshot(ctx: Context) -> int:
             "(listed above)"
         )
     return 0
-
-
-def _offloader(repo: Repository) -> Offloader | None:
-    """A helper process for large files (dedupe.backup.offload) on a local repository with more than
-    one core. The helper opens storage by local path only: snapshots to SFTP and S3 keep one
-    process (not measured there yet)."""
-    if not isinstance(repo.storage, LocalStorage) or (os.cpu_count() or 1) < 2:
-        return None
-    return Offloader(repo, workers=max(2, os.cpu_count() or 2))
 
 
 def _user() -> str:
