@@ -48,6 +48,8 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any, Final
 
+from dedupe.model.snapshot import Snapshot
+
 UNLIMITED: Final[int] = -1
 """A rule count meaning "every bucket that has a snapshot"."""
 
@@ -197,6 +199,20 @@ class SnapshotInfo:
     def group_key(self) -> GroupKey:
         """Host and source paths (order-insensitive): the policy applies within each group."""
         return (self.host, tuple(sorted(set(self.paths))))
+
+
+def snapshot_info(snap: Snapshot) -> SnapshotInfo:
+    """What the policy needs of a snapshot: paths as display strings define its group. The one
+    mapping, so `forget` and `plan` judge the same snapshots the same way."""
+    return SnapshotInfo(
+        id=snap.id,
+        time=snap.time,
+        host=snap.host,
+        paths=tuple(snap.display_paths()),
+        tags=frozenset(snap.tags),
+        held=snap.held,
+        hold_reason=snap.hold_reason,
+    )
 
 
 def _check_count(name: str, value: int | None) -> None:

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 
 from dedupe.cli import password
-from dedupe.cli.context import Context, human_bytes
+from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.copy.copier import Copier, select
 from dedupe.errors import NoRepository, WrongPassword
 from dedupe.repo.repository import Repository
 from dedupe.storage import open_storage
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "copy", parents=[common], help="copy snapshots to another repository (all it lacks)"
     )

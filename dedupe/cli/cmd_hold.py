@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from dedupe.cli.context import Context
+from dedupe.cli.context import Context, Subparsers
 from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.repo import manifests
@@ -26,7 +26,7 @@ from dedupe.retention import local_time
 MAX_REASON_LENGTH = 500
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "hold",
         parents=[common],

@@ -14,17 +14,17 @@ import secrets
 import sys
 
 from dedupe.cli import password
-from dedupe.cli.context import Context
+from dedupe.cli.context import Context, Subparsers
 from dedupe.crypto import export
 from dedupe.errors import DedupeError, NoRepository, ObjectNotFound, UsageError
 from dedupe.repo import config as config_mod
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     """Nothing at top level: `key export`/`key import` hang under `key` (see add_subcommands)."""
 
 
-def add_subcommands(key_sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_subcommands(key_sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = key_sub.add_parser(
         "export", parents=[common], help="save the key (still sealed by the password)"
     )

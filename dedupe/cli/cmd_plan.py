@@ -1,40 +1,35 @@
 """`dedupe plan [POLICY] --days N`: forecast the repository size, and the drive to buy.
 
 The shell around the pure `dedupe.plan.projection`: read the history with `dedupe.stats` (index and
-trees,
-no data), turn it into a `projection.History`, run the forecast, print it and optionally draw the
-chart
-(`dedupe.plan.chart`). The POLICY flags are `forget`'s own (`policy_args`), and snapshots become
-`SnapshotInfo` through `forget`'s own mapping, so the forecast prunes what `forget` would prune.
-Without any keep rule `forget` refuses to run, so such a plan forecasts keeping everything.
+trees, no data), turn it into a `History` (`dedupe.plan.history`), run the forecast, print it and
+optionally draw the chart (`dedupe.plan.chart`). The POLICY flags and `--max-unused` are parsed
+as `forget` and `gc` parse them (`policy_args`), and snapshots become `SnapshotInfo` through the
+mapping `forget` uses (`retention.snapshot_info`), so the forecast prunes what `forget` would
+prune. Without any keep rule `forget` refuses to run, so such a plan forecasts keeping everything.
 """
 
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from dedupe import stats
-from dedupe.cli.cmd_forget import snapshot_info
-from dedupe.cli.cmd_gc import parse_percent
-from dedupe.cli.context import Context, human_bytes
-from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
+from dedupe.cli.context import Context, Subparsers, human_bytes
+from dedupe.cli.policy_args import add_policy_arguments, parse_max_unused, policy_from_args
 from dedupe.errors import DamageError, DedupeError, UsageError
-from dedupe.model.snapshot import Snapshot
 from dedupe.plan import chart, projection
-from dedupe.retention import Policy, utc_instant
+from dedupe.plan.history import PLAN_FIRST, PLAN_LAST, history_from_stats
+from dedupe.retention import Policy
 
 SURVIVAL_REPORT_DAYS = (1, 7, 30, 365)
 MAX_DAYS = 36500
 """A century: a forecast replays every night, so `--days` needs a bound (each night costs a
 policy run over every kept snapshot)."""
-PLAN_FIRST = datetime(1900, 1, 1, tzinfo=UTC)
-PLAN_LAST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "plan",
         parents=[common],
@@ -78,55 +73,6 @@ def _percent(text: str, flag: str, low: float) -> float:
     if not low <= value <= 1000:
         raise UsageError(f"{flag} must be between {low:g} and 1000 (percent)")
     return value / 100.0
-
-
-def plannable(snapshot: Snapshot) -> bool:
-    """Whether the forecast can use the snapshot: its time lies in [PLAN_FIRST, PLAN_LAST).
-
-    Older versions accepted any `snapshot --time`, so a repository may hold a snapshot of year 1
-    or 9999: a night after it does not exist in the calendar, and gaps of millions of days
-    would make the survival curves that long. Such snapshots are left out of the forecast."""
-    return PLAN_FIRST <= utc_instant(snapshot.time) < PLAN_LAST
-
-
-def history_from_stats(result: stats.RepoStats) -> tuple[projection.History, list[Snapshot]]:
-    """The forecast's view of the repository: snapshots as `forget` sees them, packs by mask;
-    and the snapshots left out (`plannable`). Bytes only those reference are held constant."""
-    kept = [i for i, u in enumerate(result.usage) if plannable(u.snapshot)]
-    left_out = [u.snapshot for u in result.usage if not plannable(u.snapshot)]
-    new_bit = {old: new for new, old in enumerate(kept)}
-
-    def remap(mask: int) -> int:
-        if not left_out:
-            return mask
-        return sum(1 << new for old, new in new_bit.items() if mask >> old & 1)
-
-    constant = 0
-    packs = []
-    for pack_id, masks in result.pack_masks.items():
-        size = result.pack_sizes.get(pack_id, sum(masks.values()))
-        groups: dict[int, int] = {}
-        for mask, stored in masks.items():
-            new_mask = remap(mask)
-            if mask and not new_mask:  # referenced only by left-out snapshots
-                constant += stored
-                size -= stored
-                continue
-            groups[new_mask] = groups.get(new_mask, 0) + stored
-        packs.append(projection.PackUsage(size, tuple(sorted(groups.items()))))
-    # Packs no index names hold nothing a snapshot can reach through the index: garbage.
-    packs.extend(
-        projection.PackUsage(size, ())
-        for pack_id, size in result.pack_sizes.items()
-        if pack_id not in result.pack_masks
-    )
-    history = projection.History(
-        snapshots=tuple(snapshot_info(result.usage[i].snapshot) for i in kept),
-        added_bytes=tuple(result.usage[i].added_bytes for i in kept),
-        packs=tuple(packs),
-        other_bytes=max(0, result.stored_bytes - result.pack_bytes) + constant,
-    )
-    return history, left_out
 
 
 def describe_estimate(estimate: projection.GroupEstimate) -> str:
@@ -214,7 +160,7 @@ def cmd_plan(ctx: Context) -> int:
     if not 1 <= args.days <= MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {MAX_DAYS} (a century)")
     growth = _percent(args.growth, "--growth", -99)
-    max_unused = parse_percent(args.max_unused)
+    max_unused = parse_max_unused(args.max_unused)
     margin = 1.0 + _percent(args.margin, "--margin", 0)
     if args.chart and Path(args.chart).suffix.lower() != ".svg":
         raise UsageError("--chart writes SVG: give a file name ending in .svg")

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import stat
 import sys
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
-from dedupe.cli.context import Context, human_bytes
+from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.errors import DamageError, UsageError
-from dedupe.model.tree import DIR, FILE, TYPE_NAMES
+from dedupe.model.tree import DIR, FILE, TYPE_NAMES, Node
 from dedupe.repo import manifests, treewalk
 from dedupe.restore.restorer import RestoreIncomplete, Restorer
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("snapshots", parents=[common], help="list snapshots")
     p.set_defaults(handler=cmd_snapshots)
 
@@ -97,15 +100,16 @@ def cmd_ls(ctx: Context) -> int:
     snap = manifests.resolve(repo, ctx.args.snapshot)
     treewalk.count_entries(repo, snap.tree)  # refuse exploding (hostile) trees up front
     base, node = treewalk.find(repo, snap.tree, ctx.args.path)
+    entries: Iterable[tuple[bytes, Node]]
     if node is None:
         entries = treewalk.walk(repo, snap.tree)
-    elif node.type == DIR:
-        entries = iter([(base, node), *treewalk.walk(repo, node.subtree, base)])
+    elif node.type == DIR and node.subtree is not None:
+        entries = itertools.chain([(base, node)], treewalk.walk(repo, node.subtree, base))
     else:
-        entries = iter([(base, node)])
+        entries = [(base, node)]
     items = []
     for path, n in entries:
-        item = {
+        item: dict[str, Any] = {
             "path": _text(path),
             "type": TYPE_NAMES[n.type],
             "size": n.size if n.type == FILE else 0,

@@ -8,7 +8,7 @@ import sys
 
 from dedupe.chunker import DEFAULT_AVG
 from dedupe.cli import cmd_keyexport, password
-from dedupe.cli.context import Context
+from dedupe.cli.context import Context, Subparsers
 from dedupe.errors import UsageError
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository
@@ -27,7 +27,7 @@ def parse_size(text: str) -> int:
         raise UsageError(f"invalid size {text!r} (use e.g. 64K or 1M)") from None
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=[common], help="create an encrypted repository")
     p.add_argument(
         "--chunk-size",

@@ -11,11 +11,11 @@ import argparse
 from typing import Any
 
 from dedupe import stats
-from dedupe.cli.context import Context, human_bytes
+from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.errors import DamageError
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "stats",
         parents=[common],

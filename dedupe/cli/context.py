@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from tqdm import tqdm
 
@@ -140,3 +140,5 @@ def human_bytes(n: float) -> str:
 
 
 Handler = Callable[[Context], int]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What each command's `register(sub, common)` adds its parser to."""

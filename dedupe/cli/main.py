@@ -9,6 +9,8 @@ import logging
 import os
 import pkgutil
 import sys
+from types import ModuleType
+from typing import NoReturn
 
 import dedupe.cli
 from dedupe import __version__
@@ -16,7 +18,7 @@ from dedupe.cli.context import Context, printable
 from dedupe.errors import DedupeError, OutOfSpace, UsageError
 
 
-def command_modules() -> list:
+def command_modules() -> list[ModuleType]:
     """Every `dedupe.cli.cmd_*` module; each has `register(subparsers, common)`."""
     names = sorted(
         m.name for m in pkgutil.iter_modules(dedupe.cli.__path__) if m.name.startswith("cmd_")
@@ -25,7 +27,7 @@ def command_modules() -> list:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 itself; keep its message short
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 itself; keep it short
         self.print_usage(sys.stderr)
         print(f"dedupe: error: {message}", file=sys.stderr)
         raise SystemExit(2)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ctx = Context(args)
     try:
-        code = args.handler(ctx)
+        code: int = args.handler(ctx)
         for problem in ctx.index_problems():
             print(f"warning: {problem}; run 'dedupe check'", file=sys.stderr)
         return code

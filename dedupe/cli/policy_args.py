@@ -10,6 +10,9 @@ came from the command line or from the file. A policy file holds the same names 
 without the dashes in front (`keep-business-days = 10`, `business-days = ["tue", "sat"]`,
 `holidays = ["2026-12-25"]`, `holidays-file = "holidays.txt"`, `fiscal-year-start = 7`, ...);
 a flag given on the command line replaces the file's value for that setting.
+
+`parse_max_unused` reads gc's `--max-unused`, which `plan` takes too (the gc setting it
+forecasts with), so both commands accept and refuse the same values.
 """
 
 from __future__ import annotations
@@ -130,6 +133,17 @@ def policy_from_args(namespace: argparse.Namespace) -> Policy:
         else:
             settings[name] = _Setting(value, f"--{name}", cwd)
     return _build_policy(settings)
+
+
+def parse_max_unused(text: str) -> float:
+    """--max-unused: '10', '10%', '0', '2.5' -> a fraction of 1."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise UsageError(f"invalid --max-unused {text!r}: give a percentage, e.g. 10") from None
+    if not 0.0 <= value <= 100.0:
+        raise UsageError("--max-unused must be between 0 and 100 (percent)")
+    return value / 100.0
 
 
 def read_toml_file(path: Path, what: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def nice_step(span: float, ticks: int = 6) -> float:
     if span <= 0:
         return 1.0
     raw = span / ticks
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))
     for factor in (1, 2, 5, 10):
         if factor * power >= raw:
             return factor * power
@@ -46,7 +46,7 @@ def _date_ticks(first: date, last: date) -> list[date]:
     span = (last - first).days
     if span > 75:
         step_months = 1 if span <= 400 else 3 if span <= 1200 else 12
-        ticks = []
+        ticks: list[date] = []
         year, month = first.year, first.month
         while True:
             month += 1

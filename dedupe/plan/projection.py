@@ -45,7 +45,7 @@ from datetime import date, datetime, timedelta, tzinfo
 
 from dedupe.plan.estimate import (
     History,
-    PackUsage,  # noqa: F401  (re-exported: cmd_plan builds the history)
+    PackUsage,  # noqa: F401  (re-exported: callers build a History from here)
     estimate_nightly,
     fit_tail_exponent,
     local_day,
@@ -96,7 +96,8 @@ class GroupEstimate:
         last = len(self.survival) - 1
         if days <= last:
             return self.survival[max(days, 0)]
-        return self.survival[last] * ((1 + last) / (1 + days)) ** self.tail_exponent
+        tail: float = ((1 + last) / (1 + days)) ** self.tail_exponent
+        return self.survival[last] * tail
 
     def survive_given(self, age: int, days: int) -> float:
         """S(age + days) / S(age): the chance that data already `age` days old lasts `days` more."""
