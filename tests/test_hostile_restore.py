@@ -17,10 +17,13 @@ import pytest
 import zstandard
 
 from dedupe import codec
+from dedupe.errors import DamageError, TreesTooDeep
 from dedupe.model.snapshot import Snapshot
+from dedupe.model.tree import DIR, FILE, Node
 from dedupe.repo import manifests
 from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import Repository, pack_name
+from dedupe.repo.treewalk import DAMAGED, ENTRY, LEAVE, MAX_DEPTH, TREE, traverse
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
 from tests.clitools import PASSWORD, Cli, Result
@@ -232,3 +235,95 @@ def test_huge_mtime_and_owner(sandbox):
     item["mt"] = 2**63 + 5
     result = limited_restore(cli, eve.snapshot(eve.tree([item])), target)
     assert_refused(result, outside, before)
+
+
+# --- the one tree walker (dedupe.repo.treewalk.traverse) on hostile trees ------------------------
+
+
+def _dir(name: bytes, subtree: bytes) -> Node:
+    return Node(name, DIR, 0o755, 0, 0, 0, subtree=subtree)
+
+
+def _file(name: bytes) -> Node:
+    return Node(name, FILE, 0o644, 0, 0, 0, size=0)
+
+
+def _loader(trees: dict[bytes, list[Node]]):
+    loads: list[bytes] = []
+
+    def load(tree_id: bytes) -> list[Node]:
+        loads.append(tree_id)
+        if tree_id not in trees:
+            raise DamageError(f"tree {tree_id.hex()[:8]} is damaged")
+        return trees[tree_id]
+
+    return load, loads
+
+
+def _tid(n: int) -> bytes:
+    return n.to_bytes(32, "big")
+
+
+def test_walker_chain_deeper_than_the_limit_is_refused_before_it_is_read() -> None:
+    trees = {_tid(i): [_dir(b"d", _tid(i + 1))] for i in range(MAX_DEPTH + 5)}
+    load, loads = _loader(trees)
+    with pytest.raises(TreesTooDeep):
+        list(traverse(load, [_tid(0)]))
+    assert len(loads) == MAX_DEPTH + 1  # depths 0..MAX_DEPTH read, the next refused unread
+    reported = list(traverse(load, [_tid(0)], entries=False, report_too_deep=True))
+    assert [v.depth for v in reported if v.kind == DAMAGED] == [MAX_DEPTH + 1]
+
+
+def test_walker_tree_naming_itself_ends() -> None:
+    load, _ = _loader({_tid(1): [_dir(b"loop", _tid(1))]})
+    with pytest.raises(TreesTooDeep):
+        list(traverse(load, [_tid(1)]))
+    seen: set[bytes] = set()
+
+    def first_visit(tree_id: bytes) -> bool:
+        fresh = tree_id not in seen
+        seen.add(tree_id)
+        return fresh
+
+    visits = list(traverse(load, [_tid(1)], first_visit=first_visit))
+    assert [v.kind for v in visits] == [TREE, ENTRY, LEAVE]
+
+
+def test_walker_visits_each_shared_tree_once_with_a_visited_hook() -> None:
+    trees = {_tid(0): [_file(b"leaf")]}
+    for level in range(1, 41):  # 2**40 places, 41 trees
+        trees[_tid(level)] = [_dir(b"a", _tid(level - 1)), _dir(b"b", _tid(level - 1))]
+    load, loads = _loader(trees)
+    seen: set[bytes] = set()
+
+    def first_visit(tree_id: bytes) -> bool:
+        fresh = tree_id not in seen
+        seen.add(tree_id)
+        return fresh
+
+    trees_seen = [v.tree_id for v in traverse(load, [_tid(40)], first_visit=first_visit)
+                  if v.kind == TREE]  # fmt: skip
+    assert len(trees_seen) == len(loads) == 41
+
+
+def test_walker_reports_a_damaged_folder_in_order_and_goes_on() -> None:
+    trees = {
+        _tid(0): [_dir(b"a", _tid(1)), _dir(b"b", _tid(9)), _file(b"c")],
+        _tid(1): [_file(b"x")],
+    }
+    load, _ = _loader(trees)
+    with pytest.raises(DamageError):
+        list(traverse(load, [_tid(0)]))
+    steps = [(v.kind, b"/".join(v.path)) for v in traverse(load, [_tid(0)], report_damage=True)]
+    assert steps == [
+        (TREE, b""),
+        (ENTRY, b"a"),
+        (TREE, b"a"),
+        (ENTRY, b"a/x"),
+        (LEAVE, b"a"),
+        (ENTRY, b"b"),
+        (DAMAGED, b"b"),
+        (LEAVE, b"b"),
+        (ENTRY, b"c"),
+        (LEAVE, b""),
+    ]
