@@ -15,8 +15,8 @@ import pytest
 from dedupe.backup import space
 from dedupe.backup.archiver import Archiver
 from dedupe.errors import DedupeError, OutOfSpace
-from dedupe.gc import collect
-from dedupe.gc.mark import SetMarks, mark_reachable
+from dedupe.gc import collect, survey
+from dedupe.gc.mark import SetMarks, TableMarks, mark_reachable, mark_snapshots
 from dedupe.model.snapshot import Snapshot
 from dedupe.repo import config as config_mod
 from dedupe.repo import manifests, reserve
@@ -91,12 +91,12 @@ def write_files(folder: str, count: int, size: int, seed: int) -> None:
 
 
 def stored(repo: Repository) -> int:
-    return collect.stored_bytes(repo.storage)
+    return survey.stored_bytes(repo.storage)
 
 
 def age_back(*paths: str) -> None:
     """Make files older than gc's grace period by the storage's clock (the file system's)."""
-    old = time.time() - collect.GRACE_SECONDS - 3600
+    old = time.time() - survey.GRACE_SECONDS - 3600
     for path in paths:
         os.utime(path, (old, old))
 
@@ -135,10 +135,11 @@ def test_the_table_marks_exactly_what_the_trees_reference(tmp_path):
     manifests.delete(repo, gone)
     expected = SetMarks()
     mark_reachable(reopen(repo.storage), [kept.tree], expected)
-    survey = collect.survey_repository(repo)
-    assert collect.mark(repo, survey, lambda *_: None) == 0
-    table = survey.table
-    live = {table.ids[row].tobytes() for row in np.flatnonzero(table.entries().live)}
+    found = survey.survey_repository(repo)
+    marks = TableMarks(found.table)
+    assert mark_snapshots(repo, marks, lambda *_: None) == 0
+    table = found.table
+    live = {table.ids[row].tobytes() for row in np.flatnonzero(marks.entries().live)}
     assert live == expected.trees | expected.data
     assert len(live) < table.rows  # the forgotten snapshot's blobs are not marked
 

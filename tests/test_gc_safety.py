@@ -23,7 +23,7 @@ import pytest
 
 from dedupe import codec
 from dedupe.errors import DamageError
-from dedupe.gc.collect import GRACE_SECONDS
+from dedupe.gc.survey import GRACE_SECONDS
 from dedupe.repo import census
 from dedupe.repo import config as config_mod
 from dedupe.repo.index import decode_index

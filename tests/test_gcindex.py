@@ -1,6 +1,6 @@
-"""gc's entry table and bounded index files (`dedupe.gc.indexfiles`): lookups, marks, and the order
-in
-which replacements are written (only the last file supersedes; a failed write leaves the old
+"""The entry table (`dedupe.repo.entrytable`), gc's marks on it (`dedupe.gc.mark`) and gc's
+bounded index files (`dedupe.gc.indexfiles`): lookups, marks, and the order in which replacements
+are written (only the last file supersedes; a failed write leaves the old
 files current and takes its own files back)."""
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ import pytest
 
 from dedupe.errors import OutOfSpace
 from dedupe.gc import indexfiles
-from dedupe.gc.indexfiles import EntryTable, IndexFiles
+from dedupe.gc.indexfiles import IndexFiles
+from dedupe.gc.mark import TableMarks
 from dedupe.gc.plan import make_plan
+from dedupe.gc.survey import packs_of
+from dedupe.repo.entrytable import EntryTable
 from dedupe.repo.index import decode_index, judge
 from dedupe.repo.repository import Repository
 from dedupe.storage.faults import FailNthCall
@@ -48,10 +51,11 @@ def test_lookups_compare_full_ids_and_find_the_first_copy():
     assert table.find(shared[3]) is None and table.find(blob(102)) is None
     query = np.frombuffer(b"".join([shared[3], shared[2], blob(101), shared[0]]), np.uint8)
     assert table.locate(query.reshape(-1, 32)).tolist() == [-1, 1, 5, 2]
-    assert table.visit_tree(shared[1]) and not table.visit_tree(shared[1])
-    table.add_data([shared[0], blob(100), blob(999), blob(999)])
-    assert table.finish_mark() == 1  # blob 999, counted once
-    live = table.entries().live
+    marks = TableMarks(table)
+    assert marks.visit_tree(shared[1]) and not marks.visit_tree(shared[1])
+    marks.add_data([shared[0], blob(100), blob(999), blob(999)])
+    assert marks.finish() == 1  # blob 999, counted once
+    live = marks.entries().live
     # every copy of a reached blob is live: shared[0] in both packs, blob 100 both times
     assert live.tolist() == [True, False, True, True, True, False, True]
 
@@ -59,10 +63,11 @@ def test_lookups_compare_full_ids_and_find_the_first_copy():
 def test_an_empty_table_answers_nothing():
     table = EntryTable()
     table.seal()
-    assert table.find(blob(1)) is None and table.visit_tree(blob(1))
+    marks = TableMarks(table)
+    assert table.find(blob(1)) is None and marks.visit_tree(blob(1))
     assert table.locate(np.zeros((2, 32), np.uint8)).tolist() == [-1, -1]
-    table.add_data([blob(2)])
-    assert table.finish_mark() == 1 and len(table.entries().live) == 0
+    marks.add_data([blob(2)])
+    assert marks.finish() == 1 and len(marks.entries().live) == 0
 
 
 def test_many_rows_round_trip_through_batches():
@@ -78,10 +83,11 @@ def test_many_rows_round_trip_through_batches():
     rows = table.locate(ids[::-1])
     assert rows.tolist() == list(range(len(ids)))[::-1]
     reached = ids[::3]
+    marks = TableMarks(table)
     for start in range(0, len(reached), 1000):
-        table.add_data([r.tobytes() for r in reached[start : start + 1000]])
-    assert table.finish_mark() == 0
-    assert np.flatnonzero(table.entries().live).tolist() == list(range(0, len(ids), 3))
+        marks.add_data([r.tobytes() for r in reached[start : start + 1000]])
+    assert marks.finish() == 0
+    assert np.flatnonzero(marks.entries().live).tolist() == list(range(0, len(ids), 3))
 
 
 def index_files(repo: Repository) -> dict[str, tuple[list[bytes], list[str], int]]:
@@ -105,8 +111,9 @@ def setup_files(storage) -> tuple[Repository, IndexFiles, list[str]]:
     for pack in range(6):
         add(table, pack, [blob(10 * pack + i) for i in range(3)])
     table.seal()
-    table.finish_mark()
-    plan = make_plan(table.entries(), table.packs(), 0.1)
+    marks = TableMarks(table)
+    marks.finish()
+    plan = make_plan(marks.entries(), packs_of(table), 0.1)
     old = ["a" * 64, "b" * 64, "c" * 64]
     files = IndexFiles(repo, table, plan, {old[0]: [0, 1], old[1]: [2, 3], old[2]: [4, 5]})
     return repo, files, old

@@ -10,8 +10,10 @@ import random
 import numpy as np
 import pytest
 
-from dedupe.gc.indexfiles import EntryTable
+from dedupe.gc.mark import TableMarks
 from dedupe.gc.plan import GcPlan, make_plan, with_young
+from dedupe.gc.survey import packs_of
+from dedupe.repo.entrytable import EntryTable
 from dedupe.repo.pack import BlobEntry
 
 
@@ -49,9 +51,10 @@ def table_of(packs: list[PackSpec]) -> EntryTable:
 def plan_of(packs: list[PackSpec], live: set[bytes], max_unused: float) -> tuple[GcPlan, list]:
     """The plan through the real table (sorting, groups, marking); and the pack ids by number."""
     table = table_of(packs)
-    table.add_data(sorted(live))
-    missing = table.finish_mark()
-    return make_plan(table.entries(), table.packs(), max_unused, missing), table.pack_ids
+    marks = TableMarks(table)
+    marks.add_data(sorted(live))
+    missing = marks.finish()
+    return make_plan(marks.entries(), packs_of(table), max_unused, missing), table.pack_ids
 
 
 def first_bytes(numbers, pack_ids) -> list[int]:
@@ -185,11 +188,12 @@ def young_plan(packs: list[PackSpec], live: set[bytes], young: set[int], now: fl
     """The plan with the packs numbered in `young` written an hour before `now`, the others two
     days before (by the storage's clock), and gc's 24-hour grace period."""
     table = table_of(packs)
-    table.add_data(sorted(live))
-    missing = table.finish_mark()
+    marks = TableMarks(table)
+    marks.add_data(sorted(live))
+    missing = marks.finish()
     mtimes = {p.pack_id: now - (3600 if p.pack_id[0] in young else 2 * 86400) for p in packs}
-    with_times = with_young(table.packs(), mtimes, now, 86400)
-    return make_plan(table.entries(), with_times, 0.0, missing), table.pack_ids
+    with_times = with_young(packs_of(table), mtimes, now, 86400)
+    return make_plan(marks.entries(), with_times, 0.0, missing), table.pack_ids
 
 
 def test_young_unindexed_packs_are_left_alone_whole():
@@ -214,7 +218,7 @@ def test_a_copy_outside_a_young_pack_is_kept_and_unknown_ages_count_as_young():
     # Blob 1 is kept in the old pack 2 (adopted), though pack 1 holds more live bytes.
     assert first_bytes(plan.adopted, pack_ids) == [2] and first_bytes(plan.young, pack_ids) == [1]
     table = table_of(packs)
-    table.finish_mark()
-    unknown = with_young(table.packs(), {packs[0].pack_id: None}, 1e9, 86400)
+    TableMarks(table).finish()
+    unknown = with_young(packs_of(table), {packs[0].pack_id: None}, 1e9, 86400)
     assert unknown.young.tolist() == [True, True]  # no mtime, and one not listed at all
-    assert with_young(table.packs(), {}, None, 86400).young.tolist() == [True, True]  # no clock
+    assert with_young(packs_of(table), {}, None, 86400).young.tolist() == [True, True]  # no clock

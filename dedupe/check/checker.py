@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from dedupe.check.data import PackVerdict, Subset, verify_pack
 from dedupe.check.index import IndexSurvey
@@ -41,6 +42,9 @@ __all__ = ["CheckReport", "Subset", "run_check"]
 # Paths listed per damaged snapshot; the count of the rest is still reported.
 MAX_PATHS_PER_SNAPSHOT = 1000
 HEADER_READERS = 8  # header reads are small and latency-bound (sftp, s3): more threads than cores
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 ProgressFactory = Callable[[int], Callable[[int], None] | None]
 
@@ -69,7 +73,7 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.errors
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "errors": list(self.errors),
@@ -465,10 +469,10 @@ class _Checker:
 
 
 def _bounded_map(
-    pool: ThreadPoolExecutor, fn: Callable, items: list, window: int
-) -> Iterator[object]:
+    pool: ThreadPoolExecutor, fn: Callable[[_Item], _Result], items: list[_Item], window: int
+) -> Iterator[_Result]:
     """Like pool.map, in order, but with at most `window` tasks submitted ahead."""
-    pending: list[Future] = []
+    pending: list[Future[_Result]] = []
     for item in items:
         pending.append(pool.submit(fn, item))
         if len(pending) >= window:

@@ -1,16 +1,16 @@
 """check's survey of the index: every entry of every current index file as numpy columns.
 
-At tens of millions of chunks a Python object per entry costs several GiB; the survey keeps gc's
-`EntryTable` (`dedupe.gc.indexfiles`: about 60 bytes an entry) and builds `BlobEntry` objects for
-one
-pack at a time, when check compares that pack with its header or reads it.
+At tens of millions of chunks a Python object per entry costs several GiB; the survey keeps the
+entries in an `EntryTable` (`dedupe.repo.entrytable`, shared with gc: about 60 bytes an entry) and
+builds `BlobEntry` objects for one pack at a time, when check compares that pack with its header
+or reads it.
 
 What it answers is what check's dict of dicts answered before:
 - an id's location is its first entry (index files in listing order, entries in file order), as in
   `ChunkIndex`; `len` counts distinct ids;
 - a pack's entries are its first entry per id, in order; a pack named with no entries is named;
 - files superseded by another current file are left out, and so are files below the index floor
-  (`dedupe.repo.index.judge`: put back from an old copy of `index/`) and packs `forget` drops.
+  (`dedupe.repo.indexfile.judge`: put back from an old copy of `index/`) and packs `forget` drops.
 Index files are read one at a time. A file read before the file that supersedes it or the floor
 that excludes it, or packs forgotten after reading, make the survey read the current files again
 (rare: an interrupted gc, a put-back file) rather than hold every decoded file or compact the
@@ -30,8 +30,9 @@ import numpy as np
 
 from dedupe.crypto.seal import content_hash
 from dedupe.errors import DedupeError, ObjectNotFound
-from dedupe.gc.indexfiles import MIN_INDEX_BYTES_PER_ENTRY, EntryTable
-from dedupe.repo.index import Generation, Location, decode_index, judge
+from dedupe.repo.entrytable import MIN_INDEX_BYTES_PER_ENTRY, EntryTable
+from dedupe.repo.index import Location
+from dedupe.repo.indexfile import Generation, decode_index, judge
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import Repository
 
@@ -133,8 +134,7 @@ class IndexSurvey:
 
     def seal(self) -> None:
         self.table.seal()
-        entries = self.table.entries()
-        self._distinct = self.table.rows - len(entries.group_rows) + len(entries.group_starts)
+        self._distinct = self.table.distinct()
         self._every_row = np.ones(self.table.rows, dtype=bool)
 
     # --- after seal ----------------------------------------------------------------------------

@@ -12,7 +12,9 @@ from dedupe.cli.context import Context, human_bytes, printable
 from dedupe.errors import DamageError, UsageError
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     p = sub.add_parser(
         "check",
         parents=[common],
@@ -44,7 +46,8 @@ def cmd_check(ctx: Context) -> int:
         if bar is None:
             return None
         bars.append(bar)
-        return bar.update
+        update: Callable[[int], None] = bar.update
+        return update
 
     # A shared lock: gc (exclusive) cannot delete packs under us; snapshots may run.
     with repo.lock(exclusive=False) as lock:

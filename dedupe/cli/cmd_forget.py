@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import itertools
 from collections.abc import Iterable
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from dedupe.cli.context import Context, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, UsageError
+from dedupe.gc import collect
 from dedupe.model.snapshot import Snapshot
 from dedupe.repo import manifests
 from dedupe.repo.census import record_after_forget
@@ -39,7 +39,9 @@ from dedupe.retention import (
 )
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     p = sub.add_parser(
         "forget",
         parents=[common],
@@ -203,24 +205,6 @@ def _print_table(ctx: Context, policy: Policy, decisions: list[Decision], dry_ru
 
 
 def run_gc(ctx: Context) -> dict[str, Any]:
-    """The glue to gc (`dedupe.gc.collect`, issue 4), kept in this one function so it can follow
-    that
-    module's API: it runs gc on the repository and returns the contract's gc JSON object.
-
-    `dedupe.gc.collect.run(repo)` takes its own exclusive lock (ours is released by then) and
-    returns a
-    `GcResult` dataclass: `freed_bytes`, `stored_bytes_*`, `damaged_packs`, ...
-    """
-    try:
-        gc_module = importlib.import_module("dedupe.gc.collect")
-    except ModuleNotFoundError as exc:
-        if exc.name != "dedupe.gc.collect":
-            raise
-        raise DedupeError(
-            "gc is not available yet; the snapshots were forgotten, but their space is only "
-            "recovered once gc exists"
-        ) from None
-    result = gc_module.run(ctx.repo())
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return dataclasses.asdict(result)
-    return dict(result)
+    """Run gc (`dedupe.gc.collect.run`) and return the contract's gc JSON object. gc takes its
+    own exclusive lock: forget's is released by then."""
+    return dataclasses.asdict(collect.run(ctx.repo()))

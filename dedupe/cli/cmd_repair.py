@@ -9,7 +9,9 @@ from dedupe.errors import DamageError
 from dedupe.repo import repair
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     p = sub.add_parser(
         "repair",
         parents=[common],

@@ -1,10 +1,9 @@
 """gc planning: a pure function from (entries, packs, max_unused) to what gc will do.
 
-No storage, no clock, no randomness: `dedupe.gc.collect` gathers the facts (as numpy columns, one
-row per
-index entry, so that tens of millions of chunks cost tens of bytes each; see
-`dedupe.gc.indexfiles`),
-calls `make_plan`, and executes the plan. Keeping the decision pure makes the rules testable:
+No storage, no clock, no randomness: gc's survey and mark gather the facts (as numpy columns, one
+row per index entry, so that tens of millions of chunks cost tens of bytes each; see
+`dedupe.repo.entrytable` and `dedupe.gc.mark`), `dedupe.gc.collect` calls `make_plan`, and
+`dedupe.gc.execute` carries the plan out. Keeping the decision pure makes the rules testable:
 
 - Each live blob keeps exactly one copy. Copies in indexed packs are preferred over copies in
   packs no index names, then the pack holding the most live bytes, then the lowest pack id.
@@ -95,7 +94,8 @@ class Repack:
 
 @dataclass(frozen=True, eq=False)
 class GcPlan:
-    """What gc will do; `dedupe.gc.collect` executes it in a crash-safe order. Packs are numbers."""
+    """What gc will do; `dedupe.gc.execute` carries it out in a crash-safe order. Packs are
+    numbers."""
 
     keep: np.ndarray
     """Packs kept as they are (adopted unindexed packs included), by pack id."""
@@ -132,7 +132,9 @@ def index_bytes(packs: int, blobs: int) -> int:
     return INDEX_BYTES_PER_PACK * packs + INDEX_BYTES_PER_BLOB * blobs + 256
 
 
-def per_pack(pack: np.ndarray, mask: np.ndarray, packs: int, values: np.ndarray | None = None):
+def per_pack(
+    pack: np.ndarray, mask: np.ndarray, packs: int, values: np.ndarray | None = None
+) -> np.ndarray:
     """Per pack: how many rows `mask` selects, or the sum of their `values` (int64)."""
     total = np.zeros(packs, dtype=np.int64)
     for start in range(0, len(pack), _STEP):
@@ -180,7 +182,7 @@ def _kept(entries: Entries, packs: Packs, named: np.ndarray, young: np.ndarray) 
     live_bytes = per_pack(entries.pack, live_named, count, entries.length)
     rank = np.empty(count, dtype=np.int64)
     rank[_pack_order(packs, -live_bytes, young, ~packs.indexed)] = np.arange(count)
-    kept = live_named.copy()
+    kept: np.ndarray = live_named.copy()
     rows = entries.group_rows
     if len(rows):
         candidate = live_named[rows]

@@ -33,7 +33,7 @@ from dedupe.crypto.seal import content_hash
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace, StorageError
 from dedupe.repo import reserve
 from dedupe.repo.index import Generation, PackColumns, Verdict, decode_index, encode_columns, judge
-from dedupe.repo.pack import TRAILER, decode_header, header_span
+from dedupe.repo.pack import TRAILER, BlobEntry, decode_header, header_span
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
 
 Progress = Callable[[str, int, int], None]
@@ -86,7 +86,7 @@ def run(repo: Repository, dry_run: bool = False, progress: Progress | None = Non
         try:
             result = repair_index(repo, False, progress)
         finally:
-            repo._index = None  # the next reader loads the index as repair left it
+            repo.forget_index()  # the next reader loads the index as repair left it
         result.reserve_spent |= spent
         return result
 
@@ -137,7 +137,7 @@ def repair_index(
     return result
 
 
-def read_header(repo: Repository, pack_id: bytes, size: int) -> list:
+def read_header(repo: Repository, pack_id: bytes, size: int) -> list[BlobEntry]:
     """A pack's header entries (MAC, version and bounds checked); DamageError or StorageError."""
     name = pack_name(pack_id)
     tail = repo.storage.get(name, size - TRAILER.size, TRAILER.size) if size >= 4 else b""
