@@ -120,6 +120,9 @@ class Visit(NamedTuple):
     folder: Node | None = None
 
 
+_new_visit = tuple.__new__
+
+
 class _Frame(NamedTuple):
     entries: Iterator[Node]
     path: Path
@@ -190,25 +193,25 @@ def _walk_one(
         if not stack:
             return
         frame = stack[-1]
+        parent, depth = frame.path, frame.depth  # locals: this loop runs once per entry
         for node in frame.entries:
-            is_dir = node.type == DIR and node.subtree is not None
-            if not entries and not is_dir:
-                continue
-            path = frame.path + (node.name,)
+            subtree = node.subtree if node.type == DIR else None
             if entries:
-                yield Visit(ENTRY, path, node, b"", (), frame.depth)
-            if not is_dir or (descend is not None and not descend(path, node)):
+                path = parent + (node.name,)
+                # tuple.__new__: a NamedTuple's own constructor costs a Python call per entry
+                yield _new_visit(Visit, (ENTRY, path, node, b"", (), depth, None, None))
+            elif subtree is None:
                 continue
-            subtree = node.subtree
-            assert subtree is not None
+            else:
+                path = parent + (node.name,)
+            if subtree is None or (descend is not None and not descend(path, node)):
+                continue
             if first_visit is None or first_visit(subtree):
-                pending = (subtree, path, frame.depth + 1, node)
+                pending = (subtree, path, depth + 1, node)
                 break
         else:
             stack.pop()
-            yield Visit(
-                LEAVE, frame.path, None, frame.tree_id, frame.nodes, frame.depth, None, frame.folder
-            )
+            yield Visit(LEAVE, parent, None, frame.tree_id, frame.nodes, depth, None, frame.folder)
 
 
 def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, Node]]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 from dedupe.errors import DamageError, DedupeError, FormatError
 from dedupe.model.tree import DIR, FILE, Node, valid_name
@@ -86,15 +87,18 @@ def damage_summary(stats: RestoreStats) -> str:
     )
 
 
-@dataclass
-class _Step:
+class _Step(NamedTuple):
     """One thing to create: `path` is the list of components below the target. A "damaged"
-    step stands for a folder whose listing could not be read (`node` is None, `why` says why)."""
+    step stands for a folder whose listing could not be read (`node` is None, `why` says why).
+    (A tuple, not a dataclass: one is made per entry, and a restore of small files feels it.)"""
 
     kind: str
     path: tuple[bytes, ...]
     node: Node | None
     why: str = ""
+
+
+_new_step = tuple.__new__
 
 
 def _selected(path: tuple[bytes, ...], includes: list[tuple[bytes, ...]]) -> tuple[bool, bool]:
@@ -122,24 +126,24 @@ def _steps(repo: Repository, root: bytes, inc_parts: list[tuple[bytes, ...]]) ->
     visits = traverse(
         partial(load_tree, repo),
         [root],
-        descend=lambda path, _node: _selected(path, inc_parts)[1],
+        descend=(lambda path, _node: _selected(path, inc_parts)[1]) if inc_parts else None,
         report_damage=True,  # only that folder's subtree is lost
     )
-    for visit in visits:
-        kind, node = visit.kind, visit.node
+    for kind, path, node, _tree_id, _nodes, _depth, error, folder in visits:
         if kind == ENTRY:
             assert node is not None
             if not valid_name(node.name):  # decode_tree checks too; never trust one layer
                 raise FormatError(f"invalid name {node.name!r} in snapshot")
-            if node.type != DIR and _selected(visit.path, inc_parts)[0]:
-                yield _Step("file" if node.type == FILE else "symlink", visit.path, node)
+            if node.type != DIR and (not inc_parts or _selected(path, inc_parts)[0]):
+                kind = "file" if node.type == FILE else "symlink"
+                yield _new_step(_Step, (kind, path, node, ""))
         elif kind == TREE or kind == DAMAGED:
-            if visit.folder is not None:  # entering a folder (selected, or on the way to one)
-                yield _Step("dir", visit.path, visit.folder)
+            if folder is not None:  # entering a folder (selected, or on the way to one)
+                yield _Step("dir", path, folder)
             if kind == DAMAGED:
-                yield _Step("damaged", visit.path, None, str(visit.error))
-        elif visit.folder is not None:  # LEAVE
-            yield _Step("dir_done", visit.path, visit.folder)
+                yield _Step("damaged", path, None, str(error))
+        elif folder is not None:  # LEAVE
+            yield _Step("dir_done", path, folder)
 
 
 class _Lookahead:
