@@ -292,11 +292,36 @@ def find(repo: Repository, root: bytes, path: str | bytes) -> tuple[bytes, Node 
 
 
 def diff(
-    repo: Repository, a: bytes | None, b: bytes | None, prefix: bytes = b"", depth: int = 0
+    repo: Repository, a: bytes | None, b: bytes | None, prefix: bytes = b""
 ) -> Iterator[tuple[str, bytes]]:
-    """('+'|'-'|'M', path) for entries added, removed or changed from tree a to tree b."""
-    # Two trees side by side (not `traverse`): deeper than MAX_DEPTH, it stops comparing.
-    if a == b or depth > MAX_DEPTH:
+    """('+'|'-'|'M', path) for entries added, removed or changed from tree a to tree b.
+
+    Two trees side by side, so not `traverse`, but iterative like it: one level per folder
+    that differs, and past MAX_DEPTH it stops comparing (`count_entries` refuses such trees
+    before a diff starts)."""
+    levels = [_diff_level(repo, a, b, prefix)]
+    while levels:
+        item = next(levels[-1], None)
+        if item is None:
+            levels.pop()
+            continue
+        sign, path, sub_a, sub_b = item
+        if sign != _DESCEND:
+            yield sign, path
+        elif sub_a != sub_b and len(levels) <= MAX_DEPTH:  # the new level's depth: len(levels)
+            levels.append(_diff_level(repo, sub_a, sub_b, path))
+
+
+_DESCEND = ">"
+_DiffItem = tuple[str, bytes, bytes | None, bytes | None]
+
+
+def _diff_level(
+    repo: Repository, a: bytes | None, b: bytes | None, prefix: bytes
+) -> Iterator[_DiffItem]:
+    """One folder of `diff`: its changes in name order, and (_DESCEND, path, a, b) where the
+    folders below must be compared too."""
+    if a == b:
         return
     old = {n.name: n for n in load_tree(repo, a)} if a else {}
     new = {n.name: n for n in load_tree(repo, b)} if b else {}
@@ -306,21 +331,20 @@ def diff(
         if before is None or after is None:
             present = after if before is None else before
             assert present is not None
-            sign = "+" if before is None else "-"
-            yield sign, path
+            yield ("+" if before is None else "-"), path, None, None
             if present.type == DIR and present.subtree:
                 sub_a = None if before is None else present.subtree
                 sub_b = present.subtree if before is None else None
-                yield from diff(repo, sub_a, sub_b, path, depth + 1)
+                yield _DESCEND, path, sub_a, sub_b
             continue
         if before.type == DIR and after.type == DIR:
             if before.mode != after.mode or before.mtime_ns != after.mtime_ns:
                 if before.subtree == after.subtree:
-                    yield "M", path
-            yield from diff(repo, before.subtree, after.subtree, path, depth + 1)
+                    yield "M", path, None, None
+            yield _DESCEND, path, before.subtree, after.subtree
         elif before != after:
             if before.type != after.type:
-                yield "-", path
-                yield "+", path
+                yield "-", path, None, None
+                yield "+", path, None, None
             else:
-                yield "M", path
+                yield "M", path, None, None
