@@ -156,33 +156,67 @@ class Rechunker:
         for copied in newest.values():
             try:
                 original = manifests.load(self.source, copied.id)
-                self._pair(original.tree, copied.tree, 0)
+                self._pair(original.tree, copied.tree)
             except (DamageError, UsageError):
                 continue
         return len(self.tree_map)
 
-    def _pair(self, source_tree: bytes, dest_tree: bytes, depth: int) -> bool:
+    def _pair(self, source_tree: bytes, dest_tree: bytes) -> bool:
         """Record what matches below these two trees; True if the whole trees match.
 
-        Two trees side by side (not `traverse`); past MAX_DEPTH nothing more is paired."""
+        Two trees side by side, so not `traverse`, but iterative like it: one frame per pair
+        of folders being compared; past MAX_DEPTH nothing more is paired."""
+        stack: list[_PairFrame] = []
+        answer = self._open_pair(source_tree, dest_tree, stack)
+        while stack:
+            frame = stack[-1]
+            if answer is not None:  # the pair of subfolders just finished
+                frame.whole = answer and frame.whole
+                answer = None
+            for a, b in frame.pairs:
+                if dataclasses.replace(a, content=b.content, subtree=b.subtree) != b:
+                    frame.whole = False
+                    continue
+                if a.type == FILE and a.content:
+                    if all(blob_id in self.dest.index for blob_id in b.content):
+                        self.file_map[_content_key(a.content)] = b.content
+                    else:
+                        frame.whole = False
+                elif a.type == DIR and a.subtree is not None and b.subtree is not None:
+                    answer = self._open_pair(a.subtree, b.subtree, stack)
+                    if answer is None:
+                        break  # compare the subfolders first
+                    frame.whole = answer and frame.whole
+                    answer = None
+            else:
+                stack.pop()
+                if frame.whole:
+                    self.tree_map[frame.source_tree] = frame.dest_tree
+                answer = frame.whole
+        assert answer is not None
+        return answer
+
+    def _open_pair(
+        self, source_tree: bytes, dest_tree: bytes, stack: list[_PairFrame]
+    ) -> bool | None:
+        """The answer for two trees when it is known without reading them; else None, with a
+        frame for them pushed on `stack` (its depth is the stack's length)."""
         if self.tree_map.get(source_tree) == dest_tree:
             return True
-        if depth > MAX_DEPTH or dest_tree not in self.dest.index:
+        if len(stack) > MAX_DEPTH or dest_tree not in self.dest.index:
             return False
         ours = load_tree(self.source, source_tree)
         theirs = load_tree(self.dest, dest_tree)
-        whole = len(ours) == len(theirs)
-        for a, b in zip(ours, theirs, strict=False):
-            if dataclasses.replace(a, content=b.content, subtree=b.subtree) != b:
-                whole = False
-                continue
-            if a.type == FILE and a.content:
-                if all(blob_id in self.dest.index for blob_id in b.content):
-                    self.file_map[_content_key(a.content)] = b.content
-                else:
-                    whole = False
-            elif a.type == DIR and a.subtree is not None and b.subtree is not None:
-                whole = self._pair(a.subtree, b.subtree, depth + 1) and whole
-        if whole:
-            self.tree_map[source_tree] = dest_tree
-        return whole
+        pairs = zip(ours, theirs, strict=False)
+        stack.append(_PairFrame(source_tree, dest_tree, pairs, len(ours) == len(theirs)))
+        return None
+
+
+@dataclasses.dataclass
+class _PairFrame:
+    """Two folders being compared by `Rechunker._pair`."""
+
+    source_tree: bytes
+    dest_tree: bytes
+    pairs: Iterator[tuple[Node, Node]]
+    whole: bool
