@@ -1,4 +1,4 @@
-"""Index generations and the floor (`dedupe.repo.index.judge`): an old index file put back into
+"""Index generations and the floor (`dedupe.repo.indexfile.judge`): an old index file put back into
 index/ (from an old copy of the folder) counts for nothing, through the real CLI with and
 without the local index cache; a snapshot can tell that a gc ran since it loaded the index."""
 

@@ -5,7 +5,7 @@ be written again from the packs: after an index file is damaged (gc then stops: 
 what that file named) or lost (its packs look unindexed). Under the exclusive lock:
 
 1. Decode every index file listed (damaged ones are noted): their generations give the new
-   index its generation G+1 (`dedupe.repo.index.judge`). Files that count for nothing already
+   index its generation G+1 (`dedupe.repo.indexfile.judge`). Files that count for nothing already
    (superseded, put back from an old copy, damaged: every reader skips them) are deleted first;
    that frees their space and changes nothing any reader sees.
 2. Read every pack's header (its MAC, version and entry bounds are checked: all a header gives
@@ -32,7 +32,14 @@ import numpy as np
 from dedupe.crypto.seal import content_hash
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace, StorageError
 from dedupe.repo import reserve
-from dedupe.repo.index import Generation, PackColumns, Verdict, decode_index, encode_columns, judge
+from dedupe.repo.indexfile import (
+    Generation,
+    PackColumns,
+    Verdict,
+    decode_index,
+    encode_columns,
+    judge,
+)
 from dedupe.repo.pack import TRAILER, BlobEntry, decode_header, header_span
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
 
