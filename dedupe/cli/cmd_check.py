@@ -7,7 +7,8 @@ import os
 from collections.abc import Callable
 from datetime import date
 
-from dedupe.check.checker import CheckReport, Subset, run_check
+from dedupe.check.checker import Subset, run_check
+from dedupe.check.report import CheckReport
 from dedupe.cli.context import Context, human_bytes, printable
 from dedupe.errors import DamageError, UsageError
 
