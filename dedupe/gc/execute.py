@@ -39,7 +39,7 @@ from dedupe.gc.plan import GcPlan, Repack, index_bytes
 from dedupe.gc.result import GcResult, Progress
 from dedupe.gc.survey import Survey, stored_bytes
 from dedupe.repo import census, reserve
-from dedupe.repo.index import PackColumns
+from dedupe.repo.indexfile import PackColumns
 from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import GC_PENDING, Repository, pack_name
 
