@@ -363,14 +363,12 @@ class _Checker:
                 self.warn(f"the repository is in use: {lock.describe()}")
         for name in broken:
             self.warn(f"unreadable lock object {name} ('dedupe unlock' removes it)")
-        list_leftovers = getattr(self.storage, "list_leftovers", None)
-        if list_leftovers is not None:
-            leftovers = list(list_leftovers())
-            if leftovers:
-                self.warn(
-                    f"{len(leftovers)} temporary file(s) left by interrupted writes "
-                    f"(e.g. {leftovers[0].name}); 'dedupe gc' removes them once they are a day old"
-                )
+        leftovers = list(self.storage.list_leftovers())
+        if leftovers:
+            self.warn(
+                f"{len(leftovers)} temporary file(s) left by interrupted writes "
+                f"(e.g. {leftovers[0].name}); 'dedupe gc' removes them once they are a day old"
+            )
 
     # --- damage -> snapshots and paths -------------------------------------------------------
 

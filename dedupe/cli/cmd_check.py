@@ -9,13 +9,11 @@ from datetime import date
 
 from dedupe.check.checker import Subset, run_check
 from dedupe.check.report import CheckReport
-from dedupe.cli.context import Context, human_bytes, printable
+from dedupe.cli.context import Context, Subparsers, human_bytes, printable
 from dedupe.errors import DamageError, UsageError
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "check",
         parents=[common],

@@ -21,27 +21,24 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from dedupe.cli.context import Context, human_bytes
+from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, UsageError
 from dedupe.gc import collect
-from dedupe.model.snapshot import Snapshot
 from dedupe.repo import manifests
 from dedupe.repo.census import record_after_forget
 from dedupe.repo.repository import Repository
 from dedupe.retention import (
     Decision,
     Policy,
-    SnapshotInfo,
     apply_policy,
     decisions_to_json,
     local_time,
+    snapshot_info,
 )
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "forget",
         parents=[common],
@@ -56,19 +53,6 @@ def register(
     p.add_argument("--gc", action="store_true", help="run gc after forgetting")
     add_policy_arguments(p)
     p.set_defaults(handler=cmd_forget)
-
-
-def snapshot_info(snap: Snapshot) -> SnapshotInfo:
-    """What the policy needs of a snapshot: paths as display strings define its group."""
-    return SnapshotInfo(
-        id=snap.id,
-        time=snap.time,
-        host=snap.host,
-        paths=tuple(snap.display_paths()),
-        tags=frozenset(snap.tags),
-        held=snap.held,
-        hold_reason=snap.hold_reason,
-    )
 
 
 def cmd_forget(ctx: Context) -> int:

@@ -6,20 +6,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from dedupe.cli.context import Context, human_bytes
+from dedupe.cli.context import Context, Subparsers, human_bytes
+from dedupe.cli.policy_args import parse_max_unused
 from dedupe.errors import DamageError, UsageError
 from dedupe.gc import collect
-
-
-def parse_percent(text: str) -> float:
-    """'10', '10%', '0', '2.5' -> a fraction of 1."""
-    try:
-        value = float(text.strip().removesuffix("%"))
-    except ValueError:
-        raise UsageError(f"invalid --max-unused {text!r}: give a percentage, e.g. 10") from None
-    if not 0.0 <= value <= 100.0:
-        raise UsageError("--max-unused must be between 0 and 100 (percent)")
-    return value / 100.0
 
 
 def parse_count(text: str) -> int:
@@ -36,9 +26,7 @@ def parse_count(text: str) -> int:
     return value
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "gc",
         parents=[common],
@@ -78,7 +66,7 @@ def register(
 
 
 def cmd_gc(ctx: Context) -> int:
-    max_unused = parse_percent(ctx.args.max_unused)
+    max_unused = parse_max_unused(ctx.args.max_unused)
     accept = ctx.args.accept_snapshot_count
     accept_count = None if accept is None else parse_count(accept)
     repo = ctx.repo()

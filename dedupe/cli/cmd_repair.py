@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from dedupe.cli.context import Context
+from dedupe.cli.context import Context, Subparsers
 from dedupe.errors import DamageError
 from dedupe.repo import repair
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "repair",
         parents=[common],

@@ -1,4 +1,4 @@
-"""Repository commands: init, key passwd (key export/import: cmd_keyexport), unlock."""
+"""Repository commands: init, key passwd (key export/import: keyexport), unlock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 
 from dedupe.chunker import DEFAULT_AVG
-from dedupe.cli import cmd_keyexport, password
+from dedupe.cli import keyexport, password
 from dedupe.cli.context import Context, Subparsers
 from dedupe.errors import UsageError
 from dedupe.repo import lock as lock_mod
@@ -52,7 +52,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     key_sub.required = True
     kp = key_sub.add_parser("passwd", parents=[common], help="change the password")
     kp.set_defaults(handler=cmd_key_passwd)
-    cmd_keyexport.add_subcommands(key_sub, common)
+    keyexport.add_subcommands(key_sub, common)
 
     p = sub.add_parser("unlock", parents=[common], help="remove stale locks")
     p.set_defaults(handler=cmd_unlock)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from dedupe.backup.session import SnapshotOptions, snapshot_paths, snapshot_stream
 from dedupe.backup.walkparts import source_problem
 from dedupe.cachedir import default_cache_dir
-from dedupe.cli.context import Context, human_bytes
+from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.errors import DedupeError, PartialSnapshot, UsageError
 from dedupe.model.tree import valid_name
 
@@ -26,9 +26,7 @@ MIN_YEAR = 1970
 MAX_YEAR = 9999
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "snapshot", parents=[common], help="back up files, folders or a stream", aliases=["backup"]
     )

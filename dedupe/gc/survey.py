@@ -152,12 +152,9 @@ def temporary_files(storage: Storage, clock: float | None = None) -> list[Leftov
     A backend measures a leftover's age with this machine's clock; where the storage's `clock`
     (see `Survey.clock`) is behind it, ages count that much less: never older than by either.
     """
-    lister = getattr(storage, "list_leftovers", None)
-    if lister is None:
-        return []
     behind = 0.0 if clock is None else max(0.0, time.time() - clock)
     found = []
-    for leftover in lister():
+    for leftover in storage.list_leftovers():
         top = leftover.name.split("/")[0]
         limit = GRACE_SECONDS if top in _GC_FOLDERS else TEMP_GRACE_SECONDS
         if leftover.age - behind > limit:

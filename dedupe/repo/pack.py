@@ -27,7 +27,7 @@ class BlobEntry:
     length: int
     raw_length: int
 
-    def to_list(self) -> list:
+    def to_list(self) -> list[bytes | int]:
         return [self.blob_id, self.offset, self.length, self.raw_length]
 
 

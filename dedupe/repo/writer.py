@@ -55,7 +55,7 @@ class BlobWriter:
         self._pack_lock = threading.Lock()
         # Uploads run in parallel up to the backend's connection limit (remote backends);
         # a local disk gets one uploader, which already overlaps writing with sealing.
-        self._upload_threads = max(1, min(8, int(getattr(repo.storage, "max_connections", 1))))
+        self._upload_threads = max(1, min(8, repo.storage.max_connections))
         self._uploads: queue.Queue[tuple[bytes, bytes, list[BlobEntry]] | None] = queue.Queue(
             maxsize=self._upload_threads + 1
         )

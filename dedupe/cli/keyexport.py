@@ -20,10 +20,6 @@ from dedupe.errors import DedupeError, NoRepository, ObjectNotFound, UsageError
 from dedupe.repo import config as config_mod
 
 
-def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    """Nothing at top level: `key export`/`key import` hang under `key` (see add_subcommands)."""
-
-
 def add_subcommands(key_sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = key_sub.add_parser(
         "export", parents=[common], help="save the key (still sealed by the password)"
