@@ -7,10 +7,9 @@ Repositories created this way open with the normal CLI too (parameters live in t
 import sys
 
 from dedupe.crypto import kdf
+from tests.support import CHEAP_KDF
 
-kdf.params_for_new_keys = kdf.KdfParams(
-    ops=kdf.pwhash.argon2id.OPSLIMIT_MIN, mem=kdf.pwhash.argon2id.MEMLIMIT_MIN
-)
+kdf.params_for_new_keys = CHEAP_KDF
 
 from dedupe.cli.main import main  # noqa: E402
 

@@ -1,19 +1,22 @@
-"""Helpers for end-to-end tests: run the real CLI in a subprocess against a real repository."""
+"""The CLI runner for end-to-end tests: the real CLI in a subprocess against a real repository
+(other shared helpers are in tests/support.py, fixtures in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dedupe.repo import indexcache
+from tests.support import PASSWORD, open_repo
+
 ENTRY = str(Path(__file__).with_name("cli_entry.py"))
+# The CLI with test-only hooks for killing gc, repair or a snapshot at exact points.
+KILL_ENTRY = str(Path(__file__).with_name("gc_kill_entry.py"))
 ROOT = str(Path(__file__).resolve().parent.parent)
-PASSWORD = "correct horse battery staple"
 
 
 @dataclass
@@ -70,47 +73,46 @@ class Cli:
         return subprocess.Popen(self.command(*args), env=self.env, **kwargs)
 
 
-def repo_size(repo: str) -> int:
-    total = 0
-    for folder, _dirs, files in os.walk(repo):
-        for name in files:
-            total += os.path.getsize(os.path.join(folder, name))
-    return total
+def initialized_cli(tmp_path: Path, *init_args: str) -> Cli:
+    """A Cli on a new repository at tmp_path/repo (cache tmp_path/cache), `init` run."""
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli("init", *init_args)
+    return cli
 
 
-def all_stored_bytes(repo: str) -> bytes:
-    chunks = []
-    for folder, _dirs, files in os.walk(repo):
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as f:
-                chunks.append(f.read())
-    return b"".join(chunks)
+CACHED_ENTRY = """\
+import sys
+
+import tests.cli_entry  # cheap Argon2id for new keys
+from dedupe.repo import indexcache
+
+indexcache.MIN_INDEX_BYTES = 0
+indexcache.REWRITE_FILES = 1  # every newer index file is folded into the cache at once
+from dedupe.cli.main import main
+
+sys.exit(main())
+"""
 
 
-def digest_tree(root: str) -> dict[str, str]:
-    """Relative path -> SHA-256 of every file under `root` (to compare restores)."""
-    out = {}
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
+class CachedCli(Cli):
+    """The CLI with the local index cache used for repositories of any size, each newer index
+    file folded into the cache at once."""
 
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(str(tmp_path / "repo"), str(tmp_path / "cache"))
+        self.entry = str(tmp_path / "entry.py")
+        with open(self.entry, "w") as f:
+            f.write(CACHED_ENTRY)
 
-def files_under(folder: str) -> set[str]:
-    """Every file below `folder` (none if it does not exist)."""
-    return {os.path.join(d, f) for d, _s, files in os.walk(folder) for f in files}
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, self.entry, *args]
 
+    def cache_file(self) -> str:
+        repo = open_repo(self.repo)
+        return os.path.join(self.env["DEDUPE_CACHE_DIR"], repo.settings.repo_id.hex(), "index")
 
-def wait_for_new_file(
-    folder: str, proc: subprocess.Popen, before: set[str], timeout: float = 60
-) -> bool:
-    """Poll until a file not in `before` appears below `folder`: True then, False if `proc`
-    ended or the time ran out first. Kill tests use it to strike mid-write on any machine."""
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        if files_under(folder) - before:
-            return True
-        time.sleep(0.002)
-    return False
+    def cache_table(self) -> indexcache.CacheTable | None:
+        repo = open_repo(self.repo)
+        key = indexcache.cache_key(repo.key.enc_key, repo.key.id_key, repo.key.repo_id)
+        folder = os.path.dirname(self.cache_file())
+        return indexcache.IndexCache(folder, key, repo.key.repo_id).open()

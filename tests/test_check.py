@@ -18,9 +18,8 @@ import pytest
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository, pack_name
 from dedupe.repo.treewalk import find
-from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli
-from tests.test_e2e_core import assert_same_tree, make_tree
+from tests.clitools import Cli
+from tests.support import PASSWORD, assert_same_tree, make_tree, open_repo
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +59,6 @@ def flip(path: str, position: int) -> None:
         byte = f.read(1)
         f.seek(position)
         f.write(bytes([byte[0] ^ 0x40]))
-
-
-def open_repo(repo: str) -> Repository:
-    return Repository.open(LocalStorage(repo), lambda: PASSWORD.encode())
 
 
 def assert_loud(result, codes=(1, 14)) -> None:

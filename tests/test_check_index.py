@@ -17,8 +17,7 @@ from dedupe.repo.manifests import load_all
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import pack_name
 from tests.clitools import Cli
-from tests.test_check import open_repo
-from tests.test_e2e_core import make_tree
+from tests.support import make_tree, open_repo
 
 
 def test_survey_finds_missing_pack_entry_past_end_and_duplicates(tmp_path):

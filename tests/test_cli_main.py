@@ -4,17 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
-from tests.clitools import Cli
-
-
-@pytest.fixture
-def cli(tmp_path) -> Cli:
-    c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    c("init")
-    return c
-
 
 def test_reader_closing_the_pipe_early_is_not_an_error(cli, tmp_path):
     # `dedupe cat latest big | head -c 10`: the 4 MiB written to a closed pipe must end the

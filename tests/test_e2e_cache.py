@@ -5,14 +5,8 @@ from __future__ import annotations
 import os
 import random
 
-from tests.clitools import Cli, repo_size
-from tests.test_e2e_core import assert_same_tree
-
-
-def make_cli(tmp_path) -> Cli:
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
-    return cli
+from tests.clitools import initialized_cli
+from tests.support import assert_same_tree, repo_size
 
 
 def build(src) -> None:
@@ -25,7 +19,7 @@ def build(src) -> None:
 
 
 def test_unchanged_rerun_uses_cache_and_sees_quiet_edits(tmp_path):
-    cli = make_cli(tmp_path)
+    cli = initialized_cli(tmp_path)
     src = tmp_path / "src"
     build(src)
     first = cli("snapshot", str(src), "--json").json()
@@ -46,7 +40,7 @@ def test_unchanged_rerun_uses_cache_and_sees_quiet_edits(tmp_path):
 
 def test_cache_after_forget_and_gc_never_references_deleted_chunks(tmp_path):
     """borg#9748: a cache older than a gc must not make a snapshot reference deleted data."""
-    cli = make_cli(tmp_path)
+    cli = initialized_cli(tmp_path)
     src = tmp_path / "src"
     build(src)
     old = cli("snapshot", str(src), "--json", "--tag", "old").json()
@@ -72,7 +66,7 @@ def test_untrusted_cache_carries_no_unverified_entry_into_a_trusted_one(tmp_path
     """After a gc, a snapshot of another folder must not carry src's old entries forward under
     the new index names: the next snapshot of src would trust them and reference deleted data
     (it exited 0 and check found the missing blobs)."""
-    cli = make_cli(tmp_path)
+    cli = initialized_cli(tmp_path)
     src = tmp_path / "src"
     build(src)
     cli("snapshot", str(src), "--tag", "old")

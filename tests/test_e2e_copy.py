@@ -17,9 +17,9 @@ import pytest
 
 from dedupe.repo.repository import Repository
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, files_under, wait_for_new_file
+from tests.clitools import Cli
 from tests.servers import S3Server, SFTPServer
-from tests.test_e2e_core import assert_same_tree, make_tree
+from tests.support import PASSWORD, assert_same_tree, files_under, make_tree, wait_for_new_file
 
 DEST_PASSWORD = "another password for the drive"
 

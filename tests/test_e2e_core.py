@@ -4,71 +4,9 @@ from __future__ import annotations
 
 import os
 import random
-import stat
 import subprocess
 
-import pytest
-
-from tests.clitools import Cli, all_stored_bytes, repo_size
-
-
-@pytest.fixture
-def cli(tmp_path) -> Cli:
-    c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    c("init")
-    return c
-
-
-def make_tree(root: str) -> None:
-    """A varied tree: unicode and non-UTF-8 names, modes, mtimes, symlinks, empty things."""
-    os.makedirs(root)
-    broot = os.fsencode(root)
-    with open(os.path.join(root, "plain.txt"), "wb") as f:
-        f.write(b"hello world\n" * 100)
-    with open(os.path.join(root, "Ünïcødé файл.txt"), "wb") as f:
-        f.write("grüße\n".encode())
-    with open(os.path.join(broot, b"latin1-\xe9t\xe9.bin"), "wb") as f:
-        f.write(b"\x00\x01\x02" * 1000)
-    os.makedirs(os.path.join(root, "empty-dir"))
-    open(os.path.join(root, "empty-file"), "wb").close()
-    os.makedirs(os.path.join(root, "deep", "er", "est"))
-    with open(os.path.join(root, "deep", "er", "est", "random.bin"), "wb") as f:
-        f.write(random.Random(7).randbytes(700_000))
-    os.symlink("plain.txt", os.path.join(root, "link-to-plain"))
-    os.symlink("/nonexistent/target", os.path.join(root, "dangling"))
-    script = os.path.join(root, "run.sh")
-    with open(script, "w") as f:
-        f.write("#!/bin/sh\necho hi\n")
-    os.chmod(script, 0o750)
-    secret = os.path.join(root, "secret.key")
-    with open(secret, "w") as f:
-        f.write("private\n")
-    os.chmod(secret, 0o600)
-    os.utime(os.path.join(root, "plain.txt"), ns=(1_600_000_000_123_456_789,) * 2)
-    os.chmod(os.path.join(root, "deep", "er"), 0o711)
-    os.utime(os.path.join(root, "deep"), ns=(1_500_000_000_000_000_000,) * 2)
-
-
-def assert_same_tree(a: str, b: str) -> None:
-    """Bit-for-bit contents, types, modes, mtimes (ns for files), symlink targets."""
-    a_entries = sorted(os.listdir(os.fsencode(a)))
-    b_entries = sorted(os.listdir(os.fsencode(b)))
-    assert a_entries == b_entries
-    for name in a_entries:
-        pa, pb = os.path.join(os.fsencode(a), name), os.path.join(os.fsencode(b), name)
-        sa, sb = os.lstat(pa), os.lstat(pb)
-        assert stat.S_IFMT(sa.st_mode) == stat.S_IFMT(sb.st_mode), name
-        if stat.S_ISLNK(sa.st_mode):
-            assert os.readlink(pa) == os.readlink(pb)
-            continue
-        assert stat.S_IMODE(sa.st_mode) == stat.S_IMODE(sb.st_mode), name
-        assert sa.st_mtime_ns == sb.st_mtime_ns, name
-        assert (sa.st_uid, sa.st_gid) == (sb.st_uid, sb.st_gid), name
-        if stat.S_ISDIR(sa.st_mode):
-            assert_same_tree(os.fsdecode(pa), os.fsdecode(pb))
-        else:
-            with open(pa, "rb") as fa, open(pb, "rb") as fb:
-                assert fa.read() == fb.read(), name
+from tests.support import all_stored_bytes, assert_same_tree, make_tree, repo_size
 
 
 def test_round_trip_varied_tree(cli, tmp_path):

@@ -14,14 +14,7 @@ import pytest
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, digest_tree, files_under, wait_for_new_file
-
-
-@pytest.fixture
-def cli(tmp_path) -> Cli:
-    c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    c("init")
-    return c
+from tests.support import PASSWORD, digest_tree, files_under, wait_for_new_file
 
 
 def test_sigkill_during_snapshot_keeps_earlier_snapshots(cli, tmp_path):

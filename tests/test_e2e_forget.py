@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from dedupe.storage import open_storage
-from tests.clitools import PASSWORD, Cli
+from tests.clitools import Cli
+from tests.support import PASSWORD
 
 BERLIN = "CET-1CEST,M3.5.0,M10.5.0/3"
 PRACTICE = [

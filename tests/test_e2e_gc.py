@@ -19,17 +19,17 @@ import pytest
 
 from dedupe.repo import config as config_mod
 from dedupe.repo.index import decode_index
-from dedupe.repo.manifests import load_all
-from dedupe.repo.repository import GC_PENDING, Repository
-from dedupe.restore.restorer import Restorer
-from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, all_stored_bytes, digest_tree, repo_size
-
-KILL_ENTRY = str(Path(__file__).with_name("gc_kill_entry.py"))
-
-
-def open_repo(path: str) -> Repository:
-    return Repository.open(LocalStorage(path), lambda: PASSWORD.encode())
+from dedupe.repo.repository import GC_PENDING
+from tests.clitools import KILL_ENTRY, Cli
+from tests.support import (
+    all_stored_bytes,
+    digest_tree,
+    fill,
+    free_bytes,
+    open_repo,
+    repo_size,
+    restore_digests,
+)
 
 
 def shrink_packs(path: str) -> None:
@@ -37,19 +37,6 @@ def shrink_packs(path: str) -> None:
     repo = open_repo(path)
     settings = dataclasses.replace(repo.settings, pack_size=1 << 20)
     repo.storage.put("config", config_mod.encode_config(settings, repo.sealer))
-
-
-def restore_digests(repo_path: str, target: str) -> dict[str, dict[str, str]]:
-    """snapshot id -> digests of its restored files (restored with the library, bit for bit)."""
-    repo = open_repo(repo_path)
-    out = {}
-    for snap in load_all(repo):
-        where = os.path.join(target, snap.id[:12])
-        Restorer(repo, where).restore(snap.tree)
-        out[snap.id] = digest_tree(where)
-    shutil.rmtree(target, ignore_errors=True)
-    repo.storage.close()  # cached pack descriptors would keep deleted packs' space in use
-    return out
 
 
 @dataclass
@@ -322,42 +309,6 @@ def test_snapshot_started_during_gc_is_never_broken(tmp_path):
 
 
 # --- a real full disk ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs in CI: {proc.stderr}")
-        pytest.skip(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(path: Path) -> None:
-    """Write `path` until the disk is full (ENOSPC), keeping what fitted."""
-    with open(path, "ab", buffering=0) as f:
-        for size in (1 << 20, 64 << 10, 4096, 512, 1):
-            block = os.urandom(size)
-            try:
-                while True:
-                    f.write(block)
-            except OSError:
-                continue
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 def test_full_disk_snapshot_exits_13_then_forget_and_gc_free_space(tmp_path, small_disk):

@@ -9,7 +9,7 @@ import uuid
 
 from tests.clitools import Cli
 from tests.servers import S3Server, SFTPServer
-from tests.test_e2e_core import assert_same_tree, make_tree
+from tests.support import assert_same_tree, make_tree
 
 
 def _lifecycle(cli: Cli, tmp_path) -> None:

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from tests.clitools import Cli, files_under, wait_for_new_file
+from tests.clitools import Cli
 from tests.servers import SSHD, start_sftp_server
-from tests.test_e2e_core import assert_same_tree
+from tests.support import assert_same_tree, files_under, wait_for_new_file
 
 
 @pytest.fixture

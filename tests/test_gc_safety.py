@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import random
 import shutil
@@ -27,30 +26,13 @@ from dedupe.gc.survey import GRACE_SECONDS
 from dedupe.repo import census
 from dedupe.repo import config as config_mod
 from dedupe.repo.index import decode_index
-from dedupe.repo.repository import Repository, pack_id_from_name
-from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli
-
-KILL_ENTRY = str(Path(__file__).with_name("gc_kill_entry.py"))
-
-
-def open_repo(path: str) -> Repository:
-    return Repository.open(LocalStorage(path), lambda: PASSWORD.encode())
-
-
-def listing(repo: str) -> dict[str, str]:
-    """Relative path -> SHA-256 of every file of the repository (what gc may have changed)."""
-    out = {}
-    for folder, _dirs, files in os.walk(repo):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, repo)] = hashlib.sha256(f.read()).hexdigest()
-    return out
+from dedupe.repo.repository import pack_id_from_name
+from tests.clitools import KILL_ENTRY, Cli
+from tests.support import digest_tree, open_repo
 
 
 def packs_of(repo: str) -> set[str]:
-    return {p for p in listing(repo) if pack_id_from_name(p.replace(os.sep, "/")) is not None}
+    return {p for p in digest_tree(repo) if pack_id_from_name(p.replace(os.sep, "/")) is not None}
 
 
 def manifests(repo: str) -> list[str]:
@@ -83,13 +65,13 @@ def test_no_snapshot_seen_while_packs_exist_deletes_nothing(tmp_path):
     cli = nightly(tmp_path, 2)
     for name in manifests(cli.repo):  # the snapshots folder emptied behind gc's back
         os.unlink(os.path.join(cli.repo, "snapshots", name))
-    before = listing(cli.repo)
+    before = digest_tree(cli.repo)
     for args in (("gc",), ("gc", "--max-unused", "0", "--json"), ("gc", "--dry-run")):
         refused = cli(*args, check=False)
         assert refused.code == 1, (args, refused.err)
         assert "no snapshots at all" in refused.err and "--allow-empty" in refused.err
         assert " MB of backup data" in refused.err and "Traceback" not in refused.err
-        assert listing(cli.repo) == before
+        assert digest_tree(cli.repo) == before
     # Told so, it empties the repository.
     assert cli("gc", "--allow-empty", "--json").json()["packs_deleted"] >= 1
     assert packs_of(cli.repo) == set()
@@ -103,11 +85,11 @@ def test_a_snapshots_folder_that_cannot_be_listed_deletes_nothing(tmp_path):
     folder = os.path.join(cli.repo, "snapshots")
     shutil.move(folder, str(tmp_path / "manifests"))
     Path(folder).write_bytes(b"not a folder")
-    before = listing(cli.repo)
+    before = digest_tree(cli.repo)
     refused = cli("gc", check=False)
     assert refused.code == 1, refused.err
     assert "Traceback" not in refused.err
-    assert listing(cli.repo) == before
+    assert digest_tree(cli.repo) == before
 
 
 def test_a_sharp_drop_is_refused_until_exactly_that_count_is_accepted(tmp_path):
@@ -117,13 +99,13 @@ def test_a_sharp_drop_is_refused_until_exactly_that_count_is_accepted(tmp_path):
     names = manifests(cli.repo)
     for name in names[:7]:  # most manifests deleted by hand: 5 of 12 left
         os.unlink(os.path.join(cli.repo, "snapshots", name))
-    before = listing(cli.repo)
+    before = digest_tree(cli.repo)
     for args in (("gc",), ("gc", "--dry-run"), ("gc", "--accept-snapshot-count", "4")):
         refused = cli(*args, check=False)
         assert refused.code == 1, (args, refused.err)
         assert "only 5 snapshot(s)" in refused.err and "held 12" in refused.err
         assert "--accept-snapshot-count 5" in refused.err
-        assert listing(cli.repo) == before
+        assert digest_tree(cli.repo) == before
     assert cli("gc", "--accept-snapshot-count", "x", check=False).code == 2
     accepted = cli("gc", "--accept-snapshot-count", "5", "--max-unused", "0", "--json").json()
     assert accepted["freed_bytes"] > 0
@@ -131,10 +113,10 @@ def test_a_sharp_drop_is_refused_until_exactly_that_count_is_accepted(tmp_path):
     # The acceptance was for 5: a later drop stops gc again.
     for name in names[7:11]:
         os.unlink(os.path.join(cli.repo, "snapshots", name))
-    before = listing(cli.repo)
+    before = digest_tree(cli.repo)
     refused = cli("gc", "--accept-snapshot-count", "5", check=False)
     assert refused.code == 1 and "only 1 snapshot(s)" in refused.err
-    assert listing(cli.repo) == before
+    assert digest_tree(cli.repo) == before
     assert cli("check", "--json").json()["ok"]
 
 
@@ -237,10 +219,10 @@ def test_census_is_sealed_and_damage_to_it_stops_gc_with_a_way_out(tmp_path):
     Path(path).write_bytes(bytes(damaged))
     with pytest.raises(DamageError):
         census.load_snapshot_count(open_repo(cli.repo))  # never read as "no census"
-    before = listing(cli.repo)
+    before = digest_tree(cli.repo)
     refused = cli("gc", check=False)
     assert refused.code == 14, refused.err
-    assert "--accept-snapshot-count 3" in refused.err and listing(cli.repo) == before
+    assert "--accept-snapshot-count 3" in refused.err and digest_tree(cli.repo) == before
     cli("gc", "--accept-snapshot-count", "3", "-q")
     assert census.load_snapshot_count(open_repo(cli.repo)) == 3  # rewritten
 
@@ -253,11 +235,11 @@ def test_a_damaged_index_file_names_repair_index_and_nothing_is_deleted(tmp_path
     raw = bytearray(Path(index, name).read_bytes())
     raw[len(raw) // 2] ^= 1
     Path(index, name).write_bytes(bytes(raw))
-    before = listing(cli.repo)
+    before = digest_tree(cli.repo)
     refused = cli("gc", "--max-unused", "0", check=False)
     assert refused.code == 14, refused.err
     assert "run 'dedupe repair index' to rebuild the index from the packs" in refused.err.lower()
-    assert listing(cli.repo) == before
+    assert digest_tree(cli.repo) == before
 
 
 def test_record_after_forget_keeps_the_alarm_of_a_listing_that_showed_too_few(tmp_path):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import Cli, all_stored_bytes
+from tests.clitools import Cli
+from tests.support import all_stored_bytes
 
 REASON = "legal hold 2026-17 Smith"
 

@@ -23,7 +23,8 @@ from dedupe.repo import manifests
 from dedupe.repo.repository import Repository
 from dedupe.retention import Duration, Policy, SnapshotInfo, apply_policy
 from dedupe.storage import open_storage
-from tests.clitools import PASSWORD, Cli
+from tests.clitools import Cli
+from tests.support import PASSWORD
 
 YEAR_1 = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
 YEAR_9999 = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))

@@ -26,7 +26,8 @@ from dedupe.repo.repository import Repository, pack_name
 from dedupe.repo.treewalk import DAMAGED, ENTRY, LEAVE, MAX_DEPTH, TREE, traverse
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, Result
+from tests.clitools import Cli, Result
+from tests.support import PASSWORD
 
 MEMORY_LIMIT = 1536 << 20
 TIME_LIMIT = 60

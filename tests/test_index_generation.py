@@ -16,14 +16,8 @@ from dedupe.repo.index import Generation, decode_index, encode_index, judge
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, digest_tree
-from tests.test_indexcache_cli import CachedCli
-
-
-def open_repo(path: str, cache: str | None = None) -> Repository:
-    repo = Repository.open(LocalStorage(path), lambda: PASSWORD.encode())
-    repo.cache_dir = cache
-    return repo
+from tests.clitools import CachedCli, Cli
+from tests.support import digest_tree, open_repo
 
 
 def index_folder(cli: Cli) -> Path:

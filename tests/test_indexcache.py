@@ -19,8 +19,7 @@ from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import GC_PENDING, Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
-
-PASSWORD = b"index cache"
+from tests.support import PASSWORD, open_repo
 
 
 @pytest.fixture(autouse=True)
@@ -31,15 +30,9 @@ def small_repositories_cached(monkeypatch, cheap_kdf):
 @pytest.fixture
 def repo_path(tmp_path) -> str:
     path = str(tmp_path / "repo")
-    repo = Repository.init(LocalStorage(path), PASSWORD, 64 * 1024, "zstd:3")
+    repo = Repository.init(LocalStorage(path), PASSWORD.encode(), 64 * 1024, "zstd:3")
     write_fake_index(repo, 5000, files=3, per_pack=100, seed=1)
     return path
-
-
-def open_repo(path: str, cache: str | None) -> Repository:
-    repo = Repository.open(LocalStorage(path), lambda: PASSWORD)
-    repo.cache_dir = cache
-    return repo
 
 
 def cache_file(repo: Repository) -> str:
@@ -212,7 +205,7 @@ def test_damaged_cache_file_is_ignored_at_open(repo_path, tmp_path, where):
     elif where == "empty":
         os.truncate(path, 0)
     else:  # a cache of another repository (another key) put in its place
-        other = Repository.init(LocalStorage(str(tmp_path / "other")), PASSWORD,
+        other = Repository.init(LocalStorage(str(tmp_path / "other")), PASSWORD.encode(),
                                 64 * 1024, "zstd:3")  # fmt: skip
         write_fake_index(other, 500, files=1, per_pack=100, seed=9)
         other.cache_dir = cache

@@ -11,47 +11,12 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 
 from dedupe.repo import indexcache
 from dedupe.repo.repository import Repository
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli
-from tests.test_e2e_core import assert_same_tree
-
-ENTRY = """\
-import sys
-
-import tests.cli_entry  # cheap Argon2id for new keys
-from dedupe.repo import indexcache
-
-indexcache.MIN_INDEX_BYTES = 0
-indexcache.REWRITE_FILES = 1  # every newer index file is folded into the cache at once
-from dedupe.cli.main import main
-
-sys.exit(main())
-"""
-
-
-class CachedCli(Cli):
-    def __init__(self, tmp_path) -> None:
-        super().__init__(str(tmp_path / "repo"), str(tmp_path / "cache"))
-        self.entry = str(tmp_path / "entry.py")
-        with open(self.entry, "w") as f:
-            f.write(ENTRY)
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, self.entry, *args]
-
-    def cache_file(self) -> str:
-        repo = Repository.open(LocalStorage(self.repo), lambda: PASSWORD.encode())
-        return os.path.join(self.env["DEDUPE_CACHE_DIR"], repo.settings.repo_id.hex(), "index")
-
-    def cache_table(self) -> indexcache.CacheTable | None:
-        repo = Repository.open(LocalStorage(self.repo), lambda: PASSWORD.encode())
-        key = indexcache.cache_key(repo.key.enc_key, repo.key.id_key, repo.key.repo_id)
-        folder = os.path.dirname(self.cache_file())
-        return indexcache.IndexCache(folder, key, repo.key.repo_id).open()
+from tests.clitools import CachedCli
+from tests.support import PASSWORD, assert_same_tree
 
 
 def build(src, seed: int, files: int = 6) -> int:

@@ -9,7 +9,8 @@ import pytest
 
 from dedupe.crypto import export
 from dedupe.errors import FormatError
-from tests.clitools import PASSWORD, Cli
+from tests.clitools import Cli
+from tests.support import PASSWORD
 
 
 @pytest.fixture

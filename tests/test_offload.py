@@ -23,7 +23,8 @@ from dedupe.model.tree import decode_tree
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, digest_tree, files_under, repo_size, wait_for_new_file
+from tests.clitools import Cli
+from tests.support import PASSWORD, digest_tree, files_under, repo_size, wait_for_new_file
 
 
 def _tree(root: str, bigs: int = 2, big_size: int = 9 << 20) -> int:

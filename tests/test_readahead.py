@@ -14,7 +14,8 @@ from dedupe.backup.largefiles import LargeFiles
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, digest_tree
+from tests.clitools import Cli
+from tests.support import PASSWORD, digest_tree
 
 
 def _tree(root: str) -> int:

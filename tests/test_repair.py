@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from dedupe.repo.repository import GC_PENDING, pack_name
-from tests.clitools import Cli, files_under, wait_for_new_file
-from tests.test_e2e_gc import (
-    KILL_ENTRY,
+from tests.clitools import KILL_ENTRY, Cli
+from tests.support import (
+    files_under,
     fill,
     free_bytes,
     open_repo,
     restore_digests,
-    small_disk,  # noqa: F401  (a fixture)
+    wait_for_new_file,
 )
 
 

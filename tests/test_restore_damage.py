@@ -16,7 +16,8 @@ from dedupe.repo import manifests, treewalk
 from dedupe.repo.repository import Repository, pack_name
 from dedupe.restore.restorer import RestoreIncomplete, Restorer
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli, digest_tree
+from tests.clitools import Cli
+from tests.support import PASSWORD, digest_tree
 
 
 def make_source(root: Path) -> None:

@@ -14,7 +14,8 @@ from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
-from tests.clitools import PASSWORD, Cli
+from tests.clitools import Cli
+from tests.support import PASSWORD
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 20_000, 100_000, ASYNC_MIN - 1])

@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.clitools import Cli, digest_tree, files_under, wait_for_new_file
+from tests.clitools import Cli
+from tests.support import digest_tree, files_under, wait_for_new_file
 
 PAUSE_ENTRY = str(Path(__file__).with_name("snapshot_pause_entry.py"))
 
@@ -23,13 +22,6 @@ def make_source(root: Path, seed: int) -> None:
     root.mkdir()
     for i in range(6):
         (root / f"scan{i}.pdf").write_bytes(rng.randbytes(200_000))
-
-
-@pytest.fixture
-def cli(tmp_path) -> Cli:
-    c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    c("init")
-    return c
 
 
 def start_paused_snapshot(cli: Cli, tmp_path: Path, source: Path) -> tuple[subprocess.Popen, Path]:

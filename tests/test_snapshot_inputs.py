@@ -12,13 +12,6 @@ import pytest
 from tests.clitools import Cli
 
 
-@pytest.fixture
-def cli(tmp_path) -> Cli:
-    c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    c("init")
-    return c
-
-
 def source(root: Path) -> dict[str, bytes]:
     contents = {"chart.txt": b"patient chart\n" * 50, "scan.bin": os.urandom(20_000)}
     root.mkdir()

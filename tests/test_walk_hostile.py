@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import Cli, Result, digest_tree, files_under
+from tests.clitools import Cli, Result
+from tests.support import digest_tree, files_under
 
 RACE_ENTRY = str(Path(__file__).with_name("walk_race_entry.py"))
 TIMEOUT = 120
