@@ -16,13 +16,12 @@ from dedupe.repo.index import decode_index, encode_index
 from dedupe.repo.manifests import load_all
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import pack_name
-from tests.clitools import Cli
+from tests.clitools import initialized_cli
 from tests.support import make_tree, open_repo
 
 
 def test_survey_finds_missing_pack_entry_past_end_and_duplicates(tmp_path):
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     make_tree(str(tmp_path / "src1"))
     cli("snapshot", str(tmp_path / "src1"))
     (tmp_path / "src2").mkdir()
@@ -81,8 +80,7 @@ def test_survey_finds_missing_pack_entry_past_end_and_duplicates(tmp_path):
 def test_survey_ignores_a_put_back_file_with_a_warning_and_names_repair_for_damage(tmp_path):
     """Files below the floor (put back from an old copy) count for nothing and are warnings,
     not damage (check passes); a damaged file is an error naming `dedupe repair index`."""
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     make_tree(str(tmp_path / "src1"))
     cli("snapshot", str(tmp_path / "src1"))
     repo = open_repo(cli.repo)

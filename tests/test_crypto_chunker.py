@@ -9,17 +9,16 @@ import pytest
 from pyfastcdc import FastCDC
 
 from dedupe.chunker import Chunker, ChunkerParams
-from dedupe.crypto import kdf, keys
+from dedupe.crypto import keys
 from dedupe.crypto.seal import IdHasher, Sealer
 from dedupe.errors import DamageError, FormatError, WrongPassword
 from dedupe.repo.blob import BlobCodec, parse_compression
-
-CHEAP = kdf.KdfParams(kdf.pwhash.argon2id.OPSLIMIT_MIN, kdf.pwhash.argon2id.MEMLIMIT_MIN)
+from tests.support import CHEAP_KDF
 
 
 def test_key_file_round_trip_and_wrong_password():
     master = keys.MasterKey.generate(b"r" * 16)
-    data = keys.encode_key_file(master, b"pw", CHEAP)
+    data = keys.encode_key_file(master, b"pw", CHEAP_KDF)
     key_file = keys.decode_key_file(data)
     assert key_file.unlock(b"pw") == master
     with pytest.raises(WrongPassword):
@@ -31,14 +30,14 @@ def test_key_file_round_trip_and_wrong_password():
 
 def test_key_file_refuses_hostile_kdf_parameters():
     master = keys.MasterKey.generate(b"r" * 16)
-    data = keys.encode_key_file(master, b"pw", CHEAP)
+    data = keys.encode_key_file(master, b"pw", CHEAP_KDF)
     import msgpack
 
     obj = msgpack.unpackb(data)
     obj["mem"] = 1 << 40
     with pytest.raises(FormatError):
         keys.decode_key_file(msgpack.packb(obj))
-    obj["mem"] = CHEAP.mem
+    obj["mem"] = CHEAP_KDF.mem
     obj["ops"] = 10**9
     with pytest.raises(FormatError):
         keys.decode_key_file(msgpack.packb(obj))

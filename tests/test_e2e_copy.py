@@ -15,11 +15,16 @@ import uuid
 
 import pytest
 
-from dedupe.repo.repository import Repository
-from dedupe.storage.local import LocalStorage
 from tests.clitools import Cli
 from tests.servers import S3Server, SFTPServer
-from tests.support import PASSWORD, assert_same_tree, files_under, make_tree, wait_for_new_file
+from tests.support import (
+    PASSWORD,
+    assert_same_tree,
+    files_under,
+    make_tree,
+    open_repo,
+    wait_for_new_file,
+)
 
 DEST_PASSWORD = "another password for the drive"
 
@@ -110,8 +115,8 @@ def test_shared_chunker_params_copy_only_missing_blobs(source, tmp_path):
     # Only the appended row's chunk and the changed trees cross over.
     assert second["bytes_read"] < first["bytes_read"] / 10
 
-    src_repo = Repository.open(LocalStorage(src.repo), lambda: PASSWORD.encode())
-    dest_repo = Repository.open(LocalStorage(dest.repo), lambda: DEST_PASSWORD.encode())
+    src_repo = open_repo(src.repo)
+    dest_repo = open_repo(dest.repo, password=DEST_PASSWORD)
     assert dest_repo.key.enc_key != src_repo.key.enc_key
     assert dest_repo.settings.repo_id != src_repo.settings.repo_id
     src_ids = {blob_id for blob_id, _loc in src_repo.index.items()}

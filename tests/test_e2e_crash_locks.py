@@ -12,9 +12,7 @@ import time
 import pytest
 
 from dedupe.repo import lock as lock_mod
-from dedupe.repo.repository import Repository
-from dedupe.storage.local import LocalStorage
-from tests.support import PASSWORD, digest_tree, files_under, wait_for_new_file
+from tests.support import digest_tree, files_under, open_repo, wait_for_new_file
 
 
 def test_sigkill_during_snapshot_keeps_earlier_snapshots(cli, tmp_path):
@@ -53,7 +51,7 @@ def test_sigkill_during_snapshot_keeps_earlier_snapshots(cli, tmp_path):
     target = tmp_path / "restore-big"
     cli("restore", sid, "--target", str(target))
     assert digest_tree(str(target) + str(big)) == digest_tree(str(big))
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     with repo.lock(exclusive=True):
         pass
     removed = cli("unlock", "--json").json()["removed"]
@@ -88,7 +86,7 @@ def test_two_concurrent_snapshots_both_land(cli, tmp_path):
 def test_exclusive_lock_blocks_snapshot_with_exit_11(cli, tmp_path):
     f = tmp_path / "f"
     f.write_text("data")
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     with repo.lock(exclusive=True):
         result = cli("snapshot", str(f), check=False)
         assert result.code == 11
@@ -100,7 +98,7 @@ def test_exclusive_lock_blocks_snapshot_with_exit_11(cli, tmp_path):
 
 
 def test_shared_lock_allows_snapshot_but_blocks_exclusive(cli, tmp_path):
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     with repo.lock(exclusive=False):
         with pytest.raises(Exception) as info:
             lock_mod.acquire(repo.storage, repo.sealer, exclusive=True)
@@ -110,7 +108,7 @@ def test_shared_lock_allows_snapshot_but_blocks_exclusive(cli, tmp_path):
 
 
 def test_lock_of_dead_process_is_stale_and_unlock_removes_it(cli, tmp_path):
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     child = subprocess.Popen(["sleep", "0"])
     child.wait()
     data = lock_mod._encode(repo.sealer, __import__("socket").gethostname(), child.pid, 12345, True)

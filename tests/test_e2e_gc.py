@@ -20,7 +20,7 @@ import pytest
 from dedupe.repo import config as config_mod
 from dedupe.repo.index import decode_index
 from dedupe.repo.repository import GC_PENDING
-from tests.clitools import KILL_ENTRY, Cli
+from tests.clitools import KILL_ENTRY, Cli, initialized_cli
 from tests.support import (
     all_stored_bytes,
     digest_tree,
@@ -57,8 +57,7 @@ def make_history(
     """Four nightly snapshots of a changing folder; forget keeps the last two. With
     `change_all`, every file changes every night, so the forgotten nights' packs are wholly
     garbage (otherwise packs mix live and dead blobs at random)."""
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     shrink_packs(cli.repo)
     src = tmp_path / "src"
     src.mkdir()

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.clitools import Cli
+from tests.clitools import Cli, initialized_cli
 
 NIGHTS = 6
 
@@ -105,8 +105,7 @@ def test_plan_refuses_bad_arguments(history):
 
 
 def test_unique_bytes_are_what_forget_and_gc_free(tmp_path):
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     data = tmp_path / "data"
     data.mkdir()
     (data / "base.bin").write_bytes(random.Random(0).randbytes(1_000_000))

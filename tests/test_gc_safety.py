@@ -27,7 +27,7 @@ from dedupe.repo import census
 from dedupe.repo import config as config_mod
 from dedupe.repo.index import decode_index
 from dedupe.repo.repository import pack_id_from_name
-from tests.clitools import KILL_ENTRY, Cli
+from tests.clitools import KILL_ENTRY, Cli, initialized_cli
 from tests.support import digest_tree, open_repo
 
 
@@ -48,8 +48,7 @@ def age_back(*paths: str) -> None:
 
 def nightly(tmp_path: Path, nights: int) -> Cli:
     """A repository with one snapshot a night of a small folder that changes every night."""
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     src = tmp_path / "src"
     src.mkdir()
     rng = random.Random(nights)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import Cli
+from tests.clitools import Cli, initialized_cli
 from tests.support import all_stored_bytes
 
 REASON = "legal hold 2026-17 Smith"
@@ -32,8 +32,7 @@ class Repo:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     src = tmp_path / "src"
     src.mkdir()
     (src / "letter.txt").write_bytes(b"patient letter\n")

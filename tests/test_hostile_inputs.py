@@ -23,8 +23,8 @@ from dedupe.repo import manifests
 from dedupe.repo.repository import Repository
 from dedupe.retention import Duration, Policy, SnapshotInfo, apply_policy
 from dedupe.storage import open_storage
-from tests.clitools import Cli
-from tests.support import PASSWORD
+from tests.clitools import Cli, initialized_cli
+from tests.support import CHEAP_KDF, PASSWORD
 
 YEAR_1 = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
 YEAR_9999 = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))
@@ -32,8 +32,7 @@ YEAR_9999 = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
-    c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    c("init")
+    c = initialized_cli(tmp_path)
     src = tmp_path / "src"
     src.mkdir()
     (src / "letter.txt").write_bytes(b"patient letter\n")
@@ -42,7 +41,9 @@ def cli(tmp_path: Path) -> Cli:
     return c
 
 
-def open_repo(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Repository:
+def open_as_cli(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Repository:
+    """Opened through the storage URL with the CLI's cache folder (where the last-key-file hint
+    lives), as `dedupe` itself opens it."""
     monkeypatch.setenv("DEDUPE_CACHE_DIR", cli.env["DEDUPE_CACHE_DIR"])
     return Repository.open(open_storage(cli.repo), lambda: PASSWORD.encode())
 
@@ -87,7 +88,7 @@ def test_retention_orders_extreme_times_in_any_zone(tz: timezone) -> None:
 def test_year_1_snapshot_is_listed_and_forget_removes_it(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    old = add_snapshot(open_repo(cli, monkeypatch), time=YEAR_1)
+    old = add_snapshot(open_as_cli(cli, monkeypatch), time=YEAR_1)
     assert old.id[:8] in cli("snapshots").text
     assert cli("stats").code == 0
     dry = cli("forget", "--keep-last", "2", "--keep-within", "1y", "--dry-run", "--json").json()
@@ -98,7 +99,7 @@ def test_year_1_snapshot_is_listed_and_forget_removes_it(
 
 
 def test_plan_leaves_out_a_year_9999_snapshot(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = open_repo(cli, monkeypatch)
+    repo = open_as_cli(cli, monkeypatch)
     future = add_snapshot(repo, time=YEAR_9999)
     add_snapshot(repo, time=YEAR_1)
     result = cli("plan", "--keep-last", "3", "--days", "30", "--json")
@@ -126,8 +127,8 @@ def plant_key_file(cli: Cli, name: str, version: int = codec.FORMAT_VERSION, **p
         "v": version,
         "kdf": "argon2id",
         "salt": secrets.token_bytes(kdf.SALT_BYTES),
-        "ops": params.get("ops", kdf.pwhash.argon2id.OPSLIMIT_MIN),
-        "mem": params.get("mem", kdf.pwhash.argon2id.MEMLIMIT_MIN),
+        "ops": params.get("ops", CHEAP_KDF.ops),
+        "mem": params.get("mem", CHEAP_KDF.mem),
         "box": secrets.token_bytes(80),
     }
     Path(cli.repo, "keys", name).write_bytes(msgpack.packb(envelope, use_bin_type=True))
@@ -153,7 +154,7 @@ def test_planted_expensive_key_file_is_never_derived(
     # The caps' maximum: deriving it would take seconds and 2 GiB. It sorts first by name.
     plant_key_file(cli, "0000000000000000", ops=kdf.MAX_OPS, mem=kdf.MAX_MEM)
     before = kdf.derivations
-    open_repo(cli, monkeypatch)
+    open_as_cli(cli, monkeypatch)
     assert kdf.derivations - before == 1
     assert cli("snapshots", timeout=120).code == 0
 
@@ -167,15 +168,15 @@ def test_the_key_file_that_opened_last_is_tried_first(
     for hint in cache.glob("*/last-key-file"):
         hint.unlink()
     before = kdf.derivations
-    repo = open_repo(cli, monkeypatch)
+    repo = open_as_cli(cli, monkeypatch)
     assert kdf.derivations - before == 2
     hint = cache / repo.settings.repo_id.hex() / "last-key-file"
     assert hint.read_text() == repo.key_name  # the name only
     before = kdf.derivations
-    open_repo(cli, monkeypatch)
+    open_as_cli(cli, monkeypatch)
     assert kdf.derivations - before == 1
     hint.write_text("keys/not-there")  # a stale or bogus hint only costs the order
-    assert open_repo(cli, monkeypatch).key_name == repo.key_name
+    assert open_as_cli(cli, monkeypatch).key_name == repo.key_name
     with pytest.raises(WrongPassword):
         Repository.open(open_storage(cli.repo), lambda: b"wrong")
 
@@ -244,7 +245,7 @@ def test_impossible_summary_numbers_are_dropped(value: float) -> None:
 def test_nan_summary_gives_valid_json_and_no_traceback(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = open_repo(cli, monkeypatch)
+    repo = open_as_cli(cli, monkeypatch)
     snap = add_snapshot(
         repo, summary={"bytes_total": float("nan"), "bytes_added": float("inf"), "files": 1}
     )

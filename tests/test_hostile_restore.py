@@ -22,12 +22,11 @@ from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE, Node
 from dedupe.repo import manifests
 from dedupe.repo.pack import PackBuilder
-from dedupe.repo.repository import Repository, pack_name
+from dedupe.repo.repository import pack_name
 from dedupe.repo.treewalk import DAMAGED, ENTRY, LEAVE, MAX_DEPTH, TREE, traverse
 from dedupe.repo.writer import BlobWriter
-from dedupe.storage.local import LocalStorage
-from tests.clitools import Cli, Result
-from tests.support import PASSWORD
+from tests.clitools import Cli, Result, initialized_cli
+from tests.support import open_repo
 
 MEMORY_LIMIT = 1536 << 20
 TIME_LIMIT = 60
@@ -43,7 +42,7 @@ class Attacker:
     """Writes arbitrary (validly sealed) trees and snapshots into a repository."""
 
     def __init__(self, repo_dir: str) -> None:
-        self.repo = Repository.open(LocalStorage(repo_dir), lambda: PASSWORD.encode())
+        self.repo = open_repo(repo_dir)
 
     def blob(self, data: bytes) -> bytes:
         writer = BlobWriter(self.repo)
@@ -83,8 +82,7 @@ class Attacker:
 @pytest.fixture
 def sandbox(tmp_path) -> tuple[Cli, Attacker, str, str]:
     """(cli, attacker, target, outside): target and outside are siblings in one folder."""
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     box = tmp_path / "box"
     (box / "outside").mkdir(parents=True)
     (box / "outside" / "victim.txt").write_text("original")

@@ -13,10 +13,8 @@ import random
 import subprocess
 
 from dedupe.repo import indexcache
-from dedupe.repo.repository import Repository
-from dedupe.storage.local import LocalStorage
 from tests.clitools import CachedCli
-from tests.support import PASSWORD, assert_same_tree
+from tests.support import assert_same_tree, open_repo
 
 
 def build(src, seed: int, files: int = 6) -> int:
@@ -99,7 +97,7 @@ def test_concurrent_snapshots_build_the_cache_together(tmp_path):
     # The cache file, no temporary left behind (other caches may share the folder).
     listed = os.listdir(folder)
     assert "index" in listed and not [n for n in listed if n.endswith(".tmp")], listed
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     repo.cache_dir = cli.env["DEDUPE_CACHE_DIR"]
     key = indexcache.cache_key(repo.key.enc_key, repo.key.id_key, repo.key.repo_id)
     assert indexcache.IndexCache(folder, key, repo.key.repo_id).open() is not None

@@ -9,14 +9,13 @@ import pytest
 
 from dedupe.crypto import export
 from dedupe.errors import FormatError
-from tests.clitools import Cli
+from tests.clitools import Cli, initialized_cli
 from tests.support import PASSWORD
 
 
 @pytest.fixture
 def cli(tmp_path) -> Cli:
-    c = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    c("init")
+    c = initialized_cli(tmp_path)
     (tmp_path / "f.txt").write_text("keep me")
     c("snapshot", str(tmp_path / "f.txt"))
     return c

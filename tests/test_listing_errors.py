@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import Cli, Result
+from tests.clitools import Cli, Result, initialized_cli
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None,
@@ -68,8 +68,7 @@ def digest_tree_file(path: str) -> str:
 def cli(tmp_path: Path) -> Iterator[Cli]:
     """A repository with two snapshots (the second shares nothing with the first)."""
     os.chmod(tmp_path, 0o755)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     for name in ("one", "two"):
         src = tmp_path / name
         src.mkdir()

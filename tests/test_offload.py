@@ -20,11 +20,15 @@ from dedupe.backup.largefiles import LargeFiles
 from dedupe.backup.offload import Offloader
 from dedupe.errors import DedupeError
 from dedupe.model.tree import decode_tree
-from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
-from dedupe.storage.local import LocalStorage
-from tests.clitools import Cli
-from tests.support import PASSWORD, digest_tree, files_under, repo_size, wait_for_new_file
+from tests.clitools import initialized_cli
+from tests.support import (
+    digest_tree,
+    files_under,
+    open_repo,
+    repo_size,
+    wait_for_new_file,
+)
 
 
 def _tree(root: str, bigs: int = 2, big_size: int = 9 << 20) -> int:
@@ -82,8 +86,7 @@ def test_helper_loads_the_package_from_the_folder_this_copy_came_from():
 def test_snapshot_with_a_helper_is_exact_and_counts_its_share(tmp_path):
     src = str(tmp_path / "src")
     total = _tree(src)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     before = repo_size(cli.repo)
     indexes_before = files_under(os.path.join(cli.repo, "index"))
     snap = cli("snapshot", src, "--json").json()
@@ -107,8 +110,7 @@ def test_snapshot_with_a_helper_is_exact_and_counts_its_share(tmp_path):
 def test_helper_reports_a_vanished_file_and_the_rest_is_kept(tmp_path, monkeypatch):
     src = str(tmp_path / "src")
     _tree(src, bigs=3)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     doomed = os.path.join(src, "scans", "scan1.bin")
     original = LargeFiles.start
 
@@ -118,7 +120,7 @@ def test_helper_reports_a_vanished_file_and_the_rest_is_kept(tmp_path, monkeypat
         return original(self, children)
 
     monkeypatch.setattr(LargeFiles, "start", listing_then_delete)
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     warnings: list[str] = []
     seen: list[int] = []
     offload = Offloader(repo)
@@ -147,9 +149,8 @@ def test_helper_failure_is_raised_in_the_parent(tmp_path, monkeypatch):
     """A helper that dies mid-file (here: killed) fails the snapshot with a message."""
     src = str(tmp_path / "src")
     _tree(src, bigs=1, big_size=40 << 20)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    cli = initialized_cli(tmp_path)
+    repo = open_repo(cli.repo)
     offload = Offloader(repo)
     original_store = Offloader.store
 
@@ -173,8 +174,7 @@ def test_sigkill_of_the_snapshot_kills_its_helper(tmp_path):
     rng = random.Random(3)
     for i in range(4):
         (src / f"dump{i}.sql").write_bytes(rng.randbytes(48 << 20))
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     packs = os.path.join(cli.repo, "data")
     before = files_under(packs)
     proc = cli.popen("snapshot", str(src), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -205,14 +205,13 @@ def test_sigkill_of_the_snapshot_kills_its_helper(tmp_path):
 def test_a_helper_that_cannot_start_leaves_the_work_to_this_process(tmp_path, monkeypatch):
     src = str(tmp_path / "src")
     total = _tree(src)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
 
     def no_processes_left(*_args, **_kwargs):
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr("dedupe.backup.offload.subprocess.Popen", no_processes_left)
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     warnings: list[str] = []
     offload = Offloader(repo)
     with repo.lock(exclusive=False):
@@ -236,9 +235,8 @@ def test_files_beyond_the_helpers_queue_are_stored_here(tmp_path, monkeypatch):
     contents = {f"f{i}.bin": rng.randbytes(3 << 20) for i in range(6)}
     for name, data in contents.items():
         (src / name).write_bytes(data)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    cli = initialized_cli(tmp_path)
+    repo = open_repo(cli.repo)
     offload = Offloader(repo)
     with repo.lock(exclusive=False):
         writer = BlobWriter(repo)
@@ -249,7 +247,7 @@ def test_files_beyond_the_helpers_queue_are_stored_here(tmp_path, monkeypatch):
     assert helped.raw_bytes_new >= 3 << 20  # the helper stored some files...
     assert writer.stats.raw_bytes_new >= 3 << 20  # ...and this process others
     assert arch.stats.files == 6 and arch.stats.bytes_read == 6 * (3 << 20)
-    reopened = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    reopened = open_repo(cli.repo)
     folder = tree
     for part in str(src).strip("/").split("/"):
         node = next(n for n in decode_tree(reopened.read_blob(folder)) if n.name == part.encode())

@@ -11,11 +11,10 @@ import pytest
 from dedupe.backup import largefiles
 from dedupe.backup.archiver import Archiver
 from dedupe.backup.largefiles import LargeFiles
-from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
-from tests.clitools import Cli
-from tests.support import PASSWORD, digest_tree
+from tests.clitools import initialized_cli
+from tests.support import digest_tree, open_repo
 
 
 def _tree(root: str) -> int:
@@ -41,8 +40,7 @@ def _tree(root: str) -> int:
 def test_snapshot_with_read_ahead_restores_and_counts_everything(tmp_path):
     src = str(tmp_path / "src")
     total = _tree(src)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     first = cli("snapshot", src, "--json").json()
     assert first["files"] == 4 * 30 + 4
     assert first["bytes_total"] == total and first["bytes_read"] == total
@@ -68,8 +66,7 @@ def test_snapshot_with_read_ahead_restores_and_counts_everything(tmp_path):
 def test_read_ahead_file_vanishing_is_reported_and_others_are_kept(tmp_path, monkeypatch):
     src = str(tmp_path / "src")
     _tree(src)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     monkeypatch.setattr(largefiles, "READ_AHEAD_MIN", 1)  # every file goes ahead
     doomed = os.path.join(src, "a", "big1.bin")
     original = LargeFiles.start
@@ -80,7 +77,7 @@ def test_read_ahead_file_vanishing_is_reported_and_others_are_kept(tmp_path, mon
         return original(self, children)
 
     monkeypatch.setattr(LargeFiles, "start", listing_then_delete)
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     warnings: list[str] = []
     seen: list[int] = []
     with repo.lock(exclusive=False):
@@ -100,9 +97,8 @@ def test_read_ahead_file_vanishing_is_reported_and_others_are_kept(tmp_path, mon
 def test_a_failing_writer_stops_the_walk_and_the_read_ahead(tmp_path, monkeypatch):
     src = str(tmp_path / "src")
     _tree(src)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    cli = initialized_cli(tmp_path)
+    repo = open_repo(cli.repo)
 
     real_put = LocalStorage.put
 

@@ -15,9 +15,8 @@ from dedupe.model.tree import Node
 from dedupe.repo import manifests, treewalk
 from dedupe.repo.repository import Repository, pack_name
 from dedupe.restore.restorer import RestoreIncomplete, Restorer
-from dedupe.storage.local import LocalStorage
-from tests.clitools import Cli
-from tests.support import PASSWORD, digest_tree
+from tests.clitools import Cli, initialized_cli
+from tests.support import digest_tree, open_repo
 
 
 def make_source(root: Path) -> None:
@@ -33,7 +32,7 @@ def make_source(root: Path) -> None:
 
 
 def latest_node(repo_dir: str, path: str) -> tuple[Repository, Node]:
-    repo = Repository.open(LocalStorage(repo_dir), lambda: PASSWORD.encode())
+    repo = open_repo(repo_dir)
     _full, node = treewalk.find(repo, manifests.resolve(repo, "latest").tree, path)
     assert node is not None
     return repo, node
@@ -58,8 +57,7 @@ def flip_byte_of_blob(repo_dir: str, path: str, blob_index: int | None = None) -
 def backed_up(tmp_path) -> tuple[Cli, Path]:
     src = tmp_path / "src"
     make_source(src)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     cli("snapshot", str(src))
     return cli, src
 
@@ -131,7 +129,7 @@ def test_a_damaged_folder_listing_loses_only_that_folder(backed_up, tmp_path):
 
 def test_a_damaged_top_listing_restores_nothing_and_says_so(backed_up, tmp_path):
     cli, src = backed_up
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    repo = open_repo(cli.repo)
     root = manifests.resolve(repo, "latest").tree
     loc = repo.index.lookup(root)
     pack = os.path.join(cli.repo, *pack_name(loc.pack_id).split("/"))

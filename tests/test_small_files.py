@@ -11,11 +11,9 @@ import pytest
 
 from dedupe.backup.filestore import ASYNC_MIN, ArchiveStats, FileStore, read_small
 from dedupe.chunker import Chunker, ChunkerParams
-from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter
-from dedupe.storage.local import LocalStorage
-from tests.clitools import Cli
-from tests.support import PASSWORD
+from tests.clitools import initialized_cli
+from tests.support import open_repo
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 20_000, 100_000, ASYNC_MIN - 1])
@@ -58,9 +56,8 @@ def test_read_small_reads_whole_shrunk_or_gives_up_on_growth(tmp_path):
 
 @pytest.mark.parametrize("change", ["grew", "shrank"])
 def test_file_changed_since_its_stat_is_saved_as_read_with_a_warning(tmp_path, change):
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
-    repo = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    cli = initialized_cli(tmp_path)
+    repo = open_repo(cli.repo)
     src = tmp_path / "src"
     src.mkdir()
     path = src / "log.txt"
@@ -78,5 +75,5 @@ def test_file_changed_since_its_stat_is_saved_as_read_with_a_warning(tmp_path, c
     assert any("changed while it was read" in w for w in warnings), warnings
     assert stats.bytes_read == len(final)
     # The stored content is exactly what was read.
-    reopened = Repository.open(LocalStorage(cli.repo), lambda: PASSWORD.encode())
+    reopened = open_repo(cli.repo)
     assert b"".join(reopened.read_blob(b) for b in node.content) == final

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import Cli, Result
+from tests.clitools import Cli, Result, initialized_cli
 from tests.support import digest_tree, files_under
 
 RACE_ENTRY = str(Path(__file__).with_name("walk_race_entry.py"))
@@ -56,8 +56,7 @@ def test_the_helper_process_never_runs_code_from_the_working_folder(tmp_path):
     rng = random.Random(11)
     (home / "scan.pdf").write_bytes(rng.randbytes(3 << 20))  # for the helper
     (home / "note.txt").write_bytes(rng.randbytes(5000))
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     indexes_before = files_under(os.path.join(cli.repo, "index"))
     result = run(cli, "snapshot", ".", "--json", cwd=str(home))
     assert result.code == 0, result.err
@@ -109,8 +108,7 @@ def test_a_fifo_inside_a_folder_is_skipped(tmp_path):
     src = tmp_path / "src"
     make_source(src)
     os.mkfifo(src / "pipe")
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     result = run(cli, "snapshot", str(src))
     assert result.code == 0, result.err
     assert "pipe" in result.err and "not a regular file" in result.err
@@ -123,8 +121,7 @@ def test_files_swapped_for_fifos_during_the_walk_are_skipped(tmp_path, helper):
     FIFO for reading waits for a writer forever: the snapshot must not."""
     src = tmp_path / "src"
     contents = make_source(src)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     swap = os.pathsep.join(str(src / n) for n in ("swapped-small.txt", "swapped-large.bin"))
     env = {"WALK_TEST_FIFO": swap, "WALK_TEST_NO_HELPER": "" if helper else "1"}
     try:
@@ -152,8 +149,7 @@ def test_a_file_swapped_for_another_file_is_skipped(tmp_path):
     metadata; it is named and will be in the next snapshot."""
     src = tmp_path / "src"
     make_source(src)
-    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
-    cli("init")
+    cli = initialized_cli(tmp_path)
     env = {"WALK_TEST_REPLACE": str(src / "swapped-small.txt"), "WALK_TEST_NO_HELPER": "1"}
     result = run(cli, "snapshot", str(src), entry=RACE_ENTRY, env=env)
     assert result.code == 3, result.err

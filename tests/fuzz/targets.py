@@ -28,6 +28,7 @@ from dedupe.repo import config, index, lock, pack
 from dedupe.repo.blob import BlobCodec
 from dedupe.repo.repository import Repository
 from dedupe.storage.memory import MemoryStorage
+from tests.support import CHEAP_KDF
 
 ENC_KEY = bytes(range(32))
 ID_KEY = bytes(range(32, 64))
@@ -36,21 +37,20 @@ SEALER = Sealer(ENC_KEY)
 HASH = IdHasher(ID_KEY)
 MASTER = keys.MasterKey(REPO_ID, ENC_KEY, ID_KEY, 12345)
 PASSWORD = b"fuzz password"
-CHEAP = kdf.KdfParams(kdf.pwhash.argon2id.OPSLIMIT_MIN, kdf.pwhash.argon2id.MEMLIMIT_MIN)
 SALT = bytes(16)
-WRAPPING = kdf.derive(PASSWORD, SALT, CHEAP)
+WRAPPING = kdf.derive(PASSWORD, SALT, CHEAP_KDF)
 SNAP_ID = "ab" * 32
 BLOBS = BlobCodec(SEALER, HASH, 3)
 
 
 def key_file(data: bytes) -> None:
     parsed = keys.decode_key_file(data)
-    if parsed.params == CHEAP:  # unlocking with costlier (valid) parameters is only slow
+    if parsed.params == CHEAP_KDF:  # unlocking with costlier (valid) parameters is only slow
         parsed.unlock(PASSWORD)
 
 
 def key_file_sealed(data: bytes) -> None:
-    master = keys.KeyFile(SALT, CHEAP, Sealer(WRAPPING).seal(data)).unlock(PASSWORD)
+    master = keys.KeyFile(SALT, CHEAP_KDF, Sealer(WRAPPING).seal(data)).unlock(PASSWORD)
     master.sealer()
     master.id_hasher()(b"x")
 
@@ -242,7 +242,7 @@ def valid_plain() -> dict[str, object]:
             "v": 1,
             "kind": export.KIND,
             "repo": REPO_ID,
-            "key": keys.encode_key_file(MASTER, PASSWORD, CHEAP),
+            "key": keys.encode_key_file(MASTER, PASSWORD, CHEAP_KDF),
         },
     }
 
@@ -251,7 +251,7 @@ def seeds(target: str) -> list[bytes]:
     """Valid inputs for `target` (a fuzzer mutates from them)."""
     plain = {k: codec.pack(v) for k, v in valid_plain().items()}
     plain["snapshot_sealed"] = plain["snapshot"]
-    key_bytes = keys.encode_key_file(MASTER, PASSWORD, CHEAP)
+    key_bytes = keys.encode_key_file(MASTER, PASSWORD, CHEAP_KDF)
     exported = export.KeyExport(REPO_ID, key_bytes)
     builder = pack.PackBuilder()
     builder.add(HASH(b"chunk"), BLOBS.encode(b"chunk"), 5)
