@@ -226,7 +226,7 @@ def test_leftovers_are_warnings_not_damage(copy):
     cli, _src, _sid = copy
     repo = open_repo(cli.repo)
     # A stale lock of this host (a pid that is not running) and a temporary file.
-    stale = lock_mod._encode(repo.sealer, socket.gethostname(), 2**22 + 7, 1, False)
+    stale = lock_mod.encode_lock(repo.sealer, socket.gethostname(), 2**22 + 7, 1, False)
     repo.storage.put("locks/" + "ab" * 16, stale)
     with open(os.path.join(cli.repo, "data", ".tmp-0123456789abcdef"), "wb") as f:
         f.write(b"half a pack")

@@ -111,7 +111,9 @@ def test_lock_of_dead_process_is_stale_and_unlock_removes_it(cli, tmp_path):
     repo = open_repo(cli.repo)
     child = subprocess.Popen(["sleep", "0"])
     child.wait()
-    data = lock_mod._encode(repo.sealer, __import__("socket").gethostname(), child.pid, 12345, True)
+    data = lock_mod.encode_lock(
+        repo.sealer, __import__("socket").gethostname(), child.pid, 12345, True
+    )
     repo.storage.put("locks/" + "ab" * 16, data)
     f = tmp_path / "f"
     f.write_text("x")

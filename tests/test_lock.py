@@ -66,7 +66,7 @@ def put_lock(
     """Write another process's lock; `age` sets its mtime that far back by the file system."""
     name = "locks/" + os.urandom(16).hex()
     pid = dead_pid() if pid is None else pid
-    data = lock_mod._encode(
+    data = lock_mod.encode_lock(
         sealer,
         machine.host,
         pid,
@@ -263,7 +263,7 @@ def test_verify_fails_after_another_process_deleted_our_lock(
 def test_verify_fails_when_our_lock_was_replaced(storage: LocalStorage, sealer: Sealer) -> None:
     held = lock_mod.acquire(storage, sealer, exclusive=False)
     other = MachineId("other-host", "b", "pid:[9]")
-    storage.put(held.name, lock_mod._encode(sealer, "other-host", 7, 7, False, machine=other))
+    storage.put(held.name, lock_mod.encode_lock(sealer, "other-host", 7, 7, False, machine=other))
     with pytest.raises(LockLost) as lost:
         held.verify()
     assert "replaced" in str(lost.value)

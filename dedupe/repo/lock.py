@@ -164,7 +164,7 @@ class LockInfo:
         return f"{kind} lock by pid {self.pid} on {self.host} since {age}"
 
 
-def _encode(
+def encode_lock(
     sealer: Sealer,
     host: str,
     pid: int,
@@ -174,7 +174,8 @@ def _encode(
     machine: MachineId | None = None,
     when: float | None = None,
 ) -> bytes:
-    """A sealed lock object; boot id and pid namespace are this machine's unless given."""
+    """A sealed lock object; boot id and pid namespace are this machine's unless given (public
+    so tests can plant the lock of another process or machine)."""
     machine = machine or this_machine()
     return sealer.seal(
         codec.pack(
@@ -243,7 +244,9 @@ def storage_clock(storage: Storage, name: str) -> float | None:
 
 def _our_lock_data(sealer: Sealer, here: MachineId, exclusive: bool) -> bytes:
     pid = os.getpid()
-    return _encode(sealer, here.host, pid, process_start_time(pid) or 0, exclusive, machine=here)
+    return encode_lock(
+        sealer, here.host, pid, process_start_time(pid) or 0, exclusive, machine=here
+    )
 
 
 # --- a held lock -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ summary, a tree node's times and ids), so a value that decodes but breaks its us
 
 from __future__ import annotations
 
+import base64
 import struct
 from collections.abc import Callable
 from datetime import UTC
@@ -143,7 +144,9 @@ def key_export(data: bytes) -> None:
 
 def key_export_payload(data: bytes) -> None:
     # Past the armour: a well-formed file around fuzzed payload bytes.
-    export._from_payload(data + export.content_hash(data)[:8])
+    payload = data + export.content_hash(data)[:8]
+    armored = base64.b64encode(payload).decode()
+    export.decode_file(f"{export.BEGIN}\n{armored}\n{export.END}\n")
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
