@@ -221,3 +221,129 @@ def test_copy_local_to_sftp_to_s3_with_three_passwords(
     assert _copy(sftp, s3).json()["copied"] == []
     assert s3("check", "--read-data", "--json").json()["ok"] is True
     _restore_latest(s3, tmp_path, data, "restored")
+
+
+# --- holds travel with the copy (the contract: held in the source -> held in the destination) --
+
+FISCAL = "fiscal year end 2026"
+
+
+@pytest.fixture(params=["rechunk", "same-ids"])
+def drive(request, tmp_path) -> Cli:
+    """An empty destination for `source`: unrelated keys (re-chunk) or the source's chunker
+    parameters (blobs copied as they are); holds must travel both ways."""
+    if request.param == "rechunk":
+        return _dest(tmp_path, "drive")
+    env = {"DEDUPE_FROM_PASSWORD": PASSWORD}
+    return _dest(
+        tmp_path,
+        "drive",
+        DEST_PASSWORD,
+        "--copy-chunker-params-from",
+        str(tmp_path / "src-repo"),
+        env=env,
+    )
+
+
+def _holds(cli: Cli) -> dict[str, str | None]:
+    """Held snapshot id -> its reason, as `snapshots --json` shows them."""
+    return {s["id"]: s["hold_reason"] for s in cli("snapshots", "--json").json() if s["held"]}
+
+
+def _assert_check_clean(cli: Cli) -> None:
+    result = cli("check", "--json")
+    assert result.json()["ok"] is True
+    assert "hold record" not in result.err and "warning" not in result.err
+
+
+def test_copy_holds_a_held_snapshot_on_a_fresh_destination(source, drive, tmp_path):
+    src, _data, ids = source
+    src("hold", ids[0], "--reason", FISCAL)
+    result = _copy(src, drive).json()
+    assert result["copied"] == ids and result["held"] == []
+    assert result["mode"] == _expected_mode(drive, tmp_path)
+    assert _holds(drive) == {ids[0]: FISCAL}
+    assert (tmp_path / "drive" / "holds" / ids[0]).is_file()
+    _assert_check_clean(drive)
+    # The older, held snapshot survives both a count policy and the cap on the drive.
+    forget = drive("forget", "--keep-last", "1", "--json").json()
+    assert ids[0] in {item["id"] for item in forget["keep"]}
+    assert [s["id"] for s in drive("snapshots", "--json").json()] == ids
+    # Over the cap, the one that goes is the newer, unheld snapshot.
+    drive("forget", "--keep-last", "1", "--max-backups", "1")
+    assert [s["id"] for s in drive("snapshots", "--json").json()] == [ids[0]]
+
+
+def _expected_mode(drive: Cli, tmp_path) -> str:
+    """The copy mode `drive` was made for (its chunker key is the source's, or not)."""
+    same = open_repo(drive.repo, password=DEST_PASSWORD).key.id_key == (
+        open_repo(str(tmp_path / "src-repo")).key.id_key
+    )
+    return "same-ids" if same else "rechunk"
+
+
+def test_hold_added_after_the_copy_reaches_the_destination_on_the_next_copy(source, drive):
+    src, _data, ids = source
+    _copy(src, drive)
+    assert _holds(drive) == {}
+    src("hold", ids[0], "--reason", FISCAL)
+    again = _copy(src, drive).json()
+    assert again["copied"] == [] and again["skipped"] == ids
+    assert again["held"] == [ids[0]] and again["bytes_added"] == 0
+    assert _holds(drive) == {ids[0]: FISCAL}
+    _assert_check_clean(drive)
+    rows = {line[:8]: line for line in drive("snapshots").text.splitlines()}
+    assert "  held  " in rows[ids[0][:8]] and "  held  " not in rows[ids[1][:8]]
+
+    # A new reason in the source replaces the drive's; the human output names it.
+    src("hold", ids[0], "--reason", "audit 2027")
+    human = src("copy", "--to", drive.repo, env=_dest_env(drive))
+    assert "held on the destination: 1 snapshot (reason: audit 2027)" in human.text
+    assert _holds(drive) == {ids[0]: "audit 2027"}
+    # Nothing left to carry: the next copy holds nothing.
+    assert _copy(src, drive).json()["held"] == []
+
+
+def test_hold_made_only_by_a_source_record_is_carried(source, drive, tmp_path):
+    """A source snapshot whose manifest was put back unheld is still held by its record (as
+    `forget` sees it): the copy holds it on the destination."""
+    src, _data, ids = source
+    manifest = tmp_path / "src-repo" / "snapshots" / ids[1]
+    unheld = manifest.read_bytes()
+    src("hold", ids[1], "--reason", FISCAL)
+    manifest.write_bytes(unheld)
+    assert src("snapshots", "--json").json()[1]["held"] is False
+    _copy(src, drive)
+    assert _holds(drive) == {ids[1]: FISCAL}
+    _assert_check_clean(drive)
+
+
+def test_copy_interrupted_before_the_hold_record_is_completed_by_the_next_copy(source, tmp_path):
+    """A crash after the held manifest and before its record leaves the copy held (check
+    warns); the next copy writes the record."""
+    src, _data, ids = source
+    drive = _dest(tmp_path, "drive")
+    src("hold", ids[0], "--reason", FISCAL)
+    _copy(src, drive)
+    (tmp_path / "drive" / "holds" / ids[0]).unlink()  # as if killed between the two writes
+    assert "no hold record" in drive("check").err
+    assert _holds(drive) == {ids[0]: FISCAL}
+    assert _copy(src, drive).json()["held"] == [ids[0]]
+    _assert_check_clean(drive)
+
+
+def test_destination_holds_stay_and_releases_do_not_travel(source, drive):
+    src, _data, ids = source
+    src("hold", ids[1], "--reason", FISCAL)
+    _copy(src, drive)
+    drive("hold", ids[0], "--reason", "archive copy")  # the drive holds more than the source
+    src("release", ids[1])
+    result = _copy(src, drive).json()
+    assert result["held"] == [] and result["copied"] == []
+    assert _holds(drive) == {ids[0]: "archive copy", ids[1]: FISCAL}
+    _assert_check_clean(drive)
+
+    # A source hold without a reason keeps the drive's reason for the same snapshot.
+    src("hold", ids[0])
+    assert _copy(src, drive).json()["held"] == []
+    assert _holds(drive)[ids[0]] == "archive copy"

@@ -4,6 +4,10 @@ The destination must already exist (`dedupe init` it once): a missing one is exi
 is created, so a copy never fills the empty mount point of an unplugged drive. Its password comes
 from DEDUPE_TO_PASSWORD_FILE, DEDUPE_TO_PASSWORD_COMMAND or DEDUPE_TO_PASSWORD, else it is the
 source's password (asked for at most once).
+
+Holds travel too (`dedupe.copy.copier`): a snapshot held in the source is held in the
+destination with its reason, also one the destination already had; those are listed as held on
+the destination (`held` in `--json`). A release never travels.
 """
 
 from __future__ import annotations
@@ -97,11 +101,14 @@ def cmd_copy(ctx: Context) -> int:
     finally:
         dest.storage.close()
     seconds = time.monotonic() - started
+    for warning in result.warnings:
+        ctx.warn(warning)
     if ctx.json:
         ctx.emit_json(
             {
                 "copied": result.copied,
                 "skipped": result.skipped,
+                "held": result.held,
                 "bytes_added": result.bytes_added,
                 "bytes_read": result.bytes_read,
                 "blobs_added": result.blobs_added,
@@ -112,6 +119,8 @@ def cmd_copy(ctx: Context) -> int:
         return 0
     for snap_id in result.copied:
         ctx.out(f"copied snapshot {snap_id}")
+    if result.held:
+        ctx.out(_held_line(result.held, result.hold_reasons))
     how = "chunks copied as they are" if result.same_ids else "re-chunked for the destination"
     ctx.info(
         f"{len(result.copied)} snapshot(s) copied, {len(result.skipped)} already there; "
@@ -119,3 +128,16 @@ def cmd_copy(ctx: Context) -> int:
         f"({how}) in {seconds:.1f} s"
     )
     return 0
+
+
+def _held_line(held: list[str], reasons: dict[str, str | None]) -> str:
+    """`held on the destination: 1 snapshot (reason: fiscal year end 2026)`."""
+    count = f"{len(held)} snapshot" + ("" if len(held) == 1 else "s")
+    given = list(dict.fromkeys(r for r in (reasons.get(i) for i in held) if r is not None))
+    if not given:
+        because = ""
+    elif len(given) == 1:
+        because = f" (reason: {given[0]})"
+    else:
+        because = f" (reasons: {'; '.join(given)})"
+    return f"held on the destination: {count}{because}"

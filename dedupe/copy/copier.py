@@ -20,6 +20,15 @@ Write order at the destination, as for a snapshot: packs, then the index naming 
 then the manifests. A crash leaves at most unreferenced packs (gc removes them) and never a
 manifest naming something absent. Locks are the caller's business (shared on both sides: copy
 only adds).
+
+Holds travel with the snapshots (never a release): a snapshot held in the source (its manifest
+says so, or a hold record names it) is held in the destination with the source's reason, through
+`manifests.hold`, so the destination gets its hold record too. That also applies to a snapshot
+the destination already has: a hold added in the source after an earlier copy reaches the drive
+on the next copy. A destination that holds more than the source (an archive) is left alone.
+A shared lock on the destination is enough for that (`manifests.hold` speaks of the exclusive
+one): what must not race a hold is `forget`, `release` and `hold`, which all take the exclusive
+lock, so none of them runs beside a copy; two copies holding the same snapshot write the same.
 """
 
 from __future__ import annotations
@@ -27,11 +36,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import partial
 
 from dedupe.copy.rechunk import Rechunker
-from dedupe.errors import UsageError
-from dedupe.model.snapshot import Snapshot
+from dedupe.errors import DamageError, UsageError
+from dedupe.model.snapshot import HoldRecord, Snapshot
 from dedupe.model.tree import FILE
 from dedupe.repo import manifests
 from dedupe.repo.index import Location
@@ -49,10 +59,15 @@ COMMIT_BYTES = 256 << 20
 
 @dataclass
 class CopyResult:
-    """What a copy did. `copied` and `skipped` hold source snapshot ids."""
+    """What a copy did. `copied` and `skipped` hold source snapshot ids; `held` those of
+    `skipped` (already in the destination) that this run held there, with the reason each got
+    in `hold_reasons`; `warnings` what could not be read but did not stop the copy."""
 
     copied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    hold_reasons: dict[str, str | None] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     same_ids: bool = False
     blobs_added: int = 0
     bytes_read: int = 0
@@ -89,6 +104,7 @@ class Copier:
         dest: Repository,
         workers: int = 4,
         progress: Progress | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         if source.settings.repo_id == dest.settings.repo_id:
             raise UsageError("the source and the destination are the same repository")
@@ -96,10 +112,14 @@ class Copier:
         self.dest = dest
         self.workers = workers
         self.progress = progress or (lambda _n: None)
+        self.now = now or (lambda: datetime.now(UTC))  # the time a hold record gives its hold
         self.result = CopyResult(same_ids=shares_blob_ids(source, dest))
+        self._source_records: dict[str, HoldRecord | None] = {}
 
     def run(self, candidates: list[Snapshot]) -> CopyResult:
-        """Copy every candidate the destination lacks; return what was done."""
+        """Copy every candidate the destination lacks, and carry the source's holds onto those
+        it already has; return what was done."""
+        self._source_records = manifests.load_hold_records(self.source, self.result.warnings)
         present = set(self.dest.snapshot_names())
         todo = []
         for snap in candidates:
@@ -107,6 +127,7 @@ class Copier:
                 self.result.skipped.append(snap.id)
             else:
                 todo.append(snap)
+        self._carry_holds([s for s in candidates if s.id in present])
         if not todo:
             return self.result
         with ThreadPoolExecutor(self.workers, thread_name_prefix="copy-read") as pool:
@@ -116,13 +137,63 @@ class Copier:
                 self._copy_rechunked(todo, pool)
         return self.result
 
+    # --- holds -------------------------------------------------------------------------------
+
+    def _source_hold(self, snap: Snapshot) -> Snapshot:
+        """`snap` as the source holds it: held when its manifest or a hold record says so, with
+        the manifest's reason, else the record's."""
+        held = manifests.held_by_record(snap, self._source_records)
+        if held.held and held.hold_reason is None:
+            record = self._source_records.get(snap.id)
+            if record is not None and record.reason is not None:
+                held = held.with_hold(True, record.reason)
+        return held
+
+    def _carry_holds(self, already_there: list[Snapshot]) -> None:
+        """Hold in the destination what the source holds among the snapshots it already has:
+        when the destination does not hold it, holds it with another reason, or has no hold
+        record for it (a copy interrupted between manifest and record). Never releases; a
+        source hold without a reason keeps the destination's reason (as `dedupe hold` does)."""
+        wanted = [s for s in map(self._source_hold, already_there) if s.held]
+        if not wanted:
+            return
+        dest_records = manifests.load_hold_records(self.dest, self.result.warnings)
+        for snap in wanted:
+            try:
+                there = manifests.load(self.dest, snap.id)  # its own tree ids when re-chunked
+            except DamageError as exc:
+                self.result.warnings.append(
+                    f"destination snapshot {snap.short_id()}: {exc}; its hold was not carried"
+                )
+                continue
+            except UsageError:
+                continue  # deleted meanwhile: nothing to hold
+            reason = snap.hold_reason
+            if reason is None and there.held:
+                reason = there.hold_reason
+            if there.held and there.hold_reason == reason and snap.id in dest_records:
+                continue
+            manifests.hold(self.dest, there, reason, self.now())
+            self.result.held.append(snap.id)
+            self.result.hold_reasons[snap.id] = reason
+
     def _commit(self, writer: BlobWriter, done: list[Snapshot]) -> None:
         """Flush (packs, then index), then save the manifests that only now may name them."""
         writer.flush()
         self.result.blobs_added += writer.stats.blobs_new
         self.result.bytes_added += writer.stats.stored_bytes
         for snap in done:
+            snap = self._source_hold(snap)
             self.result.bytes_added += manifests.save(self.dest, snap)
+            if snap.held:
+                # The manifest is saved held already, then `manifests.hold` writes the record
+                # (and leaves the manifest, unchanged). The other way round, a crash between
+                # the two would leave a record without its manifest, which `check` reports as
+                # a deleted held snapshot. This way a crash leaves a held manifest without its
+                # record: `forget` keeps it, `check` warns, and the next copy, finding the
+                # snapshot there without a record, writes it (`_carry_holds`). Never an
+                # unheld copy of a held snapshot.
+                manifests.hold(self.dest, snap, snap.hold_reason, self.now())
             self.result.copied.append(snap.id)
 
     def _copy_same_ids(self, todo: list[Snapshot], pool: ThreadPoolExecutor) -> None:
