@@ -79,12 +79,22 @@ def snapshot_stream(
     options: SnapshotOptions,
     warn: Warn = lambda text: None,
     progress: Progress | None = None,
+    finish: Callable[[], None] | None = None,
 ) -> SnapshotResult:
-    """Back up `stream` (stdin) as the file `/name`, with the snapshot's time as its mtime."""
+    """Back up `stream` (stdin, or a command's stdout) as the file `/name`, with the snapshot's
+    time as its mtime.
+
+    `finish` is called once the stream reached its end, before anything is made durable: when it
+    raises (the command that wrote the stream failed, dedupe.backup.command), no manifest is
+    written: as for any interrupted snapshot, the packs that no index names are deleted and any
+    other data written is left unreferenced, for gc."""
     mtime_ns = int(options.time.timestamp() * 1_000_000_000)
 
     def archive(archiver: Archiver) -> bytes:
-        return archiver.archive_stream(name, stream, mtime_ns)
+        tree = archiver.archive_stream(name, stream, mtime_ns)
+        if finish is not None:
+            finish()
+        return tree
 
     return _take(repo, (b"/" + name,), options, warn, progress, archive, stream=True)
 

@@ -1,7 +1,8 @@
 """`dedupe snapshot`: back up paths or a stream into a new snapshot.
 
 Parses the arguments, checks the sources are worth a run, and prints; the snapshot itself (lock,
-walk, write order, manifest) is dedupe.backup.session's."""
+walk, write order, manifest) is dedupe.backup.session's, and the command run by
+`--stdin-from-command` is dedupe.backup.command's."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import os
 import socket
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from tqdm import tqdm
 
+from dedupe.backup.command import CommandStream, shown
 from dedupe.backup.session import SnapshotOptions, snapshot_paths, snapshot_stream
 from dedupe.backup.walkparts import source_problem
 from dedupe.cachedir import default_cache_dir
@@ -28,10 +31,34 @@ MAX_YEAR = 9999
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "snapshot", parents=[common], help="back up files, folders or a stream", aliases=["backup"]
+        "snapshot",
+        parents=[common],
+        help="back up files, folders or a stream",
+        aliases=["backup"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders, or - for stdin")
-    p.add_argument("--stdin-name", metavar="NAME", help="name of the stream read from stdin")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="files and folders, or - for stdin (with --stdin-from-command: the command and its "
+        "arguments, after --)",
+    )
+    p.add_argument(
+        "--stdin-name",
+        metavar="NAME",
+        help="the name the stream is saved under (with - or --stdin-from-command), e.g. "
+        "practice.sql; restore it with 'dedupe cat latest practice.sql'",
+    )
+    p.add_argument(
+        "--stdin-from-command",
+        action=_CommandFlag,
+        help="run a command (such as a database dump) and back up what it writes; the command "
+        "and its arguments go last, after --, e.g. --stdin-name practice.sql "
+        "--stdin-from-command -- pg_dump practice. No shell is used. If the command fails, "
+        "nothing is saved",
+    )
     p.add_argument("--tag", action="append", default=[], metavar="T", help="tag (repeatable)")
     p.add_argument("--host", metavar="H", help="host name to record (default: this host)")
     p.add_argument(
@@ -42,7 +69,33 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="leave out matching names or paths (repeatable)",
     )
     p.add_argument("--time", metavar="ISO8601", help="record this time instead of now")
-    p.set_defaults(handler=cmd_snapshot)
+    p.set_defaults(handler=cmd_snapshot, paths_before_command=[])
+
+
+EXAMPLES = """examples:
+  dedupe snapshot /srv/practice
+  pg_dump practice | dedupe snapshot - --stdin-name practice.sql
+  dedupe snapshot --stdin-name practice.sql --stdin-from-command -- pg_dump -U office practice
+"""
+
+
+class _CommandFlag(argparse.Action):
+    """`--stdin-from-command`: a flag; the command is whatever comes after `--` (the positional
+    arguments, so that the command's own options are never read as dedupe's). PATHs given before
+    the flag are remembered here so that they are refused instead of run as the command."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, True)
+        namespace.paths_before_command = list(getattr(namespace, "paths", None) or [])
 
 
 def parse_time(text: str | None) -> datetime:
@@ -76,7 +129,14 @@ def parse_time(text: str | None) -> datetime:
 def cmd_snapshot(ctx: Context) -> int:
     args = ctx.args
     when = parse_time(args.time)
-    stdin_mode = args.paths == ["-"]
+    command: list[str] = []
+    if args.stdin_from_command:
+        command = _command_argv(args.paths, args.paths_before_command, args.stdin_name)
+    elif not args.paths:
+        raise UsageError(
+            "name the files and folders to back up, '-' to read stdin, or --stdin-from-command"
+        )
+    stdin_mode = args.paths == ["-"] or bool(command)
     paths: tuple[bytes, ...]
     if "-" in args.paths and not stdin_mode:
         raise UsageError("'-' (stdin) cannot be combined with other paths")
@@ -89,7 +149,7 @@ def cmd_snapshot(ctx: Context) -> int:
         paths = (b"/" + name,)
     else:
         if args.stdin_name:
-            raise UsageError("--stdin-name is only for '-' (stdin)")
+            raise UsageError("--stdin-name is only for '-' (stdin) or --stdin-from-command")
         paths = tuple(os.path.normpath(os.path.abspath(os.fsencode(p))) for p in args.paths)
         # A missing or unusable source is named (by the archiver) and the rest is saved, exit 3;
         # with none usable nothing is saved (exit 1): one missing folder must not cost the night.
@@ -125,7 +185,13 @@ def cmd_snapshot(ctx: Context) -> int:
             last[0] = bytes_read
 
     try:
-        if stdin_mode:
+        if command:
+            # Started only now that the repository opened: a wrong password runs no dump.
+            with CommandStream(command, os.fsdecode(name)) as child:
+                result = snapshot_stream(
+                    repo, name, child.start(), options, ctx.warn, progress, finish=child.finish
+                )
+        elif stdin_mode:
             result = snapshot_stream(repo, name, sys.stdin.buffer, options, ctx.warn, progress)
         else:
             result = snapshot_paths(repo, paths, options, ctx.warn, progress)
@@ -133,6 +199,19 @@ def cmd_snapshot(ctx: Context) -> int:
         if bars and bars[0] is not None:
             bars[0].close()
     snap, stats, bytes_added = result.snapshot, result.stats, result.bytes_added
+    warnings: list[str] = []
+    if stdin_mode and stats.bytes_total == 0:
+        what = (
+            f"the command {shown(command)} succeeded but wrote nothing"
+            if command
+            else "nothing arrived on stdin (the program piped into dedupe wrote nothing)"
+        )
+        warnings.append(
+            f"the stream {os.fsdecode(name)} was empty: {what}, so this backup holds no data. "
+            "Check that the dump works (for a database: that it exists and holds data)."
+        )
+        for text in warnings:
+            ctx.warn(text)
     if ctx.json:
         ctx.emit_json(
             {
@@ -144,6 +223,7 @@ def cmd_snapshot(ctx: Context) -> int:
                 "bytes_total": stats.bytes_total,
                 "bytes_added": bytes_added,
                 "errors": stats.errors,
+                "warnings": warnings,
             }
         )
     else:
@@ -157,7 +237,36 @@ def cmd_snapshot(ctx: Context) -> int:
             f"snapshot {snap.id[:8]} was saved, but {len(stats.errors)} file(s) could not be read "
             "(listed above)"
         )
+    if warnings:
+        raise PartialSnapshot(
+            f"snapshot {snap.id[:8]} was saved, but it holds an empty stream (see the warning "
+            "above)"
+        )
     return 0
+
+
+def _command_argv(
+    positionals: list[str], before_flag: list[str], stdin_name: str | None
+) -> list[str]:
+    """The command of --stdin-from-command: every positional argument, which argparse only
+    collects after the flag when they follow `--`; PATHs before the flag are refused."""
+    if before_flag:
+        raise UsageError(
+            "--stdin-from-command backs up a command's output, not files: give no PATH (or '-') "
+            "with it, and put the command last, after --, e.g. dedupe snapshot --stdin-name "
+            "practice.sql --stdin-from-command -- pg_dump practice"
+        )
+    if not stdin_name:
+        raise UsageError(
+            "--stdin-from-command needs --stdin-name NAME: the name the command's output is "
+            "saved under, e.g. --stdin-name practice.sql"
+        )
+    if not positionals:
+        raise UsageError(
+            "--stdin-from-command needs the command to run, last and after --, e.g. "
+            "dedupe snapshot --stdin-name practice.sql --stdin-from-command -- pg_dump practice"
+        )
+    return positionals
 
 
 def _user() -> str:
