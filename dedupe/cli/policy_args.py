@@ -5,8 +5,9 @@ Used by every command that takes a policy (`forget`, `plan`):
     add_policy_arguments(parser)          # while building the parser
     policy = policy_from_args(namespace)  # after parsing; raises UsageError (exit 2)
 
-Flags are stored raw and validated here, in one place, so a bad value reads the same whether it
-came from the command line or from the file. A policy file holds the same names as the flags
+Flags are stored raw and validated in one place, `dedupe.profile.policy` (shared with the
+profile's `[policy]` table), so a bad value reads the same whether it came from the command line
+or from the file. A policy file holds the same names as the flags
 without the dashes in front (`keep-business-days = 10`, `business-days = ["tue", "sat"]`,
 `holidays = ["2026-12-25"]`, `holidays-file = "holidays.txt"`, `fiscal-year-start = 7`, ...);
 a flag given on the command line replaces the file's value for that setting.
@@ -18,37 +19,18 @@ forecasts with), so both commands accept and refuse the same values.
 from __future__ import annotations
 
 import argparse
-import re
-import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
-from typing import Any
 
 from dedupe.errors import UsageError
-from dedupe.retention import MONDAY_TO_FRIDAY, UNLIMITED, WEEKDAY_NAMES, Duration, Policy
-
-_COUNT_SETTINGS = (
-    "keep-last",
-    "keep-business-days",
-    "keep-daily",
-    "keep-weekly",
-    "keep-monthly",
-    "keep-quarterly",
-    "keep-yearly",
+from dedupe.profile.policy import (
+    COUNT_SETTINGS,
+    OTHER_SETTINGS,
+    POLICY_KEYS,
+    PolicySetting,
+    policy_from_settings,
 )
-_OTHER_SETTINGS = (
-    "business-days",
-    "holidays",
-    "fiscal-year-start",
-    "keep-within",
-    "keep-tag",
-    "max-backups",
-)
-_FILE_ONLY_SETTINGS = ("holidays-file",)
-_WHOLE_NUMBER = re.compile(r"[+-]?\d+")
-_WEEKDAY_FULL = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+from dedupe.profile.tomlfile import read_toml_file
+from dedupe.retention import Policy
 
 
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +45,7 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
         "keep-quarterly": "keep the newest snapshot of each of the N most recent fiscal quarters",
         "keep-yearly": "keep the newest snapshot of each of the N most recent fiscal years",
     }
-    for name in _COUNT_SETTINGS:
+    for name in COUNT_SETTINGS:
         group.add_argument(f"--{name}", metavar="N", help=f"{helps[name]} (N or 'unlimited')")
     group.add_argument(
         "--business-days",
@@ -103,36 +85,27 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@dataclass(frozen=True)
-class _Setting:
-    """A raw value and where it came from, so that an error can point at it."""
-
-    value: Any
-    origin: str  # "--keep-daily" or "policy.toml: keep-daily"
-    base_dir: Path  # relative file names are resolved against this
-
-
 def policy_from_args(namespace: argparse.Namespace) -> Policy:
     """Build the Policy from parsed POLICY flags and the `--policy` file (UsageError if bad).
 
     Missing attributes count as "not given", so a command may add only some of the flags.
     """
-    settings: dict[str, _Setting] = {}
+    settings: dict[str, PolicySetting] = {}
     policy_file = getattr(namespace, "policy", None)
     if policy_file is not None:
         settings.update(_read_policy_file(Path(policy_file)))
     cwd = Path.cwd()
-    for name in (*_COUNT_SETTINGS, *_OTHER_SETTINGS):
+    for name in (*COUNT_SETTINGS, *OTHER_SETTINGS):
         value = getattr(namespace, name.replace("-", "_"), None)
         if value is None:
             continue
         if name == "holidays":
             # --holidays names a file; it replaces both of the policy file's holiday settings.
             settings.pop("holidays", None)
-            settings["holidays-file"] = _Setting(value, "--holidays", cwd)
+            settings["holidays-file"] = PolicySetting(value, "--holidays", cwd)
         else:
-            settings[name] = _Setting(value, f"--{name}", cwd)
-    return _build_policy(settings)
+            settings[name] = PolicySetting(value, f"--{name}", cwd)
+    return policy_from_settings(settings)
 
 
 def parse_max_unused(text: str) -> float:
@@ -146,194 +119,14 @@ def parse_max_unused(text: str) -> float:
     return value / 100.0
 
 
-def read_toml_file(path: Path, what: str) -> dict[str, Any]:
-    """The table of a TOML file, or UsageError (exit 2) naming `what` and the file: it cannot
-    be read, is not UTF-8 (the line of the first bad byte), or is not TOML. `what` is e.g.
-    "policy file" or "profile"; the profile loader uses this too."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise UsageError(f"cannot read {what} {path}: {error.strerror or error}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise UsageError(
-            f"{what} {path} is not UTF-8 text (line {line}): save it as UTF-8"
-        ) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{what} {path} is not valid TOML: {error}") from None
-
-
-def _read_policy_file(path: Path) -> dict[str, _Setting]:
+def _read_policy_file(path: Path) -> dict[str, PolicySetting]:
     table = read_toml_file(path, "policy file")
-    known = (*_COUNT_SETTINGS, *_OTHER_SETTINGS, *_FILE_ONLY_SETTINGS)
-    unknown = sorted(set(table) - set(known))
+    unknown = sorted(set(table) - set(POLICY_KEYS))
     if unknown:
         raise UsageError(
             f"policy file {path}: unknown setting {', '.join(map(repr, unknown))}; "
-            f"known settings: {', '.join(known)}"
+            f"known settings: {', '.join(POLICY_KEYS)}"
         )
-    return {name: _Setting(value, f"{path}: {name}", path.parent) for name, value in table.items()}
-
-
-def _build_policy(settings: dict[str, _Setting]) -> Policy:
-    def parsed(name: str, parse: Callable[[_Setting], Any]) -> Any:
-        setting = settings.get(name)
-        return None if setting is None else parse(setting)
-
-    holidays = frozenset(
-        (parsed("holidays", _parse_holidays) or frozenset())
-        | (parsed("holidays-file", _parse_holidays_file) or frozenset())
-    )
-    tags = parsed("keep-tag", _parse_tags)
-    try:
-        return Policy(
-            keep_last=parsed("keep-last", _parse_count),
-            keep_business_days=parsed("keep-business-days", _parse_count),
-            business_days=parsed("business-days", _parse_weekdays) or MONDAY_TO_FRIDAY,
-            holidays=holidays,
-            keep_daily=parsed("keep-daily", _parse_count),
-            keep_weekly=parsed("keep-weekly", _parse_count),
-            keep_monthly=parsed("keep-monthly", _parse_count),
-            keep_quarterly=parsed("keep-quarterly", _parse_count),
-            keep_yearly=parsed("keep-yearly", _parse_count),
-            fiscal_year_start=parsed("fiscal-year-start", _parse_month) or 1,
-            keep_within=parsed("keep-within", _parse_duration),
-            keep_tags=tags if tags is not None else frozenset(),
-            max_backups=parsed("max-backups", _parse_max_backups),
-        )
-    except ValueError as error:  # every field is checked above; this is a second line only
-        raise UsageError(f"invalid retention policy: {error}") from None
-
-
-def _whole_number(setting: _Setting, what: str) -> int:
-    value = setting.value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
-        return int(value.strip())
-    raise UsageError(f"{setting.origin}: {value!r} is not {what}")
-
-
-def _parse_count(setting: _Setting) -> int:
-    if isinstance(setting.value, str) and setting.value.strip().lower() == "unlimited":
-        return UNLIMITED
-    count = _whole_number(setting, "a whole number or 'unlimited'")
-    if count < 0:
-        raise UsageError(f"{setting.origin}: {count} is negative; use 0 or more, or 'unlimited'")
-    return count
-
-
-def _parse_max_backups(setting: _Setting) -> int:
-    count = _whole_number(setting, "a whole number")
-    if count < 1:
-        raise UsageError(f"{setting.origin}: must be at least 1, not {count}")
-    return count
-
-
-def _parse_month(setting: _Setting) -> int:
-    month = _whole_number(setting, "a month number 1-12")
-    if not 1 <= month <= 12:
-        raise UsageError(f"{setting.origin}: {month} is not a month number 1-12")
-    return month
-
-
-def _parse_duration(setting: _Setting) -> Duration:
-    if not isinstance(setting.value, str):
-        raise UsageError(f"{setting.origin}: {setting.value!r} is not a duration such as 14d")
-    try:
-        return Duration.parse(setting.value)
-    except ValueError as error:
-        raise UsageError(f"{setting.origin}: {error}") from None
-
-
-def _string_list(setting: _Setting) -> list[str]:
-    """A comma-separated string or a TOML array of strings, as a list of stripped strings."""
-    value = setting.value
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",")]
-    if isinstance(value, list) and all(isinstance(part, str) for part in value):
-        return [part.strip() for part in value]
-    raise UsageError(f"{setting.origin}: {value!r} is not a list of names")
-
-
-def _weekday(name: str, origin: str) -> int:
-    key = name.lower()
-    for number, short in enumerate(WEEKDAY_NAMES):
-        if key == short or key == _WEEKDAY_FULL[number]:
-            return number
-    raise UsageError(f"{origin}: {name!r} is not a weekday; use mon, tue, wed, thu, fri, sat, sun")
-
-
-def _parse_weekdays(setting: _Setting) -> frozenset[int]:
-    days: set[int] = set()
-    for part in _string_list(setting):
-        if not part:
-            continue
-        first, dash, last = part.partition("-")
-        start = _weekday(first.strip(), setting.origin)
-        end = _weekday(last.strip(), setting.origin) if dash else start
-        if end < start:
-            raise UsageError(f"{setting.origin}: range {part!r} runs backwards; write it mon-fri")
-        days.update(range(start, end + 1))
-    if not days:
-        raise UsageError(f"{setting.origin}: names no weekday")
-    return frozenset(days)
-
-
-def _parse_date(text: str, origin: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{origin}: {text!r} is not an ISO date such as 2026-12-25") from None
-
-
-def _parse_holidays(setting: _Setting) -> frozenset[date]:
-    """A policy file's `holidays = [...]`: ISO date strings or TOML date literals."""
-    value = setting.value
-    if not isinstance(value, list):
-        raise UsageError(
-            f'{setting.origin}: expected a list of dates such as ["2026-12-25"] '
-            "(use holidays-file for a file of dates)"
-        )
-    days: set[date] = set()
-    for item in value:
-        if isinstance(item, date) and not hasattr(item, "hour"):  # TOML local date literal
-            days.add(item)
-        elif isinstance(item, str):
-            days.add(_parse_date(item.strip(), setting.origin))
-        else:
-            raise UsageError(f"{setting.origin}: {item!r} is not a date such as 2026-12-25")
-    return frozenset(days)
-
-
-def _parse_holidays_file(setting: _Setting) -> frozenset[date]:
-    if not isinstance(setting.value, str):
-        raise UsageError(f"{setting.origin}: expected a file name")
-    return _read_holidays_file(setting.base_dir / setting.value, setting.origin)
-
-
-def _read_holidays_file(path: Path, origin: str) -> frozenset[date]:
-    """One ISO date a line; `#` starts a comment; blank lines are ignored."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"{origin}: cannot read {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{origin}: {path} is not a UTF-8 text file") from None
-    days: set[date] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            days.add(_parse_date(entry, f"{path}, line {number}"))
-    return frozenset(days)
-
-
-def _parse_tags(setting: _Setting) -> frozenset[str]:
-    tags = _string_list(setting) if not isinstance(setting.value, str) else [setting.value]
-    if any(not tag for tag in tags):
-        raise UsageError(f"{setting.origin}: a tag cannot be empty")
-    return frozenset(tags)
+    return {
+        name: PolicySetting(value, f"{path}: {name}", path.parent) for name, value in table.items()
+    }
