@@ -27,9 +27,6 @@ class BlobEntry:
     length: int
     raw_length: int
 
-    def to_list(self) -> list[bytes | int]:
-        return [self.blob_id, self.offset, self.length, self.raw_length]
-
 
 def entry_from_list(item: object, pack_size: int | None, what: str) -> BlobEntry:
     """Validate one [id, offset, length, raw_length] item (bounds against pack_size if known)."""
