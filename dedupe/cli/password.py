@@ -27,30 +27,46 @@ def from_environment(prefix: str = "DEDUPE_", what: str = "repository") -> bytes
     """The password from PREFIX{PASSWORD_FILE,PASSWORD_COMMAND,PASSWORD}, or None."""
     path = os.environ.get(f"{prefix}PASSWORD_FILE")
     if path:
-        try:
-            with open(path, "rb") as f:
-                return _strip_newline(f.read())
-        except OSError as exc:
-            raise WrongPassword(
-                f"cannot read the password file named by {prefix}PASSWORD_FILE: {exc.strerror}"
-            ) from None
+        return _read_file(path, f"the password file named by {prefix}PASSWORD_FILE")
     command = os.environ.get(f"{prefix}PASSWORD_COMMAND")
     if command:
-        try:
-            result = subprocess.run(
-                command, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False
-            )
-        except OSError as exc:
-            raise WrongPassword(f"{prefix}PASSWORD_COMMAND could not run: {exc.strerror}") from None
-        if result.returncode != 0:
-            raise WrongPassword(
-                f"{prefix}PASSWORD_COMMAND failed with exit code {result.returncode}"
-            )
-        return _strip_newline(result.stdout)
+        return _run_command(command, f"{prefix}PASSWORD_COMMAND")
     value = os.environ.get(f"{prefix}PASSWORD")
     if value is not None:
         return os.fsencode(value)
     return None
+
+
+def from_settings(
+    password_file: str | os.PathLike[str] | None, password_command: str | None, where: str
+) -> bytes | None:
+    """The password a profile names for `where` (e.g. "[repository]" or "[[offsite]] 'cloud'"):
+    its password-file, else its password-command (run by the shell), else None."""
+    if password_file is not None:
+        return _read_file(password_file, f"the password-file of {where}")
+    if password_command is not None:
+        return _run_command(password_command, f"the password-command of {where}")
+    return None
+
+
+def _read_file(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return _strip_newline(f.read())
+    except OSError as exc:
+        raise WrongPassword(f"cannot read {what}: {exc.strerror}") from None
+
+
+def _run_command(command: str, what: str) -> bytes:
+    try:
+        result = subprocess.run(
+            command, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False
+        )
+    except OSError as exc:
+        raise WrongPassword(f"{what} could not run: {exc.strerror}") from None
+    if result.returncode != 0:
+        raise WrongPassword(f"{what} failed with exit code {result.returncode}")
+    return _strip_newline(result.stdout)
 
 
 def source(prefix: str = "DEDUPE_", what: str = "repository") -> Callable[[], bytes]:
