@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from dedupe.plan.projection import History, PackUsage, estimate_groups, estimate_nightly, forecast
-from dedupe.retention import Policy, SnapshotInfo
+from dedupe.retention import UNLIMITED, Policy, SnapshotInfo
 
 TZ = timezone(timedelta(hours=1))
 MB = 1_000_000
@@ -148,3 +148,92 @@ def test_survival_counts_only_data_of_one_night():
     lifetimes = [one_night] * 7 + [{FOREVER: 1.0}] + [one_night] * 6
     (estimate,) = estimate_groups(nightly_history(added, lifetimes, days), TZ)
     assert estimate.survive(1) == pytest.approx(0.5, rel=0.01)
+
+
+# --- shared data: what every kept snapshot references is never forecast away (issue 15) -------
+
+MiB = 1 << 20
+PRACTICE = Policy(keep_business_days=10, keep_monthly=UNLIMITED)
+
+
+def history_of(nights: list[list[tuple[int, int]]]) -> History:
+    """Snapshot i at 23:00 on Mon 2 March 2026 + i days; night i stores its parts, each
+    (bytes, L): the next L snapshots reference it too (0: only that night's, FOREVER: every
+    later one). A night's parts share one pack."""
+    first = datetime(2026, 3, 2, 23, 0, tzinfo=TZ)
+    n = len(nights)
+    snaps = tuple(
+        SnapshotInfo(id=f"{i:04x}", time=first + timedelta(days=i), host="srv", paths=("/d",))
+        for i in range(n)
+    )
+    packs = []
+    for i, parts in enumerate(nights):
+        groups = []
+        for size, life in parts:
+            last = min(i + life, n - 1)
+            groups.append((((1 << (last + 1)) - 1) & ~((1 << i) - 1), size))
+        packs.append(PackUsage(sum(b for _m, b in groups), tuple(groups)))
+    added = tuple(sum(b for b, _l in parts) for parts in nights)
+    return History(snaps, added, tuple(packs), other_bytes=0)
+
+
+def base_and_gone_nightly(nights: int = 20) -> History:
+    """The issue's history: a 30 MiB base folder, and each night 1 MiB gone the next night."""
+    return history_of([[(30 * MiB, FOREVER), (MiB, 0)]] + [[(MiB, 0)]] * (nights - 1))
+
+
+def test_the_base_every_snapshot_shares_is_never_dropped():
+    """Issue 15: the first version forecast 23 MiB after a year, less than the 30 MiB base that
+    every kept snapshot references. Exactly: each day holds the base plus 1 MiB per kept
+    snapshot (its own night), plus night 0's 1 MiB, which gc leaves inside the base's pack
+    (1/31 unused is below the 10 % max-unused)."""
+    history = base_and_gone_nightly()
+    (estimate,) = estimate_groups(history, TZ)
+    assert estimate.survive(1) == 0.0  # a night's data is gone the next night...
+    assert estimate.standing_measured and estimate.stand(1) == 1.0  # ...the base is not
+    assert estimate.stand(1000) == 1.0
+    result = forecast(history, PRACTICE, 365, tz=TZ)
+    for point in result.series[1:]:
+        referenced = 30 * MiB + point.snapshots * MiB
+        assert point.stored_bytes == referenced + MiB
+    assert result.final.snapshots == 23  # 10 business days, 12 month ends, March's
+    assert result.final.stored_bytes == 54 * MiB
+    strict = forecast(history, PRACTICE, 365, tz=TZ, max_unused=0.0)
+    assert all(p.stored_bytes == 30 * MiB + p.snapshots * MiB for p in strict.series[1:])
+
+
+def test_a_growing_dump_keeps_every_row():
+    """A dump that grows by 1 MiB of rows a night, all of which every later dump holds, plus a
+    0.1 MiB chunk at its end that only that night's dump has: after day d the drive holds the
+    30 MiB base, every row added (19 + d MiB) and one end chunk per kept snapshot."""
+    tail = MiB // 10
+    history = history_of([[(30 * MiB, FOREVER), (tail, 0)]] + [[(MiB, FOREVER), (tail, 0)]] * 19)
+    result = forecast(history, PRACTICE, 365, tz=TZ, max_unused=0.0)
+    for day, point in enumerate(result.series):
+        assert point.stored_bytes == 30 * MiB + (19 + day) * MiB + point.snapshots * tail
+
+
+def test_scans_kept_for_years_grow_linearly_under_any_policy():
+    """100 MiB of old scans and 2 MiB of new scans a night, never deleted: the policy frees
+    nothing, so every day adds exactly 2 MiB."""
+    history = history_of([[(100 * MiB, FOREVER)]] + [[(2 * MiB, FOREVER)]] * 19)
+    for policy in (PRACTICE, Policy(keep_last=3), Policy()):
+        result = forecast(history, policy, 730, tz=TZ)
+        for day, point in enumerate(result.series):
+            assert point.stored_bytes == 100 * MiB + (19 + day) * 2 * MiB
+
+
+def test_slowly_changing_base_thins_out_at_its_own_pace():
+    """A base of 40 files of 1 MiB; each night one file is rewritten (the old version goes, the
+    new one stays until its own rewrite 40 nights on). A snapshot shares 39 files with older
+    ones; k days later k of them have been rewritten: R(k) = (39 - k) / 39, where the nightly
+    curve (a new version lives 40 nights) says 1."""
+    nights = [[(MiB, i) for i in range(40)]]  # file i is rewritten on night i + 1
+    nights += [[(MiB, 39)] for _night in range(1, 20)]
+    history = history_of(nights)
+    (estimate,) = estimate_groups(history, TZ)
+    for k in (1, 5, 18):
+        assert estimate.stand(k) == pytest.approx((39 - k) / 39)
+    assert estimate.survive(18) == 1.0
+    # Whatever the tail, it never falls below zero and never rises.
+    assert 0 <= estimate.stand(400) <= estimate.stand(18)

@@ -1,10 +1,16 @@
 """What a repository's history says about its future nights: the estimators behind `dedupe plan`.
 
 Pure functions of the history (no I/O, no clock): the level and trend of the nightly added bytes
-(`estimate_nightly`, `rising_trend`) and how long a night's data stays referenced
-(`measure_survival`, `survival_curve`, `fit_tail_exponent`). `dedupe.plan.projection` combines them
-with the
-retention policy; docs/PLAN.md explains the choices and their measured error.
+(`estimate_nightly`, `rising_trend`), how long a night's data stays referenced
+(`measure_survival`, `survival_curve`, `fit_tail_exponent`), and, measured apart from it, how long
+the data a snapshot already shares with older ones (the base folder, slow-changing files) stays
+referenced (`measure_standing`). `dedupe.plan.projection` combines them with the retention
+policy; docs/PLAN.md explains the choices and their measured error.
+
+Why two curves: a night's addition and the data every snapshot shares are different populations.
+A night that adds a 1 MiB dump which is gone the next night says nothing about the 30 MiB base
+folder every snapshot references; judging the base by the nights' curve (S(1) = 0 there) frees
+it as soon as its first snapshot is forgotten, an under-estimate of the whole base.
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ class NightlyEstimate:
     """Bytes per day the nightly addition rises by; 0 unless a rise is significant."""
     capped: int
     """Nights counted at the outlier bound."""
+    error: float = 0.0
+    """Standard error of the level (standard deviation of the counted nights / sqrt(n)): the
+    uncertainty band of a forecast moves the level by 1.645 of these (90 %, two-sided)."""
 
 
 def estimate_nightly(days: Sequence[int], added: Sequence[float]) -> NightlyEstimate:
@@ -84,7 +93,8 @@ def estimate_nightly(days: Sequence[int], added: Sequence[float]) -> NightlyEsti
     mean = statistics.fmean(counted)
     trend = rising_trend(days, added)
     level = mean - trend * statistics.fmean(days)
-    return NightlyEstimate(level, trend, sum(a > bound for a in added))
+    error = statistics.stdev(counted) / math.sqrt(len(counted)) if len(counted) > 1 else 0.0
+    return NightlyEstimate(level, trend, sum(a > bound for a in added), error)
 
 
 def rising_trend(days: Sequence[int], values: Sequence[float], z: float = 1.645) -> float:
@@ -151,6 +161,49 @@ def measure_survival(
         for gap in gaps:
             denominator[gap] += first_bytes[i]
             numerator[gap] += reached[i, gap]
+    return {gap: (numerator[gap] / den, den) for gap, den in denominator.items() if den > 0}
+
+
+def measure_standing(
+    history: History,
+    indices: list[int],
+    origins: list[int],
+    by_mask: dict[int, int],
+    tz: tzinfo | None,
+) -> dict[int, tuple[float, float]]:
+    """Measured standing survival: gap in days -> (share still referenced, bytes measured on).
+
+    For each origin snapshot i of the group that has an older one, its standing data is the bytes it
+    references that an older snapshot of the group references too (data at least a night old:
+    the base folder, files that did not change); measured is the share of them that the group's
+    newest snapshot on each later day (k days after i) still references. This is the population
+    the forecast carries on from today's newest snapshot, and it is measured on that population,
+    not borrowed from the nightly additions. Empty when nothing could be measured.
+    """
+    group_bits = sum(1 << i for i in indices)
+    days = {i: local_day(history.snapshots[i].time, tz) for i in indices}
+    newest_of_day: dict[int, int] = {}
+    for i in indices:
+        newest_of_day[days[i]] = i
+    later = {
+        i: {d - days[i]: j for d, j in newest_of_day.items() if d > days[i]}
+        for i in origins
+        if i != indices[0]
+    }
+    numerator: dict[int, float] = defaultdict(float)
+    denominator: dict[int, float] = defaultdict(float)
+    for mask, size in by_mask.items():
+        own = mask & group_bits
+        if not own:
+            continue
+        first = (own & -own).bit_length() - 1
+        for i, gaps in later.items():
+            if i <= first or not own >> i & 1:
+                continue
+            for gap, j in gaps.items():
+                denominator[gap] += size
+                if own >> j & 1:
+                    numerator[gap] += size
     return {gap: (numerator[gap] / den, den) for gap, den in denominator.items() if den > 0}
 
 

@@ -22,8 +22,14 @@ The model, stated so that its errors can be judged:
    short-lived data (a rewritten dump) and keeps their long-lived data (new scans).
 3. **Existing data** is replayed exactly: stored bytes are grouped by (pack, set of referencing
    snapshots), and a group is needed while one of its snapshots is kept. Data the newest
-   snapshot of a group references is carried on with the conditional survival
-   S(age + k) / S(age), so old data thins out slowly along the tail.
+   snapshot of a group references outlives the existing snapshots, and is carried on in two
+   parts measured apart: what the newest night added follows the nightly curve S; what the
+   newest snapshot shares with older ones (the base folder, slow-changing files: the standing
+   data) follows R(k), the measured share of a snapshot's standing data that the snapshot k days
+   later still references (`measure_standing`; the power-law tail beyond; R = 1 unmeasured).
+   The nightly curve says nothing about the base: with nights that are gone the next day it is
+   0 at one day, and the first version, carrying the base on it, dropped the whole base once its
+   snapshots were forgotten (issue 15).
 4. **gc** runs after every nightly forget, as `dedupe gc --max-unused` does: a pack with no
    needed data is deleted; a pack whose unneeded share exceeds `max_unused` is rewritten to its
    needed bytes; otherwise it stays as it is. Each future night's data is its own pack group
@@ -49,6 +55,7 @@ from dedupe.plan.estimate import (
     estimate_nightly,
     fit_tail_exponent,
     local_day,
+    measure_standing,
     measure_survival,
     survival_curve,
 )
@@ -90,14 +97,22 @@ class GroupEstimate:
     survival_measured: bool
     tail_exponent: float = 0.0
     """Beyond the measured days, S(k) = S(K) * ((1 + K) / (1 + k)) ** tail_exponent."""
+    standing: tuple[float, ...] = (1.0,)
+    """standing[k]: measured share of the data a snapshot shares with older ones (the base,
+    unchanged files) that the snapshot k days later still references; R in the model."""
+    standing_measured: bool = False
+    standing_exponent: float = 0.0
+    """Beyond the measured days, R(k) = R(K) * ((1 + K) / (1 + k)) ** standing_exponent."""
+    nightly_error: float = 0.0
+    """Standard error of `nightly_bytes` (the uncertainty band uses 1.645 of it)."""
 
     def survive(self, days: int) -> float:
         """S(days): measured up to the longest measured gap K, the fitted tail beyond."""
-        last = len(self.survival) - 1
-        if days <= last:
-            return self.survival[max(days, 0)]
-        tail: float = ((1 + last) / (1 + days)) ** self.tail_exponent
-        return self.survival[last] * tail
+        return _along(self.survival, self.tail_exponent, days)
+
+    def stand(self, days: int) -> float:
+        """R(days): the share of today's standing data still referenced `days` days on."""
+        return _along(self.standing, self.standing_exponent, days)
 
     def survive_given(self, age: int, days: int) -> float:
         """S(age + days) / S(age): the chance that data already `age` days old lasts `days` more."""
@@ -107,6 +122,14 @@ class GroupEstimate:
     def added_on(self, day: int) -> float:
         """The expected added bytes of night `day` (1 = the night after the newest snapshot)."""
         return self.nightly_bytes + self.nightly_trend * day
+
+
+def _along(curve: tuple[float, ...], exponent: float, days: int) -> float:
+    last = len(curve) - 1
+    if days <= last:
+        return curve[max(days, 0)]
+    tail: float = ((1 + last) / (1 + days)) ** exponent
+    return curve[last] * tail
 
 
 @dataclass(frozen=True)
@@ -167,6 +190,7 @@ def estimate_groups(history: History, tz: tzinfo | None = None) -> tuple[GroupEs
             [history.added_bytes[i] for i in recent],
         )
         points = measure_survival(history, indices, recent, by_mask, tz)
+        standing = measure_standing(history, indices, recent, by_mask, tz)
         estimates.append(
             GroupEstimate(
                 group=group,
@@ -179,6 +203,10 @@ def estimate_groups(history: History, tz: tzinfo | None = None) -> tuple[GroupEs
                 survival=survival_curve(points) if points else (1.0,),
                 survival_measured=bool(points),
                 tail_exponent=fit_tail_exponent(points),
+                standing=survival_curve(standing) if standing else (1.0,),
+                standing_measured=bool(standing),
+                standing_exponent=fit_tail_exponent(standing),
+                nightly_error=nightly.error,
             )
         )
     return tuple(estimates)
@@ -336,13 +364,18 @@ def _gc_existing(
             if mask & alive_bits:
                 live += size
             elif carries:
-                live += size * max(
-                    estimates[e].survive_given(age, carry_gap[e]) for e, age in carries
-                )
+                live += size * max(_carry(estimates[e], age, carry_gap[e]) for e, age in carries)
         pack.stored = _collect(pack.stored, live, pack.overhead, max_unused)
         if pack.stored > 0:
             total += pack.stored + pack.overhead
     return total
+
+
+def _carry(estimate: GroupEstimate, age: int, gap: int) -> float:
+    """The share of data the group's newest snapshot references, `age` days old there (first
+    referenced `age` days before it), that the kept snapshot `gap` days on still references:
+    the newest night's data along the nightly curve, older (standing) data along R."""
+    return estimate.survive(gap) if age == 0 else estimate.stand(gap)
 
 
 def _gc_nights(
