@@ -12,29 +12,35 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
+from dedupe.cli import selection
 from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.errors import DamageError, UsageError
-from dedupe.model.tree import DIR, FILE, TYPE_NAMES, Node
+from dedupe.model.tree import DIR, FILE, SYMLINK, TYPE_NAMES, Node
 from dedupe.repo import manifests, treewalk
+from dedupe.repo.selection import filter_snapshots
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("snapshots", parents=[common], help="list snapshots")
+    selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_snapshots)
 
     p = sub.add_parser("ls", parents=[common], help="list the files of a snapshot")
     p.add_argument("snapshot", metavar="SNAP")
     p.add_argument("path", nargs="?", default="/", metavar="PATH")
+    selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_ls)
 
     p = sub.add_parser("cat", parents=[common], help="write one file of a snapshot to stdout")
     p.add_argument("snapshot", metavar="SNAP")
     p.add_argument("path", metavar="PATH")
+    selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_cat)
 
     p = sub.add_parser("diff", parents=[common], help="compare two snapshots")
     p.add_argument("first", metavar="SNAP1")
     p.add_argument("second", metavar="SNAP2")
+    selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_diff)
 
 
@@ -45,7 +51,10 @@ def _text(path: bytes) -> str:
 def cmd_snapshots(ctx: Context) -> int:
     repo = ctx.repo()
     damaged: list[str] = []
+    flt = selection.snapshot_filter(ctx.args)
     snaps = manifests.load_all(repo, damaged)
+    total = len(snaps)
+    snaps = filter_snapshots(snaps, flt)
     if ctx.json:
         ctx.emit_json(
             [
@@ -74,7 +83,10 @@ def cmd_snapshots(ctx: Context) -> int:
                 f"{s.host[:12]:<12}  {human_bytes(size) if size is not None else '?':>10}  "
                 f"{held}  {tags + ' ' if tags else ''}{' '.join(s.display_paths())}"
             )
-        ctx.out(f"{len(snaps)} snapshots")
+        if flt.active:
+            ctx.out(f"{len(snaps)} of {total} snapshots match {flt.describe()}")
+        else:
+            ctx.out(f"{len(snaps)} snapshots")
     for text in damaged:
         ctx.warn(text)
     if damaged:
@@ -84,9 +96,10 @@ def cmd_snapshots(ctx: Context) -> int:
 
 def cmd_ls(ctx: Context) -> int:
     repo = ctx.repo()
-    snap = manifests.resolve(repo, ctx.args.snapshot)
+    chosen = selection.resolve(ctx, repo, ctx.args.snapshot, [ctx.args.path])
+    snap = chosen.snapshot
     treewalk.count_entries(repo, snap.tree)  # refuse exploding (hostile) trees up front
-    base, node = treewalk.find(repo, snap.tree, ctx.args.path)
+    ((base, node),) = chosen.found
     entries: Iterable[tuple[bytes, Node]]
     if node is None:
         entries = treewalk.walk(repo, snap.tree)
@@ -117,10 +130,15 @@ def cmd_ls(ctx: Context) -> int:
 
 def cmd_cat(ctx: Context) -> int:
     repo = ctx.repo()
-    snap = manifests.resolve(repo, ctx.args.snapshot)
-    path, node = treewalk.find(repo, snap.tree, ctx.args.path)
+    chosen = selection.resolve(ctx, repo, ctx.args.snapshot, [ctx.args.path])
+    ((path, node),) = chosen.found
     if node is None or node.type != FILE:
-        raise UsageError(f"{ctx.args.path}: not a file in snapshot {snap.short_id()}")
+        kinds = {DIR: "a folder", SYMLINK: "a symbolic link"}
+        kind = "the root folder" if node is None else kinds.get(node.type, "not a plain file")
+        raise UsageError(
+            f"{_text(path)}: is {kind}, not a file, in {chosen.describe()}; cat writes one "
+            f"file: 'dedupe ls {chosen.snapshot.short_id()} {_text(path)}' lists what is there"
+        )
     out = sys.stdout.buffer
     written = 0
     with ThreadPoolExecutor(2) as pool:
@@ -158,8 +176,8 @@ def _cat_damage(path: bytes, written: int, why: str) -> str:
 
 def cmd_diff(ctx: Context) -> int:
     repo = ctx.repo()
-    first = manifests.resolve(repo, ctx.args.first)
-    second = manifests.resolve(repo, ctx.args.second)
+    first = selection.resolve(ctx, repo, ctx.args.first).snapshot
+    second = selection.resolve(ctx, repo, ctx.args.second).snapshot
     for snap in (first, second):
         treewalk.count_entries(repo, snap.tree)  # refuse exploding (hostile) trees up front
     changes = list(treewalk.diff(repo, first.tree, second.tree))
