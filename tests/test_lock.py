@@ -20,6 +20,7 @@ import pytest
 from dedupe import codec
 from dedupe.crypto.seal import Sealer
 from dedupe.errors import RepositoryLocked
+from dedupe.platform import process_start_time
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.lock import STALE_AFTER, LockLost, MachineId
 from dedupe.storage.local import LocalStorage
@@ -70,7 +71,7 @@ def put_lock(
         sealer,
         machine.host,
         pid,
-        lock_mod.process_start_time(pid) or 12345,
+        process_start_time(pid) or 12345,
         exclusive,
         machine=machine,
         when=recorded,

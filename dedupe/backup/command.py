@@ -7,28 +7,26 @@ kept running) and raises `CommandFailed` unless it exited with status 0: then th
 not be saved. `close` (always, from a `with`) stops a command that is still running.
 
 The command dies with dedupe: on Linux it is started with a parent-death signal
-(`die_with_parent`), so even a SIGKILL of dedupe stops it; everywhere else it is stopped in
-`close`, and a command still writing gets a broken pipe once dedupe is gone.
+(`dedupe.platform.die_with_parent_hook`), so even a SIGKILL of dedupe stops it; everywhere else
+(macOS has no such signal) it is stopped in `close`, and a command still writing gets a broken
+pipe once dedupe is gone.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
 import shlex
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import BinaryIO, cast
 
 from dedupe.errors import DedupeError
+from dedupe.platform import die_with_parent_hook
 
 # How long a command stopped with SIGTERM (dedupe failed or was interrupted) may take to exit
 # before it gets SIGKILL.
 STOP_GRACE_SECONDS = 10.0
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class CommandFailed(DedupeError):
@@ -55,32 +53,6 @@ def status_words(returncode: int) -> str:
     return f"was killed by signal {number}{name}"
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """Linux: a pre-exec hook that has the kernel send the child SIGKILL when the thread that
-    started it (dedupe's main thread) dies, however it dies. None elsewhere or when prctl is not
-    available. The hook only calls prctl and getppid: it runs between fork and exec."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    kill = int(signal.SIGKILL)
-
-    def hook() -> None:
-        try:
-            prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
-            if os.getppid() != parent:  # dedupe died before the signal was armed
-                os.kill(os.getpid(), kill)
-        except Exception:  # never fail the start over this; close() still stops the command
-            pass
-
-    return hook
-
-
 class CommandStream:
     """One run of the command; use it as a context manager around the snapshot.
 
@@ -103,7 +75,7 @@ class CommandStream:
                 stdout=subprocess.PIPE,
                 stderr=None,  # its messages go where ours go
                 close_fds=True,
-                preexec_fn=die_with_parent(),  # only prctl and getppid (see there)
+                preexec_fn=die_with_parent_hook(),  # only prctl and getppid (see there)
             )
         except FileNotFoundError:
             raise self._not_started(

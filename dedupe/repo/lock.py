@@ -18,8 +18,9 @@ a snapshot in progress, so a lock is judged two ways only:
 A held lock refreshes itself every REFRESH_EVERY seconds and notices if its object vanished or
 changed; `Lock.verify()` lets a writer check, right before it commits, that its lock still stands.
 
-The OS-specific calls are small functions: `process_start_time`, `linux_boot_id`,
-`linux_pid_namespace` (a platform module may take them over).
+The OS-specific answers (a process's start time, the boot id, the pid namespace) come from
+`dedupe.platform`; where it has no boot id or pid namespace (macOS has no pid namespaces), locks
+are judged by age only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import os
 import random
 import secrets
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from dedupe import codec
 from dedupe.crypto.seal import Sealer
 from dedupe.errors import DedupeError, FormatError, ObjectNotFound, OutOfSpace, RepositoryLocked
+from dedupe.platform import boot_id, pid_namespace, process_start_time
 from dedupe.storage.base import Storage
 
 REFRESH_EVERY = 300.0
@@ -47,41 +48,6 @@ _MAX_ID = 256  # longest boot id / pid namespace text a lock may carry
 
 class LockLost(RepositoryLocked):
     """This process's lock on the repository is gone, replaced, or overridden (exit 11)."""
-
-
-# --- this machine (OS-specific; Linux gives boot id, pid namespace and process start times) ---
-
-
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of `pid` (clock ticks since boot), or None if it is not running."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses: fields start after the last ')'.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def linux_boot_id() -> str:
-    """A random id the Linux kernel draws at each boot ('' elsewhere or if unreadable)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()[:_MAX_ID]
-    except OSError:
-        return ""
-
-
-def linux_pid_namespace() -> str:
-    """Our pid namespace, e.g. 'pid:[4026531836]' ('' elsewhere or if unreadable)."""
-    try:
-        return os.readlink("/proc/self/ns/pid")[:_MAX_ID]
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True)
@@ -102,11 +68,8 @@ class MachineId:
 
 
 def this_machine() -> MachineId:
-    """Our identity; boot id and pid namespace only where the kernel has them (Linux)."""
-    host = socket.gethostname()
-    if not sys.platform.startswith("linux"):
-        return MachineId(host)
-    return MachineId(host, linux_boot_id(), linux_pid_namespace())
+    """Our identity; boot id and pid namespace where the system has them (both: Linux)."""
+    return MachineId(socket.gethostname(), boot_id()[:_MAX_ID], pid_namespace()[:_MAX_ID])
 
 
 # --- lock objects --------------------------------------------------------------------------
@@ -199,7 +162,7 @@ def decode_lock(name: str, data: bytes, sealer: Sealer, mtime: float | None = No
     pid = codec.field(obj, "pid", int, what)
     pid_start = codec.field(obj, "pid_start", int, what)
     when = float(codec.field(obj, "time", (int, float), what))
-    # describe() formats the time and is_stale() reads /proc/<pid>: keep both in range
+    # describe() formats the time and is_stale() asks about the pid: keep both in range
     # (a NaN or a year-300000 time would raise there, not here).
     if not (0 <= pid < 2**32 and 0 <= pid_start < 2**64 and 0.0 <= when < 2.0**36):
         raise FormatError(f"{what}: pid or time out of range")
