@@ -4,6 +4,11 @@ The `key` command group lives in `cmd_repo`; it adds these subcommands with `add
 Import works on a repository whose key files are all lost or damaged: it reads only the config
 envelope, unlocks the exported key file with the password, proves that key opens the config, and
 only then writes it as a new `keys/<id>` object.
+
+An export of another repository imports only when the two share their key (`init --same-key-as`,
+`dedupe.repo.keyshare`): the server's paper key then opens every drive. Its key must open this
+repository's sealed settings, and a key file bound to this repository's id is written under the
+export's password; an unrelated export is refused (exit 2) whatever its password.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import sys
 
 from dedupe.cli import password
 from dedupe.cli.context import Context, Subparsers
-from dedupe.crypto import export
-from dedupe.errors import DedupeError, NoRepository, ObjectNotFound, UsageError
+from dedupe.crypto import export, keys
+from dedupe.errors import DedupeError, NoRepository, ObjectNotFound, UsageError, WrongPassword
 from dedupe.repo import config as config_mod
+from dedupe.repo import keyshare
 
 
 def add_subcommands(key_sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -82,6 +88,8 @@ def cmd_key_import(ctx: Context) -> int:
         repo_id, box = config_mod.read_envelope(storage.get("config"))
     except ObjectNotFound:
         raise NoRepository(f"there is no dedupe repository at {storage.url}") from None
+    if exported.repo_id != repo_id:
+        return _import_shared(ctx, exported, repo_id, box)
     master = exported.unlock(repo_id, password.source()())
     # Proof that this key is the repository's: it must open the sealed settings.
     config_mod.decode_settings(box, repo_id, master.sealer())
@@ -92,8 +100,39 @@ def cmd_key_import(ctx: Context) -> int:
                 return 0
         except DedupeError:
             continue
+    return _store(ctx, exported.key_file, repo_id)
+
+
+def _import_shared(ctx: Context, exported: export.KeyExport, repo_id: bytes, box: bytes) -> int:
+    """The export of another repository: it opens this one only if the two share their key
+    (`init --same-key-as`); then a key file for this repository is written under the export's
+    password and KDF cost (`keyshare.adopt_key`). Any other key is refused (exit 2)."""
+    ours, theirs = repo_id.hex()[:8], exported.repo_id.hex()[:8]
+    secret = password.source()()
+    try:
+        master = exported.unlock(exported.repo_id, secret)
+    except WrongPassword:
+        raise WrongPassword(
+            f"wrong password for this key export (of repository {theirs}; this repository is "
+            f"{ours}): give the password of the repository it was exported from"
+        ) from None
+    params = keys.decode_key_file(exported.key_file).params
+    key_file = keyshare.adopt_key(master, repo_id, box, secret, params)
+    if key_file is None:
+        raise UsageError(
+            f"this key export belongs to repository {theirs}, not to {ours}, and its key does "
+            "not open this repository (they do not share a key: only a repository made with "
+            "'init --same-key-as' shares one). Use an export of this repository."
+        )
+    if not ctx.json:
+        ctx.out(f"repository {ours} shares the key of repository {theirs}")
+    return _store(ctx, key_file, repo_id)
+
+
+def _store(ctx: Context, key_file: bytes, repo_id: bytes) -> int:
+    storage = ctx.storage()
     name = f"keys/{secrets.token_hex(8)}"
-    storage.put(name, exported.key_file, exclusive=True)
+    storage.put(name, key_file, exclusive=True)
     if ctx.json:
         ctx.emit_json({"key": os.path.basename(name), "repo": repo_id.hex()})
     else:

@@ -9,6 +9,9 @@ password. Two encodings:
 
 Importing verifies the payload's own checksum, that the key file belongs to the repository and
 that it opens with the password; the caller then checks that it opens the config and stores it.
+An export of another repository that shares this one's key (`init --same-key-as`) is unlocked
+against its own id (`unlock(export.repo_id, ...)`); `dedupe.repo.keyshare` decides whether its
+key opens the target and writes a key file bound to the target's id.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from dedupe.errors import (
     WrongPassword,
 )
 from dedupe.repo import config as config_mod
-from dedupe.repo import indexcache, reserve
+from dedupe.repo import indexcache, keyshare, reserve
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.blob import BlobCodec, parse_compression
 from dedupe.repo.index import (
@@ -105,13 +105,17 @@ class Repository:
         chunk_avg: int,
         compression: str,
         template: Repository | None = None,
+        share_key: bool = False,
     ) -> Repository:
         """Create a new repository (the storage root must be empty of a repository).
 
         With `template` (`init --copy-chunker-params-from`), the new repository shares the
         template's id key, chunker seed, chunk sizes and pack size, so blobs have the same ids
         in both and `copy` between them moves only missing blobs; the encryption key, the
-        repository id and the password are its own (`chunk_avg` is then ignored)."""
+        repository id and the password are its own (`chunk_avg` is then ignored). With
+        `share_key` too (`init --same-key-as`), it also shares the encryption key: one key
+        export or paper key opens both (`dedupe.repo.keyshare`); its id and password stay its
+        own."""
         if storage.exists("config"):
             raise UsageError(f"a repository already exists at {storage.url}")
         try:
@@ -126,6 +130,8 @@ class Repository:
             key = dataclasses.replace(
                 key, id_key=template.key.id_key, chunker_seed=template.key.chunker_seed
             )
+            if share_key:
+                key = keyshare.shared_key(template.key, repo_id)
             settings = dataclasses.replace(
                 settings, chunker=template.settings.chunker, pack_size=template.settings.pack_size
             )
