@@ -6,20 +6,27 @@ optionally draw the chart (`dedupe.plan.chart`). The POLICY flags and `--max-unu
 as `forget` and `gc` parse them (`policy_args`), and snapshots become `SnapshotInfo` through the
 mapping `forget` uses (`retention.snapshot_info`), so the forecast prunes what `forget` would
 prune. Without any keep rule `forget` refuses to run, so such a plan forecasts keeping everything.
+
+The text output is one sentence first (the drive to buy, or when `--drive-size` fills), then the
+numbers, then "how this was estimated" with the statistics; `--verbose` adds the day table. All
+sizes are decimal (MB, GB, TB), as drives are labelled, in the text, the JSON's words and the
+chart alike.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from dedupe import stats
-from dedupe.cli.context import Context, Subparsers, human_bytes
+from dedupe.cli.context import Context, Subparsers
 from dedupe.cli.policy_args import add_policy_arguments, parse_max_unused, policy_from_args
 from dedupe.errors import DamageError, DedupeError, UsageError
-from dedupe.plan import chart, projection
+from dedupe.plan import chart, drive, projection
+from dedupe.plan.drive import format_bytes
 from dedupe.plan.history import PLAN_FIRST, PLAN_LAST, history_from_stats
 from dedupe.retention import Policy
 
@@ -60,7 +67,20 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         metavar="PCT",
         help="safety margin on the peak for the drive size (default 30)",
     )
-    p.add_argument("--chart", metavar="FILE.svg", help="draw the forecast as an SVG file")
+    p.add_argument(
+        "--drive-size",
+        metavar="SIZE",
+        help="the drive's size as labelled (decimal: 500G, 2T, 1.5T); say on which date it "
+        "fills, or that it does not within --days",
+    )
+    p.add_argument(
+        "--chart",
+        metavar="FILE.svg",
+        help="draw the history, the forecast with its likely range and the drive as an SVG file",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="also print the forecast day by day (a table)"
+    )
     add_policy_arguments(p)
     p.set_defaults(handler=cmd_plan)
 
@@ -76,43 +96,61 @@ def _percent(text: str, flag: str, low: float) -> float:
 
 
 def describe_estimate(estimate: projection.GroupEstimate) -> str:
-    """One sentence per group: the estimators used and what they measured, in words."""
+    """One sentence per group: what its history measured, in words, the estimators named after."""
     host, paths = estimate.group
     where = f"{host} {' '.join(paths)}"
     if not estimate.nights_used:
-        return f"{where}: only one snapshot, so no nightly estimate (nothing added)"
+        return f"{where}: only one backup so far, so nothing is assumed to be added each night"
     text = (
-        f"{where}: each night adds {human_bytes(estimate.nightly_bytes)}, the mean added bytes "
-        f"of the last {estimate.nights_used} snapshot(s), the first (base) excluded"
+        f"{where}: a night adds about {format_bytes(estimate.nightly_bytes)} "
+        f"(the average of the last {estimate.nights_used} backups, the first excluded"
     )
+    if estimate.nightly_error:
+        text += f", give or take {format_bytes(projection.BAND_Z * estimate.nightly_error)}"
+    text += ")"
     if estimate.nights_capped:
         text += (
-            f" ({estimate.nights_capped} unusually large night(s) counted at median + 5 robust "
-            "standard deviations)"
+            f"; {estimate.nights_capped} unusually large night(s) counted at median + 5 robust "
+            "standard deviations"
         )
     if estimate.nightly_trend > 0:
         monthly = estimate.nightly_trend * projection.DAYS_PER_MONTH
-        text += f", rising by {human_bytes(monthly)} a month (Sen's slope, significant at 90 %)"
-    else:
-        text += ", no significant rising trend"
+        text += f", and that rises by {format_bytes(monthly)} a month (Sen's slope, 90 %)"
     if not estimate.survival_measured:
-        return text + "; nothing added is assumed ever to become unreferenced (not measurable yet)"
-    shares = ", ".join(
-        f"{round(100 * estimate.survive(k))} % after {k} day{'s' if k > 1 else ''}"
-        for k in SURVIVAL_REPORT_DAYS
-    )
-    measured = len(estimate.survival) - 1
-    return (
-        f"{text}; of what a night adds, still referenced: {shares} (measured up to {measured} "
-        f"day(s); beyond, a power-law tail fitted on them, (1 + days) ^ "
-        f"-{estimate.tail_exponent:.3f})"
-    )
+        text += "; all of it is assumed to stay (not measurable yet)"
+    else:
+        shares = ", ".join(
+            f"{round(100 * estimate.survive(k))} % after {k} day{'s' if k > 1 else ''}"
+            for k in SURVIVAL_REPORT_DAYS
+        )
+        text += (
+            f"; of that, still needed: {shares} (measured over "
+            f"{len(estimate.survival) - 1} day(s), a power-law tail beyond, exponent "
+            f"{estimate.tail_exponent:.2f})"
+        )
+    if estimate.standing_measured:
+        shares = ", ".join(
+            f"{round(100 * estimate.stand(k))} % after {k} day{'s' if k > 1 else ''}"
+            for k in SURVIVAL_REPORT_DAYS
+        )
+        text += f"; of the data backups share with older ones, still needed: {shares}"
+    else:
+        text += "; the data backups share with older ones is assumed to stay"
+    return text
 
 
 def forecast_json(
-    forecast: projection.Forecast, policy: Policy, growth: float, max_unused: float
+    forecast: projection.Forecast,
+    policy: Policy,
+    growth: float,
+    max_unused: float,
+    band: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    drive_bytes: int | None = None,
 ) -> dict[str, Any]:
     peak = forecast.peak
+    drive_bytes = forecast.drive_bytes if drive_bytes is None else drive_bytes
+    full = drive.full_date(forecast.series, drive_bytes)
+    low, high = band or ([p.stored_bytes for p in forecast.series],) * 2
     return {
         "days": len(forecast.series) - 1,
         "start": forecast.series[0].day.isoformat(),
@@ -120,7 +158,9 @@ def forecast_json(
         "peak_bytes": peak.stored_bytes,
         "peak_date": peak.day.isoformat(),
         "final_bytes": forecast.final.stored_bytes,
-        "drive_bytes": forecast.drive_bytes,
+        "drive_bytes": drive_bytes,
+        "drive_full_date": None if full is None else full.isoformat(),
+        "recommended_drive_bytes": forecast.drive_bytes,
         "margin": forecast.margin,
         "policy": policy.describe() if forecast.pruned else "(no keep rule: nothing forgotten)",
         "growth_percent_per_month": round(growth * 100, 4),
@@ -143,13 +183,23 @@ def forecast_json(
                     "survival_measured_days": len(e.survival) - 1,
                     "survival_tail": "S(K) * ((1 + K) / (1 + days)) ** exponent",
                     "survival_tail_exponent": round(e.tail_exponent, 4),
+                    "standing": {str(k): round(e.stand(k), 4) for k in SURVIVAL_REPORT_DAYS},
+                    "standing_measured": e.standing_measured,
+                    "standing_tail_exponent": round(e.standing_exponent, 4),
+                    "nightly_standard_error_bytes": round(e.nightly_error),
                 }
                 for e in forecast.estimates
             ],
         },
         "series": [
-            {"date": p.day.isoformat(), "bytes": p.stored_bytes, "snapshots": p.snapshots}
-            for p in forecast.series
+            {
+                "date": p.day.isoformat(),
+                "bytes": p.stored_bytes,
+                "low_bytes": lo,
+                "high_bytes": hi,
+                "snapshots": p.snapshots,
+            }
+            for p, lo, hi in zip(forecast.series, low, high, strict=True)
         ],
     }
 
@@ -162,6 +212,12 @@ def cmd_plan(ctx: Context) -> int:
     growth = _percent(args.growth, "--growth", -99)
     max_unused = parse_max_unused(args.max_unused)
     margin = 1.0 + _percent(args.margin, "--margin", 0)
+    drive_bytes = None
+    if args.drive_size is not None:
+        try:
+            drive_bytes = drive.parse_drive_size(args.drive_size)
+        except drive.SizeError as exc:
+            raise UsageError(f"--drive-size: {exc}") from None
     if args.chart and Path(args.chart).suffix.lower() != ".svg":
         raise UsageError("--chart writes SVG: give a file name ending in .svg")
     repo = ctx.repo()
@@ -176,20 +232,19 @@ def cmd_plan(ctx: Context) -> int:
         )
     if not history.snapshots:
         raise DedupeError("the repository has no snapshots yet: a forecast needs a history")
+    estimates = projection.estimate_groups(history)
+    options: dict[str, Any] = {"growth_per_month": growth, "max_unused": max_unused}
     forecast = projection.forecast(
-        history,
-        policy,
-        args.days,
-        growth_per_month=growth,
-        max_unused=max_unused,
-        margin=margin,
+        history, policy, args.days, margin=margin, estimates=estimates, **options
     )
+    band = projection.forecast_band(history, policy, args.days, estimates=estimates, **options)
+    plan = Plan(forecast, band, drive_bytes, policy, growth)
     if args.chart:
-        _write_chart(args.chart, forecast, policy, growth)
+        _write_chart(args.chart, plan, projection.past_sizes(history))
     if ctx.json:
-        ctx.emit_json(forecast_json(forecast, policy, growth, max_unused))
+        ctx.emit_json(forecast_json(forecast, policy, growth, max_unused, band, drive_bytes))
     else:
-        _print(ctx, forecast, policy, growth)
+        _print(ctx, plan, args.verbose)
     for text in damaged:
         ctx.warn(text)
     if damaged:
@@ -200,61 +255,113 @@ def cmd_plan(ctx: Context) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A forecast with what the words and the chart need besides it."""
+
+    forecast: projection.Forecast
+    band: tuple[tuple[int, ...], tuple[int, ...]]
+    drive_bytes: int | None
+    policy: Policy
+    growth: float
+
+    @property
+    def days(self) -> int:
+        return len(self.forecast.series) - 1
+
+    def headline(self) -> str:
+        series = self.forecast.series
+        full = early = None
+        if self.drive_bytes is not None:
+            full = drive.full_date(series, self.drive_bytes)
+            early_day = drive.days_until_full(self.band[1], self.drive_bytes)
+            early = None if early_day is None else series[early_day].day
+        return drive.headline(
+            today_bytes=series[0].stored_bytes,
+            peak_bytes=self.forecast.peak.stored_bytes,
+            peak_day=self.forecast.peak.day,
+            days=self.days,
+            recommended_bytes=self.forecast.drive_bytes,
+            drive_bytes=self.drive_bytes,
+            full_day=full,
+            start=series[0].day,
+            early_full_day=early,
+        )
+
+
 def chart_title(policy: Policy, pruned: bool, days: int) -> str:
-    rules = policy.describe() if pruned else "keep everything (no forget)"
-    return f"dedupe plan, {days} days: {rules}"
+    """ "Backup disk, next 12 months, policy: 10 business days + month, quarter and year ends"."""
+    months = round(days / projection.DAYS_PER_MONTH)
+    span = f"next {months} months" if days >= 60 else f"next {days} days"
+    return f"Backup disk, {span}, policy: {drive.policy_words(policy, pruned)}"
 
 
-def _write_chart(path: str, forecast: projection.Forecast, policy: Policy, growth: float) -> None:
-    days = len(forecast.series) - 1
-    nightly = sum(e.nightly_bytes for e in forecast.estimates)
-    trend = sum(e.nightly_trend for e in forecast.estimates) * projection.DAYS_PER_MONTH
-    subtitle = (
-        f"nightly added {chart.format_bytes(nightly)}"
-        + (f" + {chart.format_bytes(trend)}/month" if trend else "")
-        + (f", growing {growth * 100:g} %/month" if growth else "")
-        + f"; peak x {forecast.margin:g} -> drive {chart.format_bytes(forecast.drive_bytes)}"
-    )
+def _write_chart(path: str, plan: Plan, past: tuple[tuple[date, int], ...]) -> None:
+    forecast = plan.forecast
     svg = chart.render_svg(
         [(p.day, p.stored_bytes) for p in forecast.series],
-        chart_title(policy, forecast.pruned, days),
-        subtitle,
-        forecast.drive_bytes,
+        chart_title(plan.policy, forecast.pruned, plan.days),
+        plan.headline(),
+        plan.drive_bytes if plan.drive_bytes is not None else forecast.drive_bytes,
+        band=plan.band,
+        past=past,
+        drive_label="your drive" if plan.drive_bytes is not None else "drive to buy",
     )
     try:
         Path(path).write_text(svg, encoding="utf-8")
     except OSError as exc:
-        raise DedupeError(f"cannot write the chart to {path}: {exc.strerror}") from None
+        raise DedupeError(
+            f"cannot write the chart to {path}: {exc.strerror}; choose a folder you can write to"
+        ) from None
 
 
-def _print(ctx: Context, forecast: projection.Forecast, policy: Policy, growth: float) -> None:
-    days = len(forecast.series) - 1
-    ctx.out(chart_title(policy, forecast.pruned, days))
+def _print(ctx: Context, plan: Plan, verbose: bool) -> None:
+    forecast = plan.forecast
+    ctx.out(plan.headline())
+    ctx.out("")
+    ctx.out(chart_title(plan.policy, forecast.pruned, plan.days))
+    today, peak, final = forecast.series[0], forecast.peak, forecast.final
+    low, high = plan.band
+    peak_i = forecast.series.index(peak)
+    ctx.out(f"  today:  {format_bytes(today.stored_bytes)} on {today.day}")
+    ctx.out(
+        f"  peak:   {format_bytes(peak.stored_bytes)} on {peak.day} "
+        f"(likely {format_bytes(low[peak_i])} to {format_bytes(high[peak_i])})"
+    )
+    ctx.out(
+        f"  final:  {format_bytes(final.stored_bytes)} on {final.day} "
+        f"(likely {format_bytes(low[-1])} to {format_bytes(high[-1])})"
+    )
+    ctx.out(
+        f"  drive:  {format_bytes(forecast.drive_bytes)} (the peak plus a "
+        f"{round((forecast.margin - 1) * 100)} % margin, rounded up to a size sold)"
+    )
+    if verbose:
+        ctx.out("")
+        ctx.out(f"  {'DATE':<10}  {'STORED':>10}  {'LIKELY':>21}  BACKUPS")
+        step = max(1, plan.days // 12)
+        for i, point in enumerate(forecast.series):
+            if i % step == 0 or i == plan.days or point == peak:
+                mark = "  <- peak" if point == peak else ""
+                likely = f"{format_bytes(low[i])} - {format_bytes(high[i])}"
+                ctx.out(
+                    f"  {point.day.isoformat():<10}  {format_bytes(point.stored_bytes):>10}  "
+                    f"{likely:>21}  {point.snapshots:>7}{mark}"
+                )
+    ctx.out("")
+    ctx.out("how this was estimated:")
+    ctx.out(
+        "  every night from now on is replayed: a backup adds what recent nights added, the "
+        "policy forgets what it would forget and gc frees what no kept backup needs; the likely "
+        "range is the 90 % interval of the nightly average"
+    )
     for estimate in forecast.estimates:
-        ctx.out(f"estimate: {describe_estimate(estimate)}")
-    if growth:
-        ctx.out(f"growth: the nightly additions grow {growth * 100:g} % a month (compounded)")
+        ctx.out(f"  {describe_estimate(estimate)}")
+    if plan.growth:
+        ctx.out(
+            f"  growth: the nightly additions grow {plan.growth * 100:g} % a month (compounded)"
+        )
     else:
         # Validation (docs/PLAN.md): most of the forecast's error is growth that had not started
         # when the forecast was made; only the user can know it is coming.
-        ctx.out("growth: only what the history shows; pass --growth PCT if more data is coming")
-    ctx.out("")
-    ctx.out(f"  {'DATE':<10}  {'STORED':>10}  SNAPSHOTS")
-    step = max(1, days // 12)
-    shown: list[date] = []
-    for i, point in enumerate(forecast.series):
-        if i % step == 0 or i == days or point == forecast.peak:
-            shown.append(point.day)
-            mark = "  <- peak" if point == forecast.peak else ""
-            ctx.out(
-                f"  {point.day.isoformat():<10}  {human_bytes(point.stored_bytes):>10}  "
-                f"{point.snapshots:>9}{mark}"
-            )
-    ctx.out("")
-    ctx.out(f"today:  {human_bytes(forecast.series[0].stored_bytes)}")
-    ctx.out(f"peak:   {human_bytes(forecast.peak.stored_bytes)} on {forecast.peak.day}")
-    ctx.out(f"final:  {human_bytes(forecast.final.stored_bytes)} on {forecast.final.day}")
-    ctx.out(
-        f"drive:  {chart.format_bytes(forecast.drive_bytes)} (peak x {forecast.margin:g}, "
-        "rounded up to a common drive size)"
-    )
+        ctx.out("  growth: only what the history shows; pass --growth PCT if more data is coming")

@@ -46,7 +46,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, tzinfo
 
 from dedupe.plan.estimate import (
@@ -150,7 +150,10 @@ class Forecast:
 
     @property
     def peak(self) -> DayPoint:
-        return max(self.series, key=lambda p: (p.stored_bytes, -p.day.toordinal()))
+        """The largest forecast day (days 1..N, the first such day): what the drive must hold.
+        Today's size is not a forecast: before the first night's forget and gc it can be larger
+        than any later day (a history that was never pruned) and would hide the real peak."""
+        return max(self.series[1:], key=lambda p: (p.stored_bytes, -p.day.toordinal()))
 
     @property
     def final(self) -> DayPoint:
@@ -159,6 +162,70 @@ class Forecast:
     @property
     def drive_bytes(self) -> int:
         return drive_size(self.peak.stored_bytes * self.margin)
+
+
+BAND_Z = 1.645
+"""The uncertainty band: the nightly level moved by 1.645 standard errors (90 %, two-sided)."""
+
+
+def forecast_band(
+    history: History,
+    policy: Policy,
+    days: int,
+    *,
+    tz: tzinfo | None = None,
+    growth_per_month: float = 0.0,
+    max_unused: float = 0.10,
+    estimates: tuple[GroupEstimate, ...] | None = None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Low and high sizes for every day of `forecast`: the same replay with each group's nightly
+    level at the ends of its 90 % interval (`BAND_Z` standard errors of the mean of the nights
+    it was taken over). This is the uncertainty of the measured nightly average only; growth
+    the history does not show yet is outside it (docs/PLAN.md)."""
+    estimates = estimate_groups(history, tz) if estimates is None else estimates
+    ends = []
+    for sign in (-1, 1):
+        moved = tuple(
+            replace(e, nightly_bytes=max(0.0, e.nightly_bytes + sign * BAND_Z * e.nightly_error))
+            for e in estimates
+        )
+        run = forecast(
+            history,
+            policy,
+            days,
+            tz=tz,
+            growth_per_month=growth_per_month,
+            max_unused=max_unused,
+            estimates=moved,
+        )
+        ends.append(tuple(p.stored_bytes for p in run.series))
+    return ends[0], ends[1]
+
+
+def past_sizes(history: History, tz: tzinfo | None = None) -> tuple[tuple[date, int], ...]:
+    """The repository's size night by night as today's packs tell it: on each snapshot's day,
+    every pack one of the snapshots up to that night references (a pack counts from the night of
+    its oldest referencing snapshot), plus today's index and other files. The last point is
+    today's size. It leaves out data that forgotten snapshots held and gc has since freed, so
+    it is what the kept history needed, a lower bound of what was stored then."""
+    first_night: list[int] = []
+    unreferenced = 0
+    for pack in history.packs:
+        masks = [mask for mask, _size in pack.groups if mask]
+        if not masks:
+            unreferenced += pack.size
+            continue
+        first_night.append(min((m & -m).bit_length() - 1 for m in masks))
+    sizes_by_night: dict[int, int] = defaultdict(int)
+    referenced = [p for p in history.packs if any(mask for mask, _size in p.groups)]
+    for pack, night in zip(referenced, first_night, strict=True):
+        sizes_by_night[night] += pack.size
+    out: dict[date, int] = {}
+    total = history.other_bytes + unreferenced
+    for i, info in enumerate(history.snapshots):
+        total += sizes_by_night.get(i, 0)
+        out[local_time(info.time, tz).date()] = total
+    return tuple(sorted(out.items()))
 
 
 def drive_size(needed: float) -> int:
