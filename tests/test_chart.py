@@ -55,7 +55,7 @@ def test_series_points_and_peak_marker():
     assert "Backup disk, next 4 months" in texts(root)
     assert "peak 50 MB on 2026-05-11" in texts(root)
     assert texts(root, "drive-label") == ["drive: 100 MB"]
-    assert texts(root, "month") == ["May 2026", "Jun", "Jul"]
+    assert texts(root, "month") == ["Apr 2026", "May", "Jun", "Jul"]
     assert root.find("svg:title", NS).text == "Backup disk, next 4 months"
 
 

@@ -52,7 +52,7 @@ def month_ticks(first: date, last: date) -> list[tuple[date, str]]:
     span = (last - first).days
     ticks: list[tuple[date, str]] = []
     if span > 75:
-        year, month = first.year, first.month
+        year, month = first.year, first.month - (first.day == 1)  # a 1st is a tick itself
         while True:
             month += 1
             if month > 12:
