@@ -161,12 +161,8 @@ def test_each_shared_tree_is_read_once_across_snapshots(office: Office) -> None:
     distinct: set[bytes] = set()
     per_snapshot = 0
     for snap in snaps:
-        seen: set[bytes] = set()
-        visits = treewalk.traverse(
-            counting_load, [snap.tree], first_visit=lambda t: not (t in seen or seen.add(t))
-        )
-        for _visit in visits:
-            pass
+        visits = treewalk.traverse(counting_load, [snap.tree], entries=False)
+        seen = {visit.tree_id for visit in visits if visit.kind == treewalk.TREE}
         per_snapshot += len(seen)
         distinct |= seen
     loads.clear()
