@@ -1,13 +1,29 @@
-"""The forecast core (`dedupe.plan.projection`) on synthetic histories with hand-computed
-answers."""
+"""The forecast core (`dedupe.plan.projection`) and the drive words (`dedupe.plan.drive`) on
+synthetic histories with hand-computed answers."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from dedupe.plan.projection import History, PackUsage, drive_size, estimate_groups, forecast
+from dedupe.plan.drive import (
+    SizeError,
+    days_until_full,
+    full_date,
+    headline,
+    parse_drive_size,
+    policy_words,
+)
+from dedupe.plan.projection import (
+    History,
+    PackUsage,
+    drive_size,
+    estimate_groups,
+    forecast,
+    forecast_band,
+    past_sizes,
+)
 from dedupe.retention import UNLIMITED, Policy, SnapshotInfo
 
 TZ = timezone(timedelta(hours=1))
@@ -136,3 +152,119 @@ def test_forecast_is_pure_and_validates():
     assert forecast(history, PRACTICE, 30, tz=TZ) == forecast(history, PRACTICE, 30, tz=TZ)
     with pytest.raises(ValueError):
         forecast(history, PRACTICE, 0, tz=TZ)
+
+
+# --- the drive: sizes as labelled, the day it fills, the sentence (issue 15) ---------------------
+
+
+
+def test_drive_sizes_are_read_as_labelled():
+    assert parse_drive_size("500G") == 500 * 10**9
+    assert parse_drive_size("2T") == 2 * 10**12
+    assert parse_drive_size("1.5T") == 1_500 * 10**9
+    assert parse_drive_size("100M") == 100 * 10**6
+    assert parse_drive_size("2 TB") == parse_drive_size("2tb") == 2 * 10**12
+    assert parse_drive_size("1TiB") == 2**40
+    assert parse_drive_size("4000000000") == 4 * 10**9
+    for bad in ("", "big", "2X", "-1T", "0G", "1.2.3T", "iB"):
+        with pytest.raises(SizeError, match="drive size"):
+            parse_drive_size(bad)
+
+
+def test_days_until_full_is_the_first_day_at_the_drive_size():
+    sizes = [10, 20, 30, 25, 40]
+    assert days_until_full(sizes, 30) == 2
+    assert days_until_full(sizes, 31) == 4
+    assert days_until_full(sizes, 41) is None
+    assert days_until_full(sizes, 5) == 0  # already full today
+    with pytest.raises(ValueError):
+        days_until_full(sizes, 0)
+    history = synthetic(20, 50 * MB, 2 * MB, 0)  # 2 MB a night, kept for good
+    result = forecast(history, Policy(), 365, tz=TZ)
+    today = history.stored_bytes
+    # Night d holds today + 2 MB * d: a drive of today + 201 MB fills on night 101.
+    assert full_date(result.series, today + 201 * MB) == result.series[101].day
+    assert full_date(result.series, today + 731 * MB) is None
+
+
+def test_the_sentence_an_office_manager_reads():
+    peak = date(2027, 10, 5)
+    common = {"today_bytes": 300 * 10**9, "peak_bytes": 620 * 10**9, "peak_day": peak}
+    common |= {"days": 365, "recommended_bytes": 1000 * 10**9, "start": date(2026, 12, 5)}
+    assert headline(**common) == (
+        "Buy at least a 1 TB drive: the backups need about 620 GB at their peak, "
+        "around October 2027."
+    )
+    assert headline(**common, drive_bytes=2 * 10**12) == (
+        "A 2 TB drive does not fill within 365 days: the backups need about 620 GB at their "
+        "peak, around October 2027, 31 % of it."
+    )
+    fills = headline(
+        **common,
+        drive_bytes=500 * 10**9,
+        full_day=date(2027, 3, 14),
+        early_full_day=date(2027, 2, 1),
+    )
+    assert fills == (
+        "A 500 GB drive fills around March 2027 (2027-03-14) (as early as 2027-02-01 if the "
+        "nights run large); buy at least a 1 TB drive for the next 365 days."
+    )
+    full = headline(**common, drive_bytes=250 * 10**9, full_day=date(2026, 12, 5))
+    assert full.startswith("A 250 GB drive is already too small: the backups hold 300 GB today")
+
+
+def test_policy_in_words():
+    assert policy_words(PRACTICE) == "10 business days + month, quarter and year ends"
+    assert (
+        policy_words(Policy(keep_last=7, keep_monthly=12)) == "the last 7 backups + 12 month ends"
+    )
+    assert policy_words(Policy(keep_daily=1, max_backups=30)) == "1 day, at most 30 backups"
+    assert policy_words(Policy(), pruned=False) == "keep every backup"
+
+
+def test_peak_is_a_forecast_day_even_when_today_is_larger():
+    """A history never pruned: today holds 20 nights of 5 MB dumps, the policy keeps 3."""
+    history = synthetic(20, 100 * MB, 0, 5 * MB)
+    result = forecast(history, Policy(keep_last=3), 30, tz=TZ)
+    assert result.series[0].stored_bytes == 100 * MB + 19 * 5 * MB
+    assert result.peak.stored_bytes == 100 * MB + 3 * 5 * MB
+    assert result.peak.day == result.series[1].day
+
+
+def test_band_spans_the_uncertainty_of_the_nightly_average():
+    """Nights of 1 and 3 MB alternating, kept for good: mean 2 MB, standard error
+    sd / sqrt(n); the band ends add 2 MB -/+ 1.645 SE a night."""
+    last = datetime(2026, 3, 31, 23, 0, tzinfo=TZ)
+    nights = 21
+    added = [10 * MB] + [(1 if i % 2 else 3) * MB for i in range(1, nights)]
+    snaps = tuple(
+        SnapshotInfo(
+            id=f"{i:04x}", time=last - timedelta(days=nights - 1 - i), host="s", paths=("/d",)
+        )
+        for i in range(nights)
+    )
+    everyone = (1 << nights) - 1
+    packs = tuple(PackUsage(a, ((everyone & ~((1 << i) - 1), a),)) for i, a in enumerate(added))
+    history = History(snaps, tuple(added), packs, other_bytes=0)
+    low, high = forecast_band(history, Policy(), 100, tz=TZ)
+    central = forecast(history, Policy(), 100, tz=TZ)
+    error = (20 / 19) ** 0.5 * MB / 20**0.5  # sample sd of 1, 3, 1, 3, ... is sqrt(20/19) MB
+    today = history.stored_bytes
+    assert low[0] == high[0] == central.series[0].stored_bytes == today
+    assert low[-1] == pytest.approx(today + 100 * (2 * MB - 1.645 * error), rel=1e-6)
+    assert high[-1] == pytest.approx(today + 100 * (2 * MB + 1.645 * error), rel=1e-6)
+    assert all(lo <= p.stored_bytes <= hi for lo, p, hi in zip(low, central.series, high, strict=True))
+
+
+def test_past_sizes_tell_the_history_night_by_night():
+    history = synthetic(5, 50 * MB, 2 * MB, 8 * MB)
+    past = past_sizes(history, TZ)
+    assert [d for d, _b in past] == [
+        date(2026, 3, 27),
+        date(2026, 3, 28),
+        date(2026, 3, 29),
+        date(2026, 3, 30),
+        date(2026, 3, 31),
+    ]
+    assert [b for _d, b in past] == [50 * MB + n * 10 * MB for n in range(5)]
+    assert past[-1][1] == history.stored_bytes
