@@ -157,7 +157,6 @@ def test_forecast_is_pure_and_validates():
 # --- the drive: sizes as labelled, the day it fills, the sentence (issue 15) ---------------------
 
 
-
 def test_drive_sizes_are_read_as_labelled():
     assert parse_drive_size("500G") == 500 * 10**9
     assert parse_drive_size("2T") == 2 * 10**12
@@ -253,7 +252,8 @@ def test_band_spans_the_uncertainty_of_the_nightly_average():
     assert low[0] == high[0] == central.series[0].stored_bytes == today
     assert low[-1] == pytest.approx(today + 100 * (2 * MB - 1.645 * error), rel=1e-6)
     assert high[-1] == pytest.approx(today + 100 * (2 * MB + 1.645 * error), rel=1e-6)
-    assert all(lo <= p.stored_bytes <= hi for lo, p, hi in zip(low, central.series, high, strict=True))
+    sizes = [p.stored_bytes for p in central.series]
+    assert all(lo <= size <= hi for lo, size, hi in zip(low, sizes, high, strict=True))
 
 
 def test_past_sizes_tell_the_history_night_by_night():
