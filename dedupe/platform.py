@@ -32,7 +32,7 @@ Why these choices:
 
 Each function takes `system` (default `sys.platform`) so both branches run in tests on Linux; the
 parsers of macOS output (`parse_ps_lstart`, `parse_sysctl_boottime`) are pure functions, and
-`run_text` is the one place an OS tool is run.
+`run_tool` is the one place an OS tool (ps, sysctl, systemctl, launchctl, crontab) is run.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 SchedulerKind = Literal["systemd", "launchd", "cron"]
@@ -65,24 +66,53 @@ def is_macos(system: str | None = None) -> bool:
     return (system or sys.platform) == "darwin"
 
 
-def run_text(argv: Sequence[str]) -> tuple[int, str] | None:
-    """(exit status, stdout) of an OS tool run in the C locale, or None when it cannot be run
+@dataclass(frozen=True)
+class ToolRun:
+    """What an OS tool said: its exit status, stdout and stderr (text)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_tool(
+    argv: Sequence[str],
+    stdin_text: str | None = None,
+    *,
+    cwd: str | None = None,
+    unset: Sequence[str] = (),
+) -> ToolRun | None:
+    """Run an OS tool (ps, sysctl, systemctl, launchctl, crontab) in the C locale, with no
+    shell, in `cwd`, without the environment variables `unset`; None when it cannot be run
     (not installed, not allowed, or it hung)."""
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"LC_ALL": "C", "LANG": "C"}
     try:
         proc = subprocess.run(
             list(argv),
-            stdin=subprocess.DEVNULL,
+            input=stdin_text,
+            stdin=subprocess.DEVNULL if stdin_text is None else None,
             capture_output=True,
             text=True,
             errors="replace",
             env=env,
+            cwd=cwd,
             timeout=TOOL_TIMEOUT,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return proc.returncode, proc.stdout
+    return ToolRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_text(argv: Sequence[str]) -> tuple[int, str] | None:
+    """(exit status, stdout) of an OS tool, or None when it cannot be run."""
+    run = run_tool(argv)
+    return None if run is None else (run.returncode, run.stdout)
+
+
+def has_tool(name: str) -> bool:
+    """Is the program `name` on PATH?"""
+    return shutil.which(name) is not None
 
 
 # --- processes ----------------------------------------------------------------------------
