@@ -75,12 +75,16 @@ def test_plan_json_and_chart(history):
     assert out["days"] == 90 and len(out["series"]) == 91
     assert out["series"][0]["date"] == "2026-03-07"
     assert {"date", "bytes"} <= out["series"][0].keys()
-    assert out["peak_bytes"] == max(p["bytes"] for p in out["series"])
-    assert out["drive_bytes"] >= out["peak_bytes"] * 1.3
+    # The peak is the largest forecast day; today (day 0) is not a forecast.
+    assert out["peak_bytes"] == max(p["bytes"] for p in out["series"][1:])
+    assert out["drive_bytes"] == out["recommended_drive_bytes"] >= out["peak_bytes"] * 1.3
+    assert out["drive_full_date"] is None
+    assert all(p["low_bytes"] <= p["bytes"] <= p["high_bytes"] for p in out["series"])
     (group,) = out["estimate"]["groups"]
     assert 480_000 < group["nightly_added_bytes"] < 560_000
     assert 0.15 < group["survival"]["1"] < 0.25  # the scan stays, the dump does not
-    # Keep-everything grows by the nightly median; the policy grows by the scans and levels
+    assert group["standing"]["30"] == 1.0  # the base and the scans stay
+    # Keep-everything grows by the nightly mean; the policy grows by the scans and levels
     # off on the dumps, so it ends far lower.
     everything = cli("plan", "--days", "90", "--json").json()
     assert everything["final_bytes"] == pytest.approx(
@@ -90,9 +94,18 @@ def test_plan_json_and_chart(history):
     root = ET.parse(chart).getroot()
     (line,) = [e for e in root.iter() if e.get("class") == "series"]
     assert len(line.get("points").split()) == 91
-    assert any("--keep-business-days 10" in "".join(t.itertext()) for t in root.iter())
+    (past,) = [e for e in root.iter() if e.get("class") == "past"]
+    assert len(past.get("points").split()) == NIGHTS
+    (title,) = [e for e in root.iter() if e.get("class") == "title"]
+    assert title.text == "Backup disk, next 3 months, policy: 10 business days + month ends"
+    assert [e for e in root.iter() if e.get("class") == "drive"]
     text = cli("plan", *policy, "--days", "30").text
-    assert "peak:" in text and "pass --growth PCT" in text
+    first = text.splitlines()[0]
+    assert first.startswith("Buy at least a 1 GB drive: the backups need about ")
+    assert first.endswith(" at their peak, around April 2026.")
+    assert text.index("how this was estimated:") > text.index("peak:")
+    assert "pass --growth PCT" in text and "MiB" not in text
+    assert "<- peak" not in text and "<- peak" in cli("plan", *policy, "--days", "30", "-v").text
     grown = cli("plan", *policy, "--days", "30", "--growth", "2").text
     assert "grow 2 % a month" in grown and "pass --growth PCT" not in grown
 
@@ -102,6 +115,10 @@ def test_plan_refuses_bad_arguments(history):
     assert cli("plan", "--days", "0", check=False).code == 2
     assert cli("plan", "--days", "5", "--chart", str(tmp / "x.png"), check=False).code == 2
     assert cli("plan", "--days", "5", "--growth", "lots", check=False).code == 2
+    bad = cli("plan", "--days", "5", "--drive-size", "two terabytes", check=False)
+    assert bad.code == 2
+    assert "cannot read the drive size 'two terabytes'" in bad.err and "e.g. 2T" in bad.err
+    assert "Traceback" not in bad.err
 
 
 def test_unique_bytes_are_what_forget_and_gc_free(tmp_path):
@@ -123,3 +140,67 @@ def test_unique_bytes_are_what_forget_and_gc_free(tmp_path):
     assert freed == pytest.approx(middle["unique_bytes"], rel=0.05)
     after = cli("stats", "--json").json()
     assert after["snapshots"] == 2 and after["unreferenced_bytes"] == 0
+
+
+BASE = 3_000_000
+NIGHT = 100_000
+
+
+@pytest.fixture(scope="module")
+def base_history(tmp_path_factory):
+    """The issue's history, scaled down ten times: 20 nights over a 3 MB base folder, each
+    night adding 100 kB that is gone the next night."""
+    tmp = tmp_path_factory.mktemp("base")
+    cli = Cli(str(tmp / "repo"), str(tmp / "cache"))
+    cli("init")
+    data = tmp / "data"
+    data.mkdir()
+    (data / "base.bin").write_bytes(random.Random(0).randbytes(BASE))
+    for night in range(20):
+        if night:
+            (data / f"night{night - 1}.bin").unlink()
+        (data / f"night{night}.bin").write_bytes(random.Random(night + 1).randbytes(NIGHT))
+        cli("snapshot", str(data), "--time", f"2026-03-{night + 2:02d}T23:00:00+01:00")
+    return cli
+
+
+PRACTICE = ["--keep-business-days", "10", "--keep-monthly", "unlimited"]
+
+
+def test_plan_never_forecasts_the_shared_base_away(base_history):
+    """Issue 15: the first version forecast less than the base every kept snapshot references.
+    Every forecast day holds at least the base plus each kept snapshot's own night."""
+    out = base_history("plan", *PRACTICE, "--days", "365", "--json").json()
+    assert out["series"][-1]["snapshots"] == 23  # 10 business days + 12 month ends + March's
+    for point in out["series"][1:]:
+        referenced = BASE + point["snapshots"] * NIGHT
+        assert referenced <= point["bytes"] <= referenced * 1.1 + NIGHT
+    assert out["final_bytes"] >= BASE + 23 * NIGHT
+
+
+def test_plan_says_when_the_drive_fills(base_history):
+    out = base_history("plan", *PRACTICE, "--days", "365", "--json").json()
+    today = out["series"][0]["bytes"]
+    sizes = [p["bytes"] for p in out["series"]]
+    # A drive just above the smallest forecast day that the year's last month exceeds.
+    target = sizes[-1] - 1
+    first = next(i for i, size in enumerate(sizes) if size >= target)
+    assert 0 < first <= 365
+    drive = f"{target / 1e6:.6f}M"  # decimal megabytes, as drives are labelled
+    filled = base_history("plan", *PRACTICE, "--days", "365", "--drive-size", drive, "--json")
+    filled = filled.json()
+    assert filled["drive_bytes"] == int(target)
+    assert filled["drive_full_date"] == out["series"][first]["date"]
+    words = base_history("plan", *PRACTICE, "--days", "365", "--drive-size", drive).text
+    assert words.startswith(f"A {target / 1e6:.3g} MB drive fills around ")
+    assert f"({out['series'][first]['date']})" in words.splitlines()[0]
+    roomy = base_history("plan", *PRACTICE, "--days", "365", "--drive-size", "2T", "--json")
+    assert roomy.json()["drive_bytes"] == 2 * 10**12
+    assert roomy.json()["drive_full_date"] is None
+    text = base_history("plan", *PRACTICE, "--days", "365", "--drive-size", "2T").text
+    assert text.startswith("A 2 TB drive does not fill within 365 days: the backups need about ")
+    assert text.splitlines()[0].endswith("less than 1 % of it.")
+    small = base_history("plan", *PRACTICE, "--days", "30", "--drive-size", "1M").text
+    assert small.startswith(
+        f"A 1 MB drive is already too small: the backups hold {today / 1e6:.3g} MB"
+    )

@@ -79,7 +79,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="draw the history, the forecast with its likely range and the drive as an SVG file",
     )
     p.add_argument(
-        "--verbose", action="store_true", help="also print the forecast day by day (a table)"
+        "-v", "--verbose", action="store_true", help="also print the forecast day by day (a table)"
     )
     add_policy_arguments(p)
     p.set_defaults(handler=cmd_plan)
