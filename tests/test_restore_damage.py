@@ -105,11 +105,31 @@ def test_a_damaged_file_does_not_replace_an_existing_copy(backed_up, tmp_path):
     cli("restore", "latest", "--target", str(target))
     big = f"{src}/practice.db"
     flip_byte_of_blob(cli.repo, big, 0)
-    result = cli("restore", "latest", "--target", str(target), check=False)
+    result = cli("restore", "latest", "--target", str(target), "--overwrite", "always", check=False)
     assert result.code == 14, result.err
     restored = Path(str(target) + str(src))
     assert digest_tree(str(restored)) == digest_tree(str(src))
     assert leftovers(target) == []
+    # Under the default (if-changed) the copy on disk is recognised as the backup's, by size and
+    # time, or with --verify by its content ids: the damaged data is not even read.
+    for extra in ([], ["--verify"]):
+        again = cli("restore", "latest", "--target", str(target), "--json", *extra)
+        assert again.json()["unchanged"] == 33 and again.json()["files"] == 0
+        assert digest_tree(str(restored)) == digest_tree(str(src))
+
+
+def test_verify_with_a_damaged_blob_exits_14_and_checks_the_rest(backed_up, tmp_path):
+    cli, src = backed_up
+    big = f"{src}/practice.db"
+    flip_byte_of_blob(cli.repo, big, 0)
+    target = tmp_path / "t"
+    result = cli("restore", "latest", "--target", str(target), "--verify", "--json", check=False)
+    assert result.code == 14, result.err
+    assert "Traceback" not in result.err and big in result.err
+    report = result.json()
+    assert report["verified"] == report["files"] == 32 and report["mismatched"] == []
+    assert [f["path"] for f in report["failed"]] == [big]
+    assert not os.path.exists(str(target) + big) and leftovers(target) == []
 
 
 def test_a_damaged_folder_listing_loses_only_that_folder(backed_up, tmp_path):

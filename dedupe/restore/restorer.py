@@ -4,12 +4,23 @@ Every file system call is made relative to an open descriptor of the folder bein
 (`dir_fd`, `O_NOFOLLOW`), and folders are entered with `O_DIRECTORY | O_NOFOLLOW`. A name can
 only be one path component (checked when trees are decoded and again here), so neither `..`, an
 absolute name, nor a symlink planted earlier in the same restore can lead a write outside the
-target. Blob reads are verified. Damage costs only what it touches: a file whose content fails
-verification is left out (never left under its name: every file is written under a temporary
-name and renamed into place once complete and verified), a folder whose listing fails loses only
-its subtree, and the restore goes on; each is listed in `RestoreStats` and reported through
-`warn`. Decryption and decompression run in worker threads ahead of the writer; each file is
-written sequentially.
+target.
+
+Nothing is ever half-written under a real name: every file (and symlink) is made under a
+temporary name beside its place and renamed over it once complete and verified, so a restore
+killed at any moment leaves each existing file either as it was or wholly replaced. A file that
+replaces an existing one is flushed to disk before the rename (a power cut then cannot leave an
+empty file where a good one was).
+
+What is already in the target is kept or replaced as `--overwrite` says
+(`dedupe.restore.existing`); the decision is made before a file's blobs are requested, so a file
+the disk already holds is never read from the repository. With `verify`, each file written is
+read back through its final name and compared with the snapshot's content ids.
+
+Blob reads are verified. Damage costs only what it touches: a file whose content fails
+verification is left out, a folder whose listing fails loses only its subtree, and the restore
+goes on; each is listed in `RestoreStats` and reported through `warn`. Decryption and
+decompression run in worker threads ahead of the writer; each file is written sequentially.
 """
 
 from __future__ import annotations
@@ -20,130 +31,34 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from functools import partial
-from typing import NamedTuple
 
-from dedupe.errors import DamageError, DedupeError, FormatError
-from dedupe.model.tree import DIR, FILE, Node, valid_name
+from dedupe.errors import DamageError, DedupeError
+from dedupe.model.tree import Node
 from dedupe.repo.index import Location
 from dedupe.repo.repository import Repository
-from dedupe.repo.treewalk import DAMAGED, ENTRY, TREE, count_entries, load_tree, traverse
+from dedupe.restore.existing import (
+    CONFLICT,
+    CREATE,
+    DEFAULT_MODE,
+    MODES,
+    OVERWRITE,
+    SKIP,
+    UNCHANGED,
+    Decision,
+    TargetView,
+    mismatch,
+    open_existing,
+)
+from dedupe.restore.outcome import RestoreIncomplete, RestoreStats, damage_summary
+from dedupe.restore.steps import Excluded, Step, plan
+
+__all__ = ["RestoreIncomplete", "RestoreStats", "Restorer", "damage_summary", "plan"]
 
 Progress = Callable[[int], None]
 _BlobResult = bytes | DamageError | list[bytes | DamageError]  # one blob, or a run of them
 
 PREFETCH_BYTES = 64 << 20
-
-
-@dataclass
-class RestoreStats:
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    bytes_written: int = 0
-    warnings: list[str] = field(default_factory=list)
-    # (path, why) of files left out because their stored content is damaged
-    damaged_files: list[tuple[str, str]] = field(default_factory=list)
-    # (path, why) of folders whose listing is damaged: nothing below them was restored
-    damaged_folders: list[tuple[str, str]] = field(default_factory=list)
-
-
-class RestoreIncomplete(DamageError):
-    """Raised at the end of a restore that met damage: everything intact was restored, and
-    `stats` lists what was not (its message says so, for the user)."""
-
-    def __init__(self, stats: RestoreStats) -> None:
-        super().__init__(damage_summary(stats))
-        self.stats = stats
-
-
-def damage_summary(stats: RestoreStats) -> str:
-    """What a restore that met damage says last: how much came back, what did not, what next.
-    (Each file and folder was already named on stderr, with the technical reason.)"""
-    lost = len(stats.damaged_files)
-    parts = [
-        f"restored {stats.files} of {stats.files + lost} files"
-        + ("" if not stats.damaged_folders else " that could be listed")
-    ]
-    if lost:
-        names = ", ".join(path for path, _why in stats.damaged_files[:10])
-        more = f" and {lost - 10} more" if lost > 10 else ""
-        parts.append(
-            f"{lost} could not be restored because the backup data is damaged: {names}{more}"
-        )
-    if stats.damaged_folders:
-        folders = len(stats.damaged_folders)
-        names = ", ".join(path for path, _why in stats.damaged_folders[:10])
-        more = f" and {folders - 10} more" if folders > 10 else ""
-        parts.append(
-            f"{folders} folder(s) could not be read, so nothing in them was restored: {names}{more}"
-        )
-    return (
-        "; ".join(parts)
-        + ". Everything else was restored intact. Restore the missing files from another copy "
-        "(a rotating drive or the off-site copy), and run 'dedupe check --read-data' to find "
-        "all damage in this repository."
-    )
-
-
-class _Step(NamedTuple):
-    """One thing to create: `path` is the list of components below the target. A "damaged"
-    step stands for a folder whose listing could not be read (`node` is None, `why` says why).
-    (A tuple, not a dataclass: one is made per entry, and a restore of small files feels it.)"""
-
-    kind: str
-    path: tuple[bytes, ...]
-    node: Node | None
-    why: str = ""
-
-
-_new_step = tuple.__new__
-
-
-def _selected(path: tuple[bytes, ...], includes: list[tuple[bytes, ...]]) -> tuple[bool, bool]:
-    """(restore this entry, descend into it) for the include filters."""
-    if not includes:
-        return True, True
-    for inc in includes:
-        if path[: len(inc)] == inc:
-            return True, True
-        if inc[: len(path)] == path:
-            return False, True
-    return False, False
-
-
-def plan(repo: Repository, root: bytes, includes: list[bytes]) -> Iterator[_Step]:
-    """Walk the snapshot's trees (in order) and yield what to create, lazily: memory stays
-    bounded however many files the snapshot holds."""
-    inc_parts = [tuple(p for p in inc.split(b"/") if p) for inc in includes]
-    # Refuses before any work if a few hostile trees name each other into an explosion.
-    count_entries(repo, root, skip_damaged=True)
-    return _steps(repo, root, inc_parts)
-
-
-def _steps(repo: Repository, root: bytes, inc_parts: list[tuple[bytes, ...]]) -> Iterator[_Step]:
-    visits = traverse(
-        partial(load_tree, repo),
-        [root],
-        descend=(lambda path, _node: _selected(path, inc_parts)[1]) if inc_parts else None,
-        report_damage=True,  # only that folder's subtree is lost
-    )
-    for kind, path, node, _tree_id, _nodes, _depth, error, folder in visits:
-        if kind == ENTRY:
-            assert node is not None
-            if not valid_name(node.name):  # decode_tree checks too; never trust one layer
-                raise FormatError(f"invalid name {node.name!r} in snapshot")
-            if node.type != DIR and (not inc_parts or _selected(path, inc_parts)[0]):
-                kind = "file" if node.type == FILE else "symlink"
-                yield _new_step(_Step, (kind, path, node, ""))
-        elif kind == TREE or kind == DAMAGED:
-            if folder is not None:  # entering a folder (selected, or on the way to one)
-                yield _Step("dir", path, folder)
-            if kind == DAMAGED:
-                yield _Step("damaged", path, None, str(error))
-        elif folder is not None:  # LEAVE
-            yield _Step("dir_done", path, folder)
+_WRITES = (CREATE, OVERWRITE)
 
 
 class _Lookahead:
@@ -159,11 +74,18 @@ class _Lookahead:
     RUN_BYTES = 8 << 20
     RUN_BLOBS = 128
 
-    def __init__(self, steps: Iterator[_Step], pool: ThreadPoolExecutor, repo: Repository) -> None:
+    def __init__(
+        self,
+        steps: Iterator[Step],
+        view: TargetView,
+        pool: ThreadPoolExecutor,
+        repo: Repository,
+    ) -> None:
         self._steps = steps
+        self._view = view
         self._pool = pool
         self._repo = repo
-        self._pending: deque[_Step] = deque()
+        self._pending: deque[tuple[Step, Decision]] = deque()
         self._futures: deque[tuple[Future[_BlobResult], int]] = deque()
         self._ready: deque[bytes | DamageError] = deque()
         self._blob_queue: deque[bytes] = deque()
@@ -212,12 +134,14 @@ class _Lookahead:
             if step is None:
                 self._done = True
                 break
-            self._pending.append(step)
-            if step.kind == "file":
+            # Decided before any blob is requested: a file kept as it is costs no repository read.
+            decision = self._view.see(step.kind, step.node)
+            self._pending.append((step, decision))
+            if step.kind == "file" and decision.action in _WRITES:
                 queue.extend(step.node.content)  # type: ignore[union-attr]
         self._flush_run()
 
-    def __iter__(self) -> Iterator[_Step]:
+    def __iter__(self) -> Iterator[tuple[Step, Decision]]:
         while True:
             if not self._pending:
                 self._fill()
@@ -256,7 +180,12 @@ class _Lookahead:
 
 
 class Restorer:
-    """Restores one snapshot (or part of it) under `target`."""
+    """Restores one snapshot (or part of it) under `target`.
+
+    `overwrite` is one of `existing.MODES` (what to do with a file already there); `excluded`
+    leaves entries out (see `steps.Excluded`); `verify` reads back every file written, and
+    compares by content the ones it keeps as unchanged.
+    """
 
     def __init__(
         self,
@@ -265,12 +194,21 @@ class Restorer:
         workers: int = 2,
         progress: Progress | None = None,
         warn: Callable[[str], None] = lambda m: None,
+        *,
+        overwrite: str = DEFAULT_MODE,
+        excluded: Excluded | None = None,
+        verify: bool = False,
     ) -> None:
+        if overwrite not in MODES:
+            raise ValueError(f"overwrite must be one of {', '.join(MODES)}")
         self.repo = repo
         self.target = os.path.abspath(target)
         self.workers = workers
         self.progress = progress
         self.warn = warn
+        self.overwrite = overwrite
+        self.excluded = excluded
+        self.verify = verify
         self.stats = RestoreStats()
         self._is_root = os.geteuid() == 0
         self._owner = (os.geteuid(), os.getegid())
@@ -283,19 +221,20 @@ class Restorer:
             stats = self._restore(root, includes)
         finally:
             os.umask(old_umask)
-        if stats.damaged_files or stats.damaged_folders:
+        if stats.damaged_files or stats.damaged_folders or stats.mismatched:
             raise RestoreIncomplete(stats)
         return stats
 
     def _restore(self, root: bytes, includes: Sequence[bytes]) -> RestoreStats:
-        steps = plan(self.repo, root, list(includes))
+        steps = plan(self.repo, root, list(includes), self.excluded)
         os.makedirs(self.target, exist_ok=True)
         top = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY)
         fds: list[int] = [top]
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-            ahead = _Lookahead(steps, pool, self.repo)
+        view = TargetView(self.repo, self.target, self.overwrite, exact=self.verify)
+        with view, ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
+            ahead = _Lookahead(steps, view, pool, self.repo)
             try:
-                for step in ahead:
+                for step, decision in ahead:
                     if step.kind == "dir":
                         fds.append(self._enter_dir(fds[-1], step))
                     elif step.kind == "dir_done":
@@ -303,30 +242,72 @@ class Restorer:
                         self._set_meta(fd, step.node, is_dir=True)  # type: ignore[arg-type]
                         os.close(fd)
                         self.stats.dirs += 1
-                    elif step.kind == "file":
-                        self._write_file(fds[-1], step, ahead)
                     elif step.kind == "damaged":
                         self._damaged_folder(step)
+                    elif decision.action not in _WRITES:
+                        self._leave(fds[-1], step, decision)
+                    elif step.kind == "file":
+                        self._write_file(fds[-1], step, ahead, decision)
                     else:
-                        self._make_symlink(fds[-1], step)
+                        self._make_symlink(fds[-1], step, decision)
             finally:
                 for fd in reversed(fds):
                     os.close(fd)
                 ahead.cancel()
         return self.stats
 
+    def _leave(self, parent: int, step: Step, decision: Decision) -> None:
+        """A file or symlink the restore does not write: already right, or kept by the mode."""
+        node = step.node
+        assert node is not None
+        if decision.action == CONFLICT:
+            raise DedupeError(f"cannot restore {self._display(step)}: {decision.reason}")
+        assert decision.action == SKIP
+        if decision.reason == UNCHANGED:
+            # Its content is the snapshot's; its permissions and times become the snapshot's
+            # too (as restic does), so the next if-changed run takes the shortcut.
+            if step.kind == "file":
+                fd = open_existing(parent, node.name)
+                if fd is not None:
+                    try:
+                        self._set_meta(fd, node, is_dir=False, existing=True)
+                    finally:
+                        os.close(fd)
+            self.stats.unchanged += 1
+            if self.verify:  # with verify, "unchanged" was decided by comparing the content
+                self.stats.verified += 1
+        else:
+            self.stats.kept += 1
+        if self.progress is not None and step.kind == "file":
+            self.progress(node.size)
+
+    def _check(self, parent: int, step: Step) -> None:
+        """--verify: read the entry back through its final name and compare it with the
+        snapshot; a difference is listed and makes the restore end with exit 14."""
+        assert step.node is not None
+        try:
+            why = mismatch(self.repo, parent, step.node)
+        except DamageError as exc:
+            why = f"it could not be compared: {exc}"
+        if why is None:
+            self.stats.verified += 1
+            return
+        where = self._display(step)
+        self.stats.mismatched.append((where, why))
+        self.warn(f"{where} does not match the backup after it was restored: {why}")
+
     # --- creating things -------------------------------------------------------------------
 
-    def _display(self, step: _Step) -> str:
-        return "/" + os.fsdecode(b"/".join(step.path))
+    def _display(self, step: Step) -> str:
+        return step.display()
 
-    def _damaged_folder(self, step: _Step) -> None:
+    def _damaged_folder(self, step: Step) -> None:
         where = self._display(step)
         why = f"its folder listing is damaged, so nothing in it was restored ({step.why})"
         self.stats.damaged_folders.append((where, why))
         self.warn(f"cannot restore {where}: {why}")
 
-    def _enter_dir(self, parent: int, step: _Step) -> int:
+    def _enter_dir(self, parent: int, step: Step) -> int:
         assert step.node is not None
         name = step.node.name
         created = True
@@ -348,7 +329,7 @@ class Restorer:
                 ) from None
             raise DedupeError(f"cannot create {self._display(step)}: {exc.strerror}") from None
 
-    def _create_temp(self, parent: int, step: _Step) -> tuple[int, str]:
+    def _create_temp(self, parent: int, step: Step) -> tuple[int, str]:
         """A new file under a temporary name beside the final one: (descriptor, name). The
         name is short and fixed in length, so it fits wherever the final name fits."""
         assert step.node is not None
@@ -365,7 +346,7 @@ class Restorer:
             except OSError as exc:
                 raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
 
-    def _put_in_place(self, parent: int, temp: str, step: _Step) -> None:
+    def _put_in_place(self, parent: int, temp: str, step: Step) -> None:
         """Rename the complete file over its final name. Whatever was there (a file, a
         symlink) is replaced, never written through; a folder there is refused."""
         assert step.node is not None
@@ -379,7 +360,7 @@ class Restorer:
                 ) from None
             raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
 
-    def _write_file(self, parent: int, step: _Step, ahead: _Lookahead) -> None:
+    def _write_file(self, parent: int, step: Step, ahead: _Lookahead, decision: Decision) -> None:
         node = step.node
         assert node is not None
         fd, temp = self._create_temp(parent, step)
@@ -409,6 +390,8 @@ class Restorer:
                     )
             if damage is None:
                 self._set_meta(fd, node, is_dir=False)
+                if decision.action == OVERWRITE:
+                    os.fsync(fd)  # on disk before it takes the place of a good file
         except BaseException:
             os.close(fd)
             _remove(temp, parent)  # never leave a partial file behind
@@ -422,43 +405,61 @@ class Restorer:
             self.warn(f"cannot restore {where}: the backup data is damaged: {damage}")
             return
         self._put_in_place(parent, temp, step)
+        self._count_written(decision)
         self.stats.files += 1
         self.stats.bytes_written += written
+        if self.verify:
+            self._check(parent, step)
         if self.progress is not None:
             self.progress(written)
 
-    def _make_symlink(self, parent: int, step: _Step) -> None:
+    def _count_written(self, decision: Decision) -> None:
+        if decision.action == OVERWRITE:
+            self.stats.overwritten += 1
+        else:
+            self.stats.created += 1
+
+    def _make_symlink(self, parent: int, step: Step, decision: Decision) -> None:
+        """Made under a temporary name and renamed into place, like a file: whatever had the
+        name is replaced in one step, never removed first."""
         node = step.node
         assert node is not None
-        try:
-            os.unlink(node.name, dir_fd=parent)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
-        os.symlink(node.target, node.name, dir_fd=parent)  # type: ignore[arg-type]
+        while True:
+            temp = f".dedupe-restore-{secrets.token_hex(6)}"
+            try:
+                os.symlink(node.target, temp, dir_fd=parent)  # type: ignore[arg-type]
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
         if self._is_root:
             try:
-                os.chown(node.name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
+                os.chown(temp, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
             except OSError:
                 pass
         try:
-            os.utime(
-                node.name, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent, follow_symlinks=False
-            )
+            os.utime(temp, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent, follow_symlinks=False)
         except OSError:
             pass
+        self._put_in_place(parent, temp, step)
+        self._count_written(decision)
         self.stats.symlinks += 1
+        if self.verify:
+            self._check(parent, step)
 
-    def _set_meta(self, fd: int, node: Node, is_dir: bool) -> None:
+    def _set_meta(self, fd: int, node: Node, is_dir: bool, existing: bool = False) -> None:
+        """The snapshot's owner, permissions and modification time on `fd`. `existing`: a
+        file the restore did not create (kept as unchanged), whose owner and permissions may
+        be anything."""
         # Only the calls that change something: on a slow file system each one costs.
-        if self._is_root and (node.uid, node.gid) != self._owner:
+        if self._is_root and (existing or (node.uid, node.gid) != self._owner):
             try:
                 os.fchown(fd, node.uid, node.gid)
             except OSError as exc:
                 self.warn(f"cannot set owner of {os.fsdecode(node.name)}: {exc.strerror}")
-        chown_done = self._is_root and (node.uid, node.gid) != self._owner
-        needs = is_dir and fd in self._dirs_needing_chmod
+        chown_done = self._is_root and (existing or (node.uid, node.gid) != self._owner)
+        needs = existing or (is_dir and fd in self._dirs_needing_chmod)
         if node.mode & ~0o777 or chown_done or needs:
             os.fchmod(fd, node.mode)  # chown clears set-id bits; special bits need fchmod
         self._dirs_needing_chmod.discard(fd)
