@@ -301,3 +301,19 @@ def test_help_speaks_with_an_example(backed_up):
     text = cli("restore", "--help").text
     assert "--dry-run" in text and "if-changed (the default)" in text
     assert "dedupe restore latest --target" in text
+
+
+def test_latest_is_the_newest_snapshot_holding_the_include(backed_up, tmp_path):
+    """The nightly pair: a folder, then a database dump. `restore latest --include` a folder
+    takes the folder's snapshot, and says so; --tag narrows what latest means."""
+    cli, src, sid = backed_up
+    cli("snapshot", "-", "--stdin-name", "practice.sql", "--tag", "db", input=b"dump\n")
+    target = tmp_path / "t"
+    result = cli("restore", "latest", "--target", str(target), "--include", f"{src}/letters")
+    assert sid[:8] in result.err and sid[:8] in result.text
+    assert (Path(str(target) + str(src)) / "letters" / "same.txt").exists()
+    refused = cli(
+        "restore", "latest", "--tag", "db", "--target", str(target),
+        "--include", f"{src}/letters", check=False,
+    )  # fmt: skip
+    assert refused.code == 2 and "Traceback" not in refused.err

@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from dedupe.backup.walkparts import Excluder
+from dedupe.cli import selection
 from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
-from dedupe.repo import manifests, treewalk
 from dedupe.restore.dryrun import DryRunTotals, Planned, preview
 from dedupe.restore.existing import DEFAULT_MODE, MODES, UNCHANGED
 from dedupe.restore.outcome import RestoreStats
@@ -104,6 +104,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="read every restored file back and compare it with the backup (slower; a file "
         "that does not match is named and the exit code is 14)",
     )
+    selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_restore)
 
 
@@ -126,12 +127,10 @@ def _check_usage(ctx: Context) -> None:
 def cmd_restore(ctx: Context) -> int:
     _check_usage(ctx)
     repo = ctx.repo()
-    # The shared `latest`-per-path resolution (dedupe/cli/selection.py) is not on main yet.
-    snap = manifests.resolve(repo, ctx.args.snapshot)
-    includes = []
-    for inc in ctx.args.include:
-        full, _node = treewalk.find(repo, snap.tree, inc)
-        includes.append(full)
+    # `latest` is the newest snapshot (under --host/--tag/--path) holding every --include.
+    chosen = selection.resolve(ctx, repo, ctx.args.snapshot, ctx.args.include)
+    snap = chosen.snapshot
+    includes = [full for full, _node in chosen.found]
     matcher = Excluder(ctx.args.exclude)
     excluded: Excluded | None = matcher.excluded if matcher.active else None
     if ctx.args.dry_run:
@@ -210,11 +209,14 @@ def _json_report(ctx: Context, snap: Snapshot, stats: RestoreStats) -> dict[str,
 def _summary(ctx: Context, snap: Snapshot, stats: RestoreStats) -> list[str]:
     """What an office manager reads at the end: what came back, what was left alone and why,
     and whether the read-back check passed."""
-    lines = [
-        f"restored {stats.files} files, {stats.dirs} folders, {stats.symlinks} symlinks "
-        f"({human_bytes(stats.bytes_written)}) from {snap.short_id()} ({_when(snap)}) to "
-        f"{ctx.args.target}"
-    ]
+    source = f"snapshot {snap.short_id()} ({_when(snap)})"
+    if stats.files or stats.symlinks or not (stats.unchanged or stats.kept):
+        lines = [
+            f"restored {stats.files} files, {stats.dirs} folders, {stats.symlinks} symlinks "
+            f"({human_bytes(stats.bytes_written)}) from {source} to {ctx.args.target}"
+        ]
+    else:
+        lines = [f"nothing needed to be written to {ctx.args.target} from {source}"]
     if stats.overwritten:
         lines.append(f"  {stats.created} were new, {stats.overwritten} replaced an older copy")
     if stats.unchanged:
