@@ -1,26 +1,37 @@
 """Size my drive: simulate nights of backups, measure what each adds, and forecast with `plan`.
 
-``python -m benchmarks.size_my_drive (--folder DIR | --stream CMD | --corpus SIZE) [options]``
+``python benchmarks/size_my_drive.py (--folder DIR | --stream CMD | --corpus SIZE) [options]``
+(or ``python -m benchmarks.size_my_drive ...`` from a source checkout)
+
+It needs only an installed ``dedupe`` (it runs ``python -m dedupe``, the interpreter's own
+installation): no source checkout, no PYTHONPATH. Only ``--corpus`` needs the checkout's
+``benchmarks/corpus.py``.
 
 An office can run this before its first real month of backups. Each simulated night brings the
 data to its next state, takes a snapshot into a temporary repository with ``--time`` set to that
 night (23:00 local), then runs ``forget`` with the policy and ``gc``, as the nightly job would.
-After ``--nights`` nights it asks ``dedupe plan`` for a forecast of ``--days`` days.
+After ``--nights`` nights it asks ``dedupe plan`` for a forecast of ``--days`` days; the answer
+printed last is ``plan`` on the whole simulated history (its own sentence, with
+``--drive-size``), never a number of this script's own.
 
 Where the nights come from:
 
 - ``--corpus SIZE``: the benchmark corpus (``benchmarks.corpus``), night N from night N-1, with
   its own change model (dump rows updated and inserted, scans and files added, text edited).
-- ``--folder DIR``: a copy of DIR; each night rewrites ``--change-rate`` percent of its bytes
+- ``--folder DIR``: a copy of DIR; each night rewrites the change rate's share of its bytes
   as scattered 64 KiB regions of fresh random bytes (incompressible: the pessimistic case).
+  The rate is measured, not guessed: the bytes of DIR's files modified in the last 30 days,
+  a thirtieth of them a night (`measured_change_rate`); ``--change-rate`` overrides it.
 - ``--stream CMD``: CMD's output (e.g. ``pg_dump practice``) is captured once, then changed
-  the same way every night and backed up as a stream (``--stdin-name``).
+  the same way every night and backed up as a stream. One capture says nothing about how fast
+  it changes, so ``--change-rate`` is required there.
 
 ``--validate N`` keeps going to night N and compares the forecast made after ``--nights`` nights
 with the real size after N nights: the check of issue 7 (the forecast for day N - nights).
 
-The temporary repository uses the tests' cheap key derivation (``tests/cli_entry.py``) unless
-``--real-kdf`` is given: sizes do not depend on it, and a night then costs no Argon2id run.
+In a source checkout the temporary repository uses the tests' cheap key derivation
+(``tests/cli_entry.py``) unless ``--real-kdf`` is given: sizes do not depend on it, and a night
+then costs no Argon2id run. Without a checkout the installed ``dedupe`` runs with its real one.
 """
 
 from __future__ import annotations
@@ -39,11 +50,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from benchmarks import corpus
-
 ROOT = Path(__file__).resolve().parent.parent
 CHEAP_ENTRY = ROOT / "tests" / "cli_entry.py"
 REGION = 64 << 10
+MEASURE_DAYS = 30
 START = date(2026, 1, 5)  # the corpus's night 0; 90 nights cross three month ends
 PRACTICE_POLICY = (
     "--keep-business-days 10 --keep-monthly unlimited --keep-quarterly unlimited "
@@ -71,6 +81,10 @@ class Report:
     validation: dict | None = None
     early_estimate: str = ""
     """With --validate: the estimate of the forecast the validation checks."""
+    answer: str = ""
+    """`dedupe plan`'s own first sentence on the whole simulated history."""
+    final_plan: dict | None = None
+    """`dedupe plan --json` on the whole simulated history: what the answer says."""
 
 
 class Dedupe:
@@ -81,10 +95,13 @@ class Dedupe:
             "DEDUPE_REPO": str(work / "repo"),
             "DEDUPE_PASSWORD": "size-my-drive",
             "DEDUPE_CACHE_DIR": str(work / "cache"),
-            "PYTHONPATH": str(ROOT),
         }
-        cheap = not real_kdf and CHEAP_ENTRY.exists()
-        self.argv = [sys.executable, str(CHEAP_ENTRY)] if cheap else ["dedupe"]
+        cheap = not real_kdf and CHEAP_ENTRY.exists() and (ROOT / "dedupe").is_dir()
+        if cheap:  # a source checkout: its tests' entry, which imports the checkout
+            self.env["PYTHONPATH"] = str(ROOT)
+            self.argv = [sys.executable, str(CHEAP_ENTRY)]
+        else:  # the interpreter's installed dedupe
+            self.argv = [sys.executable, "-m", "dedupe"]
 
     def __call__(self, *args: str, stdin: bytes | None = None) -> str:
         proc = subprocess.run(
@@ -125,6 +142,25 @@ def mutate_folder(root: Path, rate: float, rng: random.Random) -> None:
         budget -= REGION
 
 
+def measured_change_rate(root: Path, now: float, days: int = MEASURE_DAYS) -> float:
+    """Percent of the folder's bytes rewritten a night, measured from its files' modification
+    times: the bytes of files changed within the last `days` days, spread over those days.
+
+    A file modified once counts whole (the conservative side: a backup stores its changed
+    chunks, often less), a file changed every night counts once (an under-count the first
+    night's snapshot would correct); it is the folder's own history, where a default rate
+    would be a guess."""
+    total = changed = 0
+    for path in root.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        info = path.stat()
+        total += info.st_size
+        if now - info.st_mtime <= days * 86400:
+            changed += info.st_size
+    return 100.0 * changed / days / total if total else 0.0
+
+
 def night_time(night: int) -> str:
     return f"{(START + timedelta(days=night)).isoformat()}T23:00:00"
 
@@ -138,14 +174,21 @@ def run(args: argparse.Namespace) -> Report:
         data = work / "data"
         rng = random.Random(args.seed)
         if args.folder:
+            if args.change_rate is None:
+                args.change_rate = measured_change_rate(args.folder, time.time())
+                how = f"measured from the files changed in the last {MEASURE_DAYS} days"
+            else:
+                how = "as given"
             shutil.copytree(args.folder, data, symlinks=True)
-            source = f"folder {args.folder}, {args.change_rate} % rewritten a night"
+            source = f"folder {args.folder}, {args.change_rate:.3g} % rewritten a night ({how})"
         elif args.stream:
             data.mkdir()
             captured = subprocess.run(args.stream, shell=True, capture_output=True, check=True)
             (data / "stream").write_bytes(captured.stdout)
             source = f"stream '{args.stream}', {args.change_rate} % rewritten a night"
         else:
+            from benchmarks import corpus  # the checkout's corpus: only this mode needs it
+
             corpus.generate(data, corpus.parse_size(args.corpus), 0, args.seed)
             source = f"benchmark corpus {args.corpus} (its own nightly changes)"
         report = Report(source=source, policy=args.policy)
@@ -194,26 +237,19 @@ def run(args: argparse.Namespace) -> Report:
                 report.forecast_night = night
                 if args.keep:  # the history the forecast saw, to re-run `plan` on later
                     shutil.copytree(work / "repo", work / f"repo-night-{night}")
-                days = args.days if not args.validate else max(args.days, args.validate - night)
-                chart = ["--chart", args.chart] if args.chart and not args.validate else []
-                report.forecast = cli.json(
-                    "plan", *policy, "--days", str(days), "--max-unused", args.max_unused, *chart
-                )
+                if args.validate:  # the forecast the later nights check
+                    days = max(args.days, args.validate - night)
+                    report.forecast = cli.json(
+                        "plan", *policy, "--days", str(days), "--max-unused", args.max_unused
+                    )
         if args.validate:
             report.validation = validate(report, args.validate)
             report.early_estimate = report.forecast["estimate"]["description"]
-            if args.chart:  # the long forecast, from the whole history
-                report.forecast = cli.json(
-                    "plan",
-                    *policy,
-                    "--days",
-                    str(args.days),
-                    "--max-unused",
-                    args.max_unused,
-                    "--chart",
-                    args.chart,
-                )
-                report.forecast_night = args.validate
+        # The answer: `plan` itself on the whole simulated history, as the office will run it.
+        final = [*policy, "--days", str(args.days), "--max-unused", args.max_unused]
+        final += ["--drive-size", args.drive_size] if args.drive_size else []
+        report.final_plan = cli.json("plan", *final, *(["--chart", args.chart] * bool(args.chart)))
+        report.answer = cli("plan", *final).splitlines()[0]
         return report
     finally:
         if args.keep:
@@ -254,12 +290,12 @@ def print_summary(report: Report) -> None:
             f"added per night (base excluded): median {added[len(added) // 2] / 1e6:.2f} MB, "
             f"min {added[0] / 1e6:.2f} MB, max {added[-1] / 1e6:.2f} MB"
         )
-    if report.forecast:
-        f = report.forecast
+    if report.final_plan:
+        f = report.final_plan
         print(
-            f"forecast after night {report.forecast_night}, {f['days']} days: "
+            f"plan on the whole history ({len(report.nights)} nights), {f['days']} days: "
             f"peak {f['peak_bytes'] / 1e6:.1f} MB on {f['peak_date']}, final "
-            f"{f['final_bytes'] / 1e6:.1f} MB, drive {f['drive_bytes'] / 1e9:g} GB"
+            f"{f['final_bytes'] / 1e6:.1f} MB"
         )
         print(f"estimate: {f['estimate']['description']}")
     if report.validation:
@@ -271,12 +307,12 @@ def print_summary(report: Report) -> None:
             f"(largest on any night {v['max_abs_error_over_the_period'] * 100:.1f} %)"
         )
         print(f"estimate after night {v['forecast_made_after_night']}: {report.early_estimate}")
+    if report.answer:
+        print(f"\n{report.answer}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.size_my_drive", description=__doc__.split("\n\n")[0]
-    )
+    ap = argparse.ArgumentParser(prog="size_my_drive", description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--folder", type=Path, help="a folder to back up")
     src.add_argument("--stream", metavar="CMD", help="a command whose output is backed up")
@@ -286,9 +322,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--change-rate",
         type=float,
-        default=2.0,
-        help="percent of the bytes rewritten a night (folder and stream; 2)",
+        help="percent of the bytes rewritten a night: required with --stream; for --folder "
+        f"measured from the files changed in the last {MEASURE_DAYS} days unless given",
     )
+    ap.add_argument("--drive-size", metavar="SIZE", help="the drive to check (as labelled: 2T)")
     ap.add_argument("--policy", default=PRACTICE_POLICY, help="POLICY flags, quoted")
     ap.add_argument("--max-unused", default="10", help="gc --max-unused (10)")
     ap.add_argument(
@@ -297,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="go on to night N and compare the forecast with the real size",
     )
-    ap.add_argument("--chart", help="write the forecast chart (SVG) here")
+    ap.add_argument("--chart", help="write plan's chart of the whole history (SVG) here")
     ap.add_argument("--out", type=Path, help="write the report as JSON")
     ap.add_argument("--workdir", help="where the temporary repository goes")
     ap.add_argument("--seed", type=int, default=1)
@@ -310,6 +347,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.validate is not None and args.validate <= args.nights:
         ap.error("--validate N needs N greater than --nights")
+    if args.stream and args.change_rate is None:
+        ap.error(
+            "--stream needs --change-rate PCT: one capture of the stream cannot tell how fast "
+            "it changes (compare two nights' dumps, or start with 2)"
+        )
     report = run(args)
     print_summary(report)
     if args.out:
