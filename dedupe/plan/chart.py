@@ -206,12 +206,12 @@ def render_svg(
     label_y = py - 10
     if drive_bytes is not None and abs(y(drive_bytes) - label_y) < 16 or label_y < TOP + 12:
         label_y = py + 20  # below the point: clear of the drive line and the top
-    out.append(
-        f'<text class="peak-label" x="{px + offset:.1f}" y="{label_y:.1f}" '
-        f'text-anchor="{anchor}" font-weight="bold" stroke="white" stroke-width="3" '
-        'paint-order="stroke">'
-        f"peak {format_bytes(peak_bytes)} on {peak_day.isoformat()}</text>"
+    label = f"peak {format_bytes(peak_bytes)} on {peak_day.isoformat()}"
+    where = f'x="{px + offset:.1f}" y="{label_y:.1f}" text-anchor="{anchor}" font-weight="bold"'
+    out.append(  # a white halo first, then the label: readable over the lines in any viewer
+        f'<text {where} fill="white" stroke="white" stroke-width="4">{escape(label)}</text>'
     )
+    out.append(f'<text class="peak-label" {where}>{escape(label)}</text>')
     legend = [("#555", "past")] if past else []
     legend.append(("#1f6fb2", "forecast (after each night's backup, forget and gc)"))
     if band:
