@@ -11,7 +11,6 @@ import getpass
 import os
 import socket
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from tqdm import tqdm
@@ -21,12 +20,9 @@ from dedupe.backup.session import SnapshotOptions, snapshot_paths, snapshot_stre
 from dedupe.backup.walkparts import source_problem
 from dedupe.cachedir import default_cache_dir
 from dedupe.cli.context import Context, Subparsers, human_bytes
+from dedupe.cli.timearg import parse_time
 from dedupe.errors import DedupeError, PartialSnapshot, UsageError
 from dedupe.model.tree import valid_name
-
-# Snapshot times outside these years cannot be converted to UTC and back everywhere.
-MIN_YEAR = 1970
-MAX_YEAR = 9999
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -96,34 +92,6 @@ class _CommandFlag(argparse.Action):
     ) -> None:
         setattr(namespace, self.dest, True)
         namespace.paths_before_command = list(getattr(namespace, "paths", None) or [])
-
-
-def parse_time(text: str | None) -> datetime:
-    """The snapshot time: given (a naive time is local), or now; always with an offset.
-
-    A given time must lie in 1970..9999 as given, in UTC and in local time: retention and plan
-    convert every snapshot time both ways, and `0001-01-01T00:00:00+14:00` (UTC year 0) once
-    made every later `forget` and `plan` end in an OverflowError.
-    """
-    if text is None:
-        return datetime.now().astimezone()
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"invalid --time {text!r}: use ISO 8601, e.g. 2026-05-29T22:00") from None
-    years: tuple[int, ...]
-    try:
-        when = when.astimezone() if when.tzinfo is None else when
-        years = (when.year, when.astimezone(UTC).year, when.astimezone().year)
-        when.timestamp()
-    except (OverflowError, ValueError, OSError):
-        years = (0,)
-    if not all(MIN_YEAR <= year <= MAX_YEAR for year in years):
-        raise UsageError(
-            f"invalid --time {text!r}: the time must lie between the years {MIN_YEAR} and "
-            f"{MAX_YEAR} (in UTC and in local time too)"
-        )
-    return when
 
 
 def cmd_snapshot(ctx: Context) -> int:

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 from tqdm import tqdm
 
 from dedupe.cli import password
+from dedupe.profile import Profile, find_profile, load_profile
 from dedupe.repo.repository import Repository
 from dedupe.storage import Storage, open_storage
 
@@ -27,6 +28,7 @@ class Context:
         self.quiet = bool(getattr(args, "quiet", False))
         self._storage: Storage | None = None
         self._repo: Repository | None = None
+        self._profile: Profile | None = None
         self.warnings: list[str] = []
 
     # --- output ---------------------------------------------------------------------------
@@ -73,7 +75,45 @@ class Context:
 
     @property
     def repo_url(self) -> str:
-        return self.args.repo or os.environ.get("DEDUPE_REPO", "")
+        """--repo, else the repository of --profile (where a command takes one), else
+        DEDUPE_REPO: a profile named on the command line beats the environment."""
+        if self.args.repo:
+            return str(self.args.repo)
+        profile = self.profile()
+        if profile is not None:
+            return profile.repository.url
+        return os.environ.get("DEDUPE_REPO", "")
+
+    def profile(self) -> Profile | None:
+        """The profile named by this command's --profile, loaded once; None without one."""
+        named = getattr(self.args, "profile", None)
+        if named is None:
+            return None
+        if self._profile is None:
+            path = find_profile(named, os.environ, os.getcwd())
+            assert path is not None  # an explicit --profile is found or refused (UsageError)
+            self._profile = load_profile(path)
+        return self._profile
+
+    def _password(self) -> Callable[[], bytes]:
+        """The repository's password source: the profile's password-file or -command when the
+        repository is the profile's and DEDUPE_PASSWORD_* says nothing, else the usual order."""
+        profile = None if self.args.repo else self.profile()
+        settings = None if profile is None else profile.repository
+        env_given = any(os.environ.get(f"DEDUPE_PASSWORD{s}") for s in ("_FILE", "_COMMAND", ""))
+        if settings is None or env_given:
+            return password.source()
+        if settings.password_file is None and settings.password_command is None:
+            return password.source()
+
+        def from_profile() -> bytes:
+            found = password.from_settings(
+                settings.password_file, settings.password_command, "the profile's [repository]"
+            )
+            assert found is not None
+            return found
+
+        return from_profile
 
     def storage(self, create: bool = False) -> Storage:
         if self._storage is None:
@@ -85,7 +125,7 @@ class Context:
     def repo(self) -> Repository:
         """The unlocked repository (asks for the password once)."""
         if self._repo is None:
-            self._repo = Repository.open(self.storage(), password.source())
+            self._repo = Repository.open(self.storage(), self._password())
         return self._repo
 
     def index_problems(self) -> list[str]:

@@ -19,9 +19,11 @@ forecasts with), so both commands accept and refuse the same values.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from dedupe.errors import UsageError
+from dedupe.profile import find_profile, load_profile
 from dedupe.profile.policy import (
     COUNT_SETTINGS,
     OTHER_SETTINGS,
@@ -83,13 +85,24 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="read the policy from a TOML file; flags given here override its settings",
     )
+    group.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="use the [policy] of this profile (dedupe.toml), and its repository unless --repo "
+        "names another: what 'dedupe run' applies each night",
+    )
 
 
 def policy_from_args(namespace: argparse.Namespace) -> Policy:
     """Build the Policy from parsed POLICY flags and the `--policy` file (UsageError if bad).
 
     Missing attributes count as "not given", so a command may add only some of the flags.
+    With `--profile`, the profile's [policy] is the whole policy: no other policy option may
+    be given with it (one place decides what the nightly job keeps).
     """
+    profile_file = getattr(namespace, "profile", None)
+    if profile_file is not None:
+        return _profile_policy(namespace, profile_file)
     settings: dict[str, PolicySetting] = {}
     policy_file = getattr(namespace, "policy", None)
     if policy_file is not None:
@@ -117,6 +130,28 @@ def parse_max_unused(text: str) -> float:
     if not 0.0 <= value <= 100.0:
         raise UsageError("--max-unused must be between 0 and 100 (percent)")
     return value / 100.0
+
+
+def _profile_policy(namespace: argparse.Namespace, profile_file: str) -> Policy:
+    given = [
+        f"--{name}"
+        for name in (*COUNT_SETTINGS, *OTHER_SETTINGS, "policy")
+        if getattr(namespace, name.replace("-", "_"), None) is not None
+    ]
+    if given:
+        raise UsageError(
+            f"--profile takes the whole policy from the profile; leave out {', '.join(given)} "
+            "(or change the profile's [policy])"
+        )
+    path = find_profile(profile_file, os.environ, os.getcwd())
+    assert path is not None  # an explicit --profile is found or refused
+    profile = load_profile(path)
+    if profile.policy is None:
+        raise UsageError(
+            f"the profile {path} has no [policy] table, so it says nothing about what to keep; "
+            "add one (e.g. keep-business-days = 10) or give the policy options"
+        )
+    return profile.policy
 
 
 def _read_policy_file(path: Path) -> dict[str, PolicySetting]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from dedupe import platform
 from dedupe.errors import DedupeError
 from dedupe.profile.model import Drive, Profile
 from dedupe.repo import config as config_mod
@@ -115,7 +116,7 @@ def _drive(drive: Drive, record: MediumRecord | None) -> Medium:
             "the profile"
         )
     try:
-        mounted = os.path.ismount(mount)  # TODO(platform): is_mount_point
+        mounted = platform.is_mount_point(mount)
     except OSError as exc:
         return absent(f"{mount} cannot be examined ({exc.strerror}); is the drive plugged in?")
     if not mounted:

@@ -11,15 +11,17 @@ its id is taken again from the drive, and nothing is written to a drive that is 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dedupe.errors import DedupeError
+from dedupe.errors import DedupeError, RepositoryLocked
 
 RUNS_KEPT = 60  # run records kept: two months of nights
 
@@ -130,6 +132,25 @@ class State:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.log_file, "a", encoding="utf-8", errors="replace") as log:
             log.write(text if text.endswith("\n") else text + "\n")
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held for a whole run: a second `dedupe run` of the same profile (a manual run while
+        the timer fires) is refused, exit 11, rather than copying twice at once."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.root / f"{self.log_file.stem}.lock"
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RepositoryLocked(
+                    f"another 'dedupe run' of this profile is running now (lock {path}); "
+                    "wait for it to finish"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     # --- files --------------------------------------------------------------------------
 
