@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,8 @@ def test_server_key_export_opens_a_drive_whose_keys_are_lost(server, tmp_path, f
     data = drive("cat", "latest", str(tmp_path / "data.bin"), env=with_server_password).out
     assert data == (tmp_path / "data.bin").read_bytes()
     assert drive("check", env=with_server_password).code == 0
+    if form == "paper":
+        return
     # The drive's key export, made now, opens the server in turn (one key, both ways).
     drive("key", "export", str(tmp_path / "drive-key.txt"), env=with_server_password)
     _lose_keys(server)
@@ -181,3 +185,164 @@ def test_same_key_init_refusals_leave_nothing(server, tmp_path):
     drive.env["DEDUPE_PASSWORD"] = PASSWORD
     assert drive("init", "--same-key-as", server.repo).code == 0
     assert drive("snapshots").code == 0
+
+
+# --- key passwd --profile --------------------------------------------------------------------
+
+NEW_PASSWORD = "the new password of every medium"
+VAULT_PASSWORD = "the vault's own password"
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """`mount(name)`: a real 64 MiB tmpfs mounted at tmp_path/name (needs root), unmounted at
+    the end of the test; a drive's mount point that is never mounted stays a plain folder."""
+    mounted: list[Path] = []
+
+    def mount(name: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"cannot mount a tmpfs in CI: {proc.stderr}")
+            pytest.skip(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in mounted:
+            subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def profile_for(tmp_path: Path, server: Cli, drives: dict[str, Path], offsites: str = "") -> Path:
+    """A profile: the server's repository (password in a password-file) and `drives`."""
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    lines = [
+        "[repository]",
+        f'url = "{server.repo}"',
+        f'password-file = "{tmp_path / "password"}"',
+    ]
+    for name, mount in drives.items():
+        lines += [
+            "[[drive]]",
+            f'name = "{name}"',
+            f'mount = "{mount}"',
+            f'url = "{mount / "repo"}"',
+            'weekdays = ["mon"]',
+        ]
+    path = tmp_path / "dedupe.toml"
+    path.write_text("\n".join(lines) + "\n" + offsites)
+    return path
+
+
+def opens(cli: Cli, password: str, url: str | None = None) -> bool:
+    env = {"DEDUPE_PASSWORD": password} | ({"DEDUPE_REPO": url} if url else {})
+    result = cli("snapshots", env=env, check=False)
+    assert result.code in (0, 12), result.err
+    return result.code == 0
+
+
+def passwd(server: Cli, tmp_path: Path, profile: Path, **env: str):
+    server.env["DEDUPE_STATE_DIR"] = str(tmp_path / "state")
+    return server(
+        "key",
+        "passwd",
+        "--profile",
+        str(profile),
+        env={"DEDUPE_NEW_PASSWORD": NEW_PASSWORD} | env,
+        check=False,
+    )
+
+
+def test_key_passwd_profile_changes_every_attached_medium(server, tmp_path, mounts):
+    monday = mounts("monday")
+    tuesday = tmp_path / "tuesday"  # its drive is not plugged in: an empty folder
+    tuesday.mkdir()
+    drive = Cli(str(monday / "repo"), str(tmp_path / "cache"))  # the repository's password
+    drive("init", "--same-key-as", server.repo)
+    cloud = Cli(str(tmp_path / "cloud"), str(tmp_path / "cache"))
+    cloud("init", "--same-key-as", server.repo)
+    vault = Cli(str(tmp_path / "vault"), str(tmp_path / "cache"), password=VAULT_PASSWORD)
+    vault("init", "--same-key-as", server.repo, env={"DEDUPE_FROM_PASSWORD": PASSWORD})
+    (tmp_path / "vault-password").write_text(VAULT_PASSWORD)
+    offsites = (
+        f'[[offsite]]\nname = "cloud"\nurl = "{cloud.repo}"\n'
+        f'[[offsite]]\nname = "vault"\nurl = "{vault.repo}"\n'
+        f'password-file = "{tmp_path / "vault-password"}"\n'
+    )
+    profile = profile_for(tmp_path, server, {"monday": monday, "tuesday": tuesday}, offsites)
+    # The old password comes from the profile's password-file, not from DEDUPE_PASSWORD.
+    result = passwd(server, tmp_path, profile, DEDUPE_PASSWORD="not the old password")
+    assert result.code == 0, result.err
+    text = result.text
+    assert "repository: password changed" in text and "monday: password changed" in text
+    assert "cloud: password changed" in text
+    assert "tuesday: not attached" in text
+    assert f"dedupe key passwd --repo {tuesday / 'repo'}" in text
+    assert "vault: has its own password" in text
+    assert str(tmp_path / "password") in text and "OLD" in text
+    assert NEW_PASSWORD not in text + result.err and PASSWORD not in text + result.err
+    for cli in (server, drive, cloud):
+        assert opens(cli, NEW_PASSWORD) and not opens(cli, PASSWORD)
+    assert opens(vault, VAULT_PASSWORD)
+    assert os.listdir(tuesday) == [] and not os.path.ismount(tuesday)
+    assert (tmp_path / "password").read_text() == PASSWORD + "\n"  # never written
+
+
+def test_key_passwd_profile_names_a_medium_it_cannot_open(server, tmp_path, mounts):
+    monday, wednesday = mounts("monday"), mounts("wednesday")
+    Cli(str(monday / "repo"), str(tmp_path / "cache"))("init", "--same-key-as", server.repo)
+    other = Cli(str(wednesday / "repo"), str(tmp_path / "cache"), password=DRIVE_PASSWORD)
+    other("init", "--same-key-as", server.repo, env={"DEDUPE_FROM_PASSWORD": PASSWORD})
+    profile = profile_for(tmp_path, server, {"monday": monday, "wednesday": wednesday})
+    result = passwd(server, tmp_path, profile, DEDUPE_PASSWORD="unused")
+    assert result.code == 12 and "wednesday" in result.err and "Traceback" not in result.err
+    assert "wednesday: the old password does not open it" in result.text
+    assert "monday: password changed" in result.text
+    assert opens(server, NEW_PASSWORD)
+    assert opens(server, NEW_PASSWORD, str(monday / "repo"))
+    assert opens(other, DRIVE_PASSWORD)  # left as it was
+    # JSON names the same.
+    (tmp_path / "password").write_text(NEW_PASSWORD)
+    result = server(
+        "--json",
+        "key",
+        "passwd",
+        "--profile",
+        str(profile),
+        env={"DEDUPE_NEW_PASSWORD": PASSWORD},
+        check=False,
+    )
+    report = result.json()
+    assert result.code == 12 and report["changed"] == ["repository", "monday"]
+    assert [f["name"] for f in report["failed"]] == ["wednesday"]
+
+
+def test_key_passwd_profile_with_a_wrong_old_password_changes_nothing(server, tmp_path, mounts):
+    monday = mounts("monday")
+    drive = Cli(str(monday / "repo"), str(tmp_path / "cache"))
+    drive("init", "--same-key-as", server.repo)
+    profile = profile_for(tmp_path, server, {"monday": monday})
+    (tmp_path / "password").write_text("hunter2-guess")
+    result = passwd(server, tmp_path, profile)
+    assert result.code == 12 and "nothing was changed" in result.err
+    assert "Traceback" not in result.err and "hunter2" not in result.err
+    assert opens(server, PASSWORD) and opens(drive, PASSWORD)
+    # Without a password-file the old password comes from DEDUPE_PASSWORD_*.
+    text = profile.read_text().replace(f'password-file = "{tmp_path / "password"}"\n', "")
+    profile.write_text(text)
+    result = passwd(server, tmp_path, profile)
+    assert result.code == 0, result.err
+    assert "DEDUPE_PASSWORD" in result.text
+    assert opens(server, NEW_PASSWORD) and opens(drive, NEW_PASSWORD)
+    assert (
+        server("key", "passwd", "--profile", str(profile), "--repo", server.repo, check=False).code
+        == 2
+    )

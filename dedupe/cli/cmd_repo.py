@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 
 from dedupe.chunker import DEFAULT_AVG
 from dedupe.cli import keyexport, password
 from dedupe.cli.context import Context, Subparsers
-from dedupe.errors import NoRepository, UsageError, WrongPassword
+from dedupe.errors import DedupeError, NoRepository, UsageError, WrongPassword
+from dedupe.profile import Profile, find_profile, load_profile
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository
-from dedupe.storage import open_storage
+from dedupe.run.media import Medium, profile_media
+from dedupe.storage import Storage, open_storage
 
 
 def parse_size(text: str) -> int:
@@ -64,7 +67,21 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("key", parents=[common], help="manage the repository key")
     key_sub = p.add_subparsers(dest="key_command", metavar="SUBCOMMAND")
     key_sub.required = True
-    kp = key_sub.add_parser("passwd", parents=[common], help="change the password")
+    kp = key_sub.add_parser(
+        "passwd",
+        parents=[common],
+        help="change the password",
+        description="Change the password of the repository (the new one from "
+        "DEDUPE_NEW_PASSWORD, else asked twice on the terminal). With --profile: of the "
+        "profile's repository and of every attached drive and off-site copy that uses its "
+        "password.",
+    )
+    kp.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="change it on every medium of this profile (dedupe.toml) that uses the "
+        "repository's password and is attached now; the others are named",
+    )
     kp.set_defaults(handler=cmd_key_passwd)
     keyexport.add_subcommands(key_sub, common)
 
@@ -163,6 +180,8 @@ def _no_password() -> int:
 
 
 def cmd_key_passwd(ctx: Context) -> int:
+    if ctx.args.profile is not None:
+        return _passwd_profile(ctx)
     repo = ctx.repo()
     new = password.new_password("DEDUPE_NEW_PASSWORD", "repository")
     name = repo.change_password(new)
@@ -183,4 +202,160 @@ def cmd_unlock(ctx: Context) -> int:
             ctx.out(f"removed {text}")
         if not removed:
             ctx.out("no stale locks")
+    return 0
+
+
+# --- key passwd --profile --------------------------------------------------------------------
+
+
+@dataclass
+class _Opened:
+    """A medium of the profile whose repository opened with the old password."""
+
+    medium: Medium
+    repo: Repository
+
+
+def _passwd_profile(ctx: Context) -> int:
+    """Change the password of the profile's repository and of every attached medium that uses
+    it (drives always; an off-site copy unless it has its own password-file or -command).
+
+    Every one is opened with the old password before anything changes: the repository must
+    open (else exit 12, nothing changed); a medium that does not is named and the others are
+    still changed (exit 12 at the end). Media not attached, and off-site copies with their own
+    password, are named with what to do. The profile's password-file is never written: the
+    office is told to put the new password there."""
+    if ctx.args.repo:
+        raise UsageError("--repo and --profile cannot be combined: the profile names the media")
+    path = find_profile(ctx.args.profile, os.environ, os.getcwd())
+    assert path is not None  # an explicit --profile is found or refused (UsageError)
+    profile = load_profile(path)
+    settings = profile.repository
+    old = password.from_settings(
+        settings.password_file, settings.password_command, "the profile's [repository]"
+    )
+    secret = old if old is not None else password.source()()
+    opened: list[_Opened] = []
+    failed: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    storages: list[Storage] = []
+
+    def open_medium(medium: Medium) -> Repository:
+        storage = open_storage(medium.url, s3_endpoint=medium.s3_endpoint)
+        storages.append(storage)
+        return Repository.open(storage, lambda: secret)
+
+    try:
+        media = profile_media(profile, os.environ)
+        try:
+            opened.append(_Opened(media[0], open_medium(media[0])))
+        except WrongPassword as exc:
+            where = "DEDUPE_PASSWORD_*" if old is None else "the profile's [repository]"
+            raise WrongPassword(
+                f"the old password (from {where}) does not open the profile's repository "
+                f"{settings.url}; nothing was changed ({exc})"
+            ) from None
+        for medium in media[1:]:
+            why = _passwd_skipped(medium)
+            if why is not None:
+                skipped[medium.name] = why
+                continue
+            try:
+                opened.append(_Opened(medium, open_medium(medium)))
+            except DedupeError as exc:
+                failed[medium.name] = _did_not_open(medium, exc)
+        new = password.new_password("DEDUPE_NEW_PASSWORD", "profile's repository and media")
+        changed: list[str] = []
+        for each in opened:
+            try:
+                each.repo.change_password(new)
+                changed.append(each.medium.name)
+            except DedupeError as exc:
+                failed[each.medium.name] = (
+                    f"the password could not be changed ({exc}); it still opens with the old "
+                    f"one: {_passwd_hint(each.medium)}"
+                )
+    finally:
+        for storage in storages:
+            storage.close()
+    return _report_passwd(ctx, profile, changed, failed, skipped)
+
+
+def _passwd_skipped(medium: Medium) -> str | None:
+    """Why `key passwd --profile` leaves this medium alone, or None to change it."""
+    if medium.password_file is not None or medium.password_command is not None:
+        return (
+            "has its own password (password-file or password-command in the profile), left "
+            f"alone; to change that one: {_passwd_hint(medium)} (with its own password)"
+        )
+    if not medium.attached:
+        return (
+            f"not attached: {medium.why_not}. Change it when it is plugged in: "
+            f"{_passwd_hint(medium)}"
+        )
+    if medium.new:
+        return "holds no repository yet, nothing to change"
+    return None
+
+
+def _passwd_hint(medium: Medium) -> str:
+    endpoint = f" --s3-endpoint {medium.s3_endpoint}" if medium.s3_endpoint else ""
+    return f"dedupe key passwd --repo {medium.url}{endpoint}"
+
+
+def _did_not_open(medium: Medium, exc: DedupeError) -> str:
+    if isinstance(exc, WrongPassword):
+        return (
+            "the old password does not open it (it has another password?), not changed; "
+            f"to change it: {_passwd_hint(medium)} (with the password it has)"
+        )
+    return f"could not be opened, not changed: {exc}"
+
+
+def _report_passwd(
+    ctx: Context,
+    profile: Profile,
+    changed: list[str],
+    failed: dict[str, str],
+    skipped: dict[str, str],
+) -> int:
+    settings = profile.repository
+    if settings.password_file is not None:
+        update = (
+            f"The profile's password-file {settings.password_file} still holds the OLD "
+            "password: put the new one there now, or the nightly run cannot open the backups."
+        )
+    elif settings.password_command is not None:
+        update = (
+            "The profile's password-command still gives the OLD password: make it give the "
+            "new one now, or the nightly run cannot open the backups."
+        )
+    else:
+        update = (
+            "Wherever the nightly job takes the password from (DEDUPE_PASSWORD_FILE, "
+            "DEDUPE_PASSWORD_COMMAND or DEDUPE_PASSWORD) still gives the OLD password: "
+            "update it now."
+        )
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "changed": changed,
+                "failed": [{"name": n, "message": m} for n, m in failed.items()],
+                "skipped": [{"name": n, "message": m} for n, m in skipped.items()],
+                "update": update,
+            }
+        )
+    else:
+        for name in changed:
+            ctx.out(f"{name}: password changed")
+        for name, message in skipped.items():
+            ctx.out(f"{name}: {message}")
+        for name, message in failed.items():
+            ctx.out(f"{name}: {message}")
+        ctx.out(update)
+    if failed:
+        raise WrongPassword(
+            f"the password was not changed on {', '.join(failed)} (see above); "
+            f"it was changed on {', '.join(changed) or 'nothing'}"
+        )
     return 0
