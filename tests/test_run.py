@@ -18,6 +18,7 @@ import pytest
 from tests.clitools import Cli, Result
 from tests.servers import SFTPServer
 from tests.support import PASSWORD
+from tests.test_alerts import Webhook, webhook  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tmpfs drives need root to mount")
 
@@ -281,3 +282,51 @@ def test_a_drive_holding_another_repository_is_not_written(office: Office) -> No
     assert any("monday" in w and "another repository" in w for w in data["warnings"])
     assert sorted(os.listdir(stranger)) == before
     assert json.dumps(data).count(PASSWORD) == 0
+
+
+def test_a_clean_night_is_quiet_and_a_failed_night_alerts(
+    tmp_path: Path,
+    webhook: Webhook,  # noqa: F811 (the fixture imported above)
+) -> None:
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    cli.env |= {"DEDUPE_STATE_DIR": str(tmp_path / "state")}
+    cli("init")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    flag = tmp_path / "fail"
+    dump = tmp_path / "dump.py"
+    dump.write_text(
+        f"import os, sys\nif os.path.exists({str(flag)!r}): sys.exit(5)\nprint('1,Smith')\n"
+    )
+    profile = tmp_path / "dedupe.toml"
+    profile.write_text(
+        f"""
+[repository]
+url = "{tmp_path / "repo"}"
+
+[[source]]
+name = "documents"
+paths = ["{tmp_path / "docs"}"]
+
+[[source]]
+name = "database"
+command = ["{sys.executable}", "{dump}"]
+stdin-name = "practice.sql"
+
+[alerts]
+urls = ["{webhook.url()}"]
+low-disk-percent = 0
+"""
+    )
+    run = ("run", "--profile", str(profile), "--json")
+    night = cli(*run, check=False)
+    assert night.code == 0, night.err
+    assert webhook.posts == []  # nothing to say: no mail every night
+    flag.write_text("")
+    night = cli(*run, check=False)
+    assert night.code == 1, night.err
+    assert len(webhook.posts) == 1
+    alert = webhook.posts[0]["body"]
+    assert "FAILED" in alert["title"]
+    assert "snapshot database" in alert["message"] and "5" in alert["message"]
+    assert PASSWORD not in json.dumps(webhook.posts)

@@ -12,9 +12,10 @@ from dedupe.cli.context import Context, Subparsers, printable
 from dedupe.cli.profilearg import load, repository_password
 from dedupe.cli.timearg import parse_time
 from dedupe.profile import Profile
+from dedupe.run import notice
 from dedupe.run.children import Children, Password
 from dedupe.run.job import Job, Night
-from dedupe.run.state import State, state_dir
+from dedupe.run.state import RunRecord, State, state_dir
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -74,6 +75,9 @@ def cmd_run(ctx: Context) -> int:
         )
         night = job.run()
         record = night.record(profile)
+        for problem in _alert(profile, record, str(state.log_file)):
+            record.warnings.append(problem)
+            night.warnings.append(problem)
         state.save_run(record)
     if ctx.json:
         ctx.emit_json(
@@ -87,6 +91,18 @@ def cmd_run(ctx: Context) -> int:
     else:
         _summary(ctx, profile, night, record.exit, state)
     return record.exit
+
+
+def _alert(profile: Profile, record: RunRecord, log_file: str) -> list[str]:
+    """Send the night's alert to every [alerts] URL when something failed or warned; the
+    problems of sending (an alert that did not go out is itself worth a line)."""
+    message = notice.compose(record, log_file)
+    if message is None or not profile.alerts.urls:
+        return []
+    from dedupe.alerts import send_alert  # Apprise loads only when there is something to send
+
+    title, body, level = message
+    return send_alert(profile.alerts.urls, title, body, level)
 
 
 def _summary(ctx: Context, profile: Profile, night: Night, code: int, state: State) -> None:
