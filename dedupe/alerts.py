@@ -46,26 +46,34 @@ _HIDDEN = "***"
 def send_alert(urls: Sequence[str], title: str, body: str, level: Level) -> list[str]:
     """Send `title` and `body` to every URL; the problems (one line per URL that failed,
     naming it by scheme and host only), empty when every URL took the message."""
+    return [problem for problem in send_each(urls, title, body, level) if problem is not None]
+
+
+def send_each(urls: Sequence[str], title: str, body: str, level: Level) -> list[str | None]:
+    """`send_alert`, answering for each URL in order: None when it took the message, else the
+    problem."""
     notify_type = _NOTIFY_TYPES[level]
     secrets = secret_fragments(urls)
     title, body = redact(title, urls, secrets), redact(body, urls, secrets)
-    problems = []
+    results: list[str | None] = []
     for number, url in enumerate(urls, 1):
         try:
             problem = _send_one(url, title, body, notify_type)
         except Exception as exc:  # a plugin's bug must not cost the night's report
             problem = f"Apprise failed ({type(exc).__name__}: {exc})"
-        if problem is not None:
-            problems.append(
-                redact(
-                    f"the alert to {describe_url(url, number)} was not sent: {problem}. Check "
-                    "that URL in the profile's [alerts] urls, and that the service can be "
-                    "reached from this machine",
-                    urls,
-                    secrets,
-                )
+        if problem is None:
+            results.append(None)
+            continue
+        results.append(
+            redact(
+                f"the alert to {describe_url(url, number)} was not sent: {problem}. Check "
+                "that URL in the profile's [alerts] urls, and that the service can be "
+                "reached from this machine",
+                urls,
+                secrets,
             )
-    return problems
+        )
+    return results
 
 
 def _send_one(url: str, title: str, body: str, notify_type: apprise.NotifyType) -> str | None:

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dedupe.alerts import describe_url, scrub, secret_fragments, send_alert
+from tests.clitools import Cli
 
 try:
     from aiosmtpd.smtp import SMTP, AuthResult
@@ -256,3 +258,32 @@ def test_every_secret_part_of_a_url_is_scrubbed() -> None:
     assert "B0123XYZ" not in scrubbed and " ab" not in scrubbed
     assert "manager@example.net" not in scrubbed or "mail.example.net" in scrubbed
     assert "mail.example.net" in scrub("mail.example.net refused", secrets)
+
+
+# --- dedupe alert test -------------------------------------------------------------------------
+
+
+def test_alert_test_sends_to_every_url_of_the_profile(
+    webhook: Webhook, refused_port: int, tmp_path: Path
+) -> None:
+    refused = f"json://office:{PASSWORD}@127.0.0.1:{refused_port}/{TOKEN}"
+    profile = tmp_path / "dedupe.toml"
+    profile.write_text(
+        f'[repository]\nurl = "{tmp_path / "repo"}"\n\n'
+        f'[alerts]\nurls = ["{webhook.url(TOKEN)}", "{refused}"]\n'
+    )
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    result = cli("alert", "test", "--profile", str(profile), check=False)
+    assert result.code == 1
+    lines = result.text.splitlines()
+    assert lines[0] == "sent to json://127.0.0.1"
+    assert lines[1].startswith("the alert to json://127.0.0.1 was not sent")
+    assert_no_secret(result.text, result.err)
+    (post,) = webhook.posts
+    assert post["body"]["title"].startswith("dedupe test message from ")
+    report = cli("alert", "test", "--profile", str(profile), "--json", check=False).json()
+    assert report["sent"] == ["json://127.0.0.1"] and len(report["problems"]) == 1
+
+    profile.write_text(f'[repository]\nurl = "{tmp_path / "repo"}"\n')
+    result = cli("alert", "test", "--profile", str(profile), check=False)
+    assert result.code == 1 and "no alert URLs" in result.err and "[alerts]" in result.err
