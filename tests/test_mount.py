@@ -5,7 +5,8 @@ Covered: files and folders read back bit for bit with their modes, times and sym
 tags and sources; nothing writable (EROFS); a large file streamed with bounded memory (the mount
 process's peak RSS, from /proc); SIGINT, SIGTERM and `umount` end it cleanly; a damaged blob is
 EIO for the reader and a message, and the mount lives on; hostile trees are refused as `ls`
-refuses them. Skipped, with the reason, only where the machine has no FUSE.
+refuses them. The tests that mount are skipped, with the reason, only where the machine has no
+FUSE (no /dev/fuse or no fusermount3); the mount-point checks and the names run everywhere.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ _NO_FUSE = (
     if shutil.which("fusermount3") is None
     else None
 )
-pytestmark = pytest.mark.skipif(_NO_FUSE is not None, reason=f"FUSE is absent: {_NO_FUSE}")
+needs_fuse = pytest.mark.skipif(_NO_FUSE is not None, reason=f"FUSE is absent: {_NO_FUSE}")
 
 DEADLINE = 60.0  # seconds for a mount or an unmount on a loaded machine; normally well under 1
 
@@ -88,8 +89,14 @@ class Mount:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if os.path.ismount(self.where):  # only after a failure: leave no mount behind
+        if in_mount_table(self.where):  # only after a failure: leave no mount behind
             subprocess.run(["fusermount3", "-u", "-z", str(self.where)], check=False)
+
+
+def in_mount_table(where: Path) -> bool:
+    """Mounted, also when its server is gone (where os.path.ismount says False: ENOTCONN)."""
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == str(where) for line in f)
 
 
 @contextmanager
@@ -123,6 +130,7 @@ def sha256_of(path: Path) -> str:
 # --- reading ------------------------------------------------------------------------------------
 
 
+@needs_fuse
 def test_snapshots_read_back_exactly_with_latest_tags_and_sources(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(str(src))
@@ -164,6 +172,7 @@ def test_snapshots_read_back_exactly_with_latest_tags_and_sources(tmp_path: Path
     assert "Traceback" not in mount.err()
 
 
+@needs_fuse
 def test_nothing_is_writable(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(str(src))
@@ -201,6 +210,7 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM in /proc")
 
 
+@needs_fuse
 def test_a_large_file_streams_in_bounded_memory(tmp_path: Path) -> None:
     size = 192 << 20
     src = tmp_path / "src"
@@ -234,6 +244,7 @@ def test_a_large_file_streams_in_bounded_memory(tmp_path: Path) -> None:
 # --- ending -----------------------------------------------------------------------------------
 
 
+@needs_fuse
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_unmounts_cleanly(tmp_path: Path, sig: int) -> None:
     src = tmp_path / "src"
@@ -258,6 +269,7 @@ def test_a_signal_unmounts_cleanly(tmp_path: Path, sig: int) -> None:
         assert "Traceback" not in mount.err()
 
 
+@needs_fuse
 def test_umount_ends_the_command(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(str(src))
@@ -267,6 +279,22 @@ def test_umount_ends_the_command(tmp_path: Path) -> None:
         subprocess.run(["umount", str(mount.where)], check=True)
         assert mount.proc.wait(timeout=DEADLINE) == 0, mount.err()
         assert not os.path.ismount(mount.where) and os.listdir(mount.where) == []
+
+
+@needs_fuse
+def test_a_mount_left_by_a_killed_process_is_named_and_can_be_cleared(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(str(src))
+    cli = initialized_cli(tmp_path)
+    cli("snapshot", str(src))
+    with mounted(cli, tmp_path) as mount:
+        mount.proc.kill()  # SIGKILL: no handler runs, the kernel mount stays without a server
+        mount.proc.wait(timeout=DEADLINE)
+        again = cli("mount", str(mount.where), check=False)
+        assert again.code == 2 and "umount" in again.err, again.err
+        assert in_mount_table(mount.where)
+        subprocess.run(["fusermount3", "-u", str(mount.where)], check=True)
+        assert not in_mount_table(mount.where)
 
 
 def test_a_mount_point_that_will_not_do_is_refused(tmp_path: Path) -> None:
@@ -280,6 +308,20 @@ def test_a_mount_point_that_will_not_do_is_refused(tmp_path: Path) -> None:
     for result, words in ((missing, "no such folder"), (full, "not empty"), (not_folder, "not a")):
         assert result.code == 2 and words in result.err, result.err
         assert "Traceback" not in result.err
+
+
+def test_without_the_fuse_binding_the_message_says_what_to_install(tmp_path: Path) -> None:
+    cli = initialized_cli(tmp_path)
+    # As where `pip install 'dedupe[mount]'` was not run: importing the binding fails.
+    missing = tmp_path / "no-binding"
+    missing.mkdir()
+    (missing / "mfusepy.py").write_text("raise ImportError(\"No module named 'mfusepy'\")\n")
+    (tmp_path / "mnt").mkdir()
+    pythonpath = f"{missing}{os.pathsep}{cli.env['PYTHONPATH']}"
+    result = cli("mount", str(tmp_path / "mnt"), env={"PYTHONPATH": pythonpath}, check=False)
+    assert result.code == 1, result.err
+    assert "install" in result.err and "Traceback" not in result.err
+    assert not os.path.ismount(tmp_path / "mnt")
 
 
 # --- damage and hostile trees -------------------------------------------------------------------
@@ -297,6 +339,7 @@ def flip_byte_of_blob(repo_dir: str, blob_id: bytes) -> None:
         f.write(bytes([byte[0] ^ 0x01]))
 
 
+@needs_fuse
 def test_a_damaged_blob_is_an_io_error_and_the_mount_lives_on(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -368,6 +411,7 @@ def _exponential(tree: Callable[[list[dict]], bytes]) -> bytes:
     return tree_id
 
 
+@needs_fuse
 @pytest.mark.parametrize("build", [_too_deep, _exponential], ids=["too-deep", "exponential"])
 def test_hostile_trees_are_refused_as_ls_refuses_them(tmp_path: Path, build) -> None:
     src = tmp_path / "src"

@@ -14,6 +14,7 @@ Why these steps:
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -32,6 +33,14 @@ class FuseUnavailable(DedupeError):
 
 def check_mount_point(path: str) -> None:
     """UsageError unless `path` is an empty folder that nothing is mounted on."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:  # a FUSE mount whose process died
+            raise UsageError(
+                f"{path}: an earlier mount there ended without unmounting; run "
+                f"'umount {path}' (or 'fusermount3 -u {path}'), then mount again"
+            ) from None
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such folder; create an empty folder to mount on")
     if not os.path.isdir(path):
