@@ -39,6 +39,12 @@ The size reported for a day is after that night's snapshot, forget and gc; the t
 space a gc repack needs is not included (it is at most one batch of packs). What the history
 cannot show, it cannot forecast: a pace of growth that has not started yet. docs/PLAN.md has
 the validation against replayed nights and its error.
+
+The peak is the largest of the forecast days 1..N (today's size, before the first forget, is
+not a forecast). `forecast_band` replays the same nights with each group's nightly level at the
+ends of its 90 % interval: the uncertainty of the measured average, not of future growth.
+`past_sizes` gives the history's side of the chart; `dedupe.plan.drive` turns a forecast into
+the day a drive fills and the sentence that says so.
 """
 
 from __future__ import annotations
