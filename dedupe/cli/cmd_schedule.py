@@ -71,7 +71,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 def cmd_schedule(ctx: Context) -> int:
     args = ctx.args
     unit_dir = Path(args.unit_dir).absolute() if args.unit_dir else None
-    if unit_dir is None and not args.user and not platform.is_superuser():
+    changes = args.action != "show"
+    if changes and unit_dir is None and not args.user and not platform.is_superuser():
         raise UsageError(
             "the nightly job for the whole machine can only be set up by root: run the command "
             "with sudo, or add --user for a job of your own (it runs while you are logged in)"
