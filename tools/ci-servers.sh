@@ -13,6 +13,15 @@ if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null 2>&1; then
         apt-get install -y -q --no-install-recommends openssh-server openssh-client
     fi
 fi
+# FUSE for `dedupe mount` and its tests (mfusepy, from the test extras, binds libfuse3).
+if ! command -v fusermount3 >/dev/null 2>&1 || ! ldconfig -p | grep -q libfuse3; then
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends fuse3 libfuse3-3; then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends fuse3 libfuse3-3
+    fi
+fi
+
 # Debian's openssh-server may try to start a system sshd on port 22 at install; the tests never
 # use it, and a container without systemd simply does not start it.
 
