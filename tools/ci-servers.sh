@@ -22,6 +22,16 @@ if ! command -v fusermount3 >/dev/null 2>&1 || ! ldconfig -p | grep -q libfuse3;
     fi
 fi
 
+# `ps` (the macOS start-time branch is tested with procps' same format) and systemd-analyze
+# (the schedule's units are checked with `systemd-analyze verify`).
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v ps >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends systemd procps; then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends systemd procps
+    fi
+fi
+
 # Debian's openssh-server may try to start a system sshd on port 22 at install; the tests never
 # use it, and a container without systemd simply does not start it.
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from dedupe import platform
 from dedupe.profile.model import Profile, Source
 from dedupe.run import media as media_mod
 from dedupe.run.children import Children, ChildResult, Password
@@ -270,7 +271,7 @@ class Job:
         folder = media_mod.local_path(medium.url)
         if folder is not None:
             try:
-                updates["free_bytes"] = shutil.disk_usage(folder).free
+                updates["free_bytes"] = platform.free_bytes(folder)
             except OSError:
                 pass
         self._remember(medium, **updates)

@@ -10,12 +10,12 @@ A rotating drive that is merely unplugged is not overdue; one not updated for mo
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dedupe import platform
 from dedupe.profile.model import Profile
 from dedupe.run import media as media_mod
 from dedupe.run.children import Children, Password
@@ -156,6 +156,6 @@ def _free(medium: Medium) -> int | None:
     if folder is None:
         return None
     try:
-        return shutil.disk_usage(folder).free
+        return platform.free_bytes(folder)
     except OSError:
         return None
