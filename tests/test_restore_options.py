@@ -317,3 +317,28 @@ def test_latest_is_the_newest_snapshot_holding_the_include(backed_up, tmp_path):
         "--include", f"{src}/letters", check=False,
     )  # fmt: skip
     assert refused.code == 2 and "Traceback" not in refused.err
+
+
+def test_a_folder_where_a_file_goes_costs_that_file_only(backed_up, tmp_path):
+    cli, src, sid = backed_up
+    target = tmp_path / "t"
+    blocker = Path(str(target) + str(src)) / "letters" / "older.txt"
+    (blocker / "inside").mkdir(parents=True)
+    planned = cli("restore", sid, "--target", str(target), "--dry-run", "--json").json()
+    actions = {item["path"]: item["action"] for item in planned["items"]}
+    assert actions[f"{src}/letters/older.txt"] == "conflict"
+    result = cli("restore", sid, "--target", str(target), "--json", check=False)
+    assert result.code == 1, result.err
+    assert f"{src}/letters/older.txt" in result.err and "move" in result.err
+    assert "Traceback" not in result.err
+    report = result.json()
+    assert report["files"] == 9 and report["symlinks"] == 1
+    assert [f["path"] for f in report["failed"]] == [f"{src}/letters/older.txt"]
+    assert (blocker / "inside").is_dir()
+    expected = digest_tree(str(src))
+    del expected["letters/older.txt"]
+    restored = digest_tree(str(target) + str(src))
+    assert {k: v for k, v in restored.items() if not k.startswith("letters/older.txt")} == expected
+    # With --overwrite never the folder is simply left, and that is no error.
+    kept = cli("restore", sid, "--target", str(target), "--overwrite", "never", "--json").json()
+    assert kept["kept"] == 11 and kept["failed"] == []

@@ -21,7 +21,7 @@ from dedupe.model.snapshot import Snapshot
 from dedupe.restore.dryrun import DryRunTotals, Planned, preview
 from dedupe.restore.existing import DEFAULT_MODE, MODES, UNCHANGED
 from dedupe.restore.outcome import RestoreStats
-from dedupe.restore.restorer import RestoreIncomplete, Restorer
+from dedupe.restore.restorer import RestoreBlocked, RestoreIncomplete, Restorer
 from dedupe.restore.steps import Excluded, selected_bytes
 
 EXAMPLES = """\
@@ -36,8 +36,12 @@ examples:
     dedupe restore latest --target / --include /srv/practice --exclude '*.tmp' \\
         --overwrite if-newer
 
-exit codes: 0 all restored; 2 wrong usage; 14 some files could not be restored (damaged backup
-data) or did not read back right (--verify): each is named, everything else was restored.
+  An older version: find the snapshot that has it with 'dedupe find letter-smith.docx' (or
+  'dedupe snapshots'), and give its id instead of latest.
+
+exit codes: 0 all restored; 1 a folder in the target stands where a file goes (named; the rest
+is restored); 2 wrong usage; 14 some files could not be restored (damaged backup data) or did
+not read back right (--verify): each is named, everything else was restored.
 """
 
 OVERWRITE_HELP = (
@@ -45,7 +49,8 @@ OVERWRITE_HELP = (
     "replace it only if its content differs from the backup (a file with the backup's size "
     "and modification time is taken as right, unless --verify is given), so running a restore "
     "again after it was interrupted only writes what is missing or wrong; always: replace "
-    "every file; if-newer: replace it only if the backup's copy is newer, keeping files "
+    "every file (slower: each replaced file is flushed to disk before it takes the old one's "
+    "place); if-newer: replace it only if the backup's copy is newer, keeping files "
     "changed since the backup; never: keep every file that is there. Whatever the choice, a "
     "file is replaced in one step: an interrupted restore never leaves a half-written file"
 )
@@ -149,10 +154,10 @@ def cmd_restore(ctx: Context) -> int:
         excluded=excluded,
         verify=ctx.args.verify,
     )
-    incomplete = None
+    incomplete: RestoreIncomplete | RestoreBlocked | None = None
     try:
         stats = restorer.restore(snap.tree, includes)
-    except RestoreIncomplete as exc:  # everything intact was restored; report, then exit 14
+    except (RestoreIncomplete, RestoreBlocked) as exc:  # the rest was restored: report, raise
         incomplete, stats = exc, exc.stats
     finally:
         if bar is not None:
@@ -200,7 +205,11 @@ def _json_report(ctx: Context, snap: Snapshot, stats: RestoreStats) -> dict[str,
         "mismatched": [{"path": path, "reason": why} for path, why in stats.mismatched],
         "failed": [
             {"path": path, "type": kind, "reason": why}
-            for kind, items in (("file", stats.damaged_files), ("dir", stats.damaged_folders))
+            for kind, items in (
+                ("file", stats.damaged_files),
+                ("dir", stats.damaged_folders),
+                ("file", stats.blocked),
+            )
             for path, why in items
         ],
     }
@@ -210,7 +219,8 @@ def _summary(ctx: Context, snap: Snapshot, stats: RestoreStats) -> list[str]:
     """What an office manager reads at the end: what came back, what was left alone and why,
     and whether the read-back check passed."""
     source = f"snapshot {snap.short_id()} ({_when(snap)})"
-    if stats.files or stats.symlinks or not (stats.unchanged or stats.kept):
+    wrote = stats.files or stats.symlinks
+    if wrote or not (stats.unchanged or stats.kept) or stats.blocked or stats.damaged:
         lines = [
             f"restored {stats.files} files, {stats.dirs} folders, {stats.symlinks} symlinks "
             f"({human_bytes(stats.bytes_written)}) from {source} to {ctx.args.target}"

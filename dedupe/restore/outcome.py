@@ -1,15 +1,16 @@
 """What a restore did, counted (`RestoreStats`), and the error it ends with when something could
-not be restored or did not read back right (`RestoreIncomplete`, exit 14).
+not be restored or did not read back right (`RestoreIncomplete`, exit 14), or when only
+something in the target stood in the way of some files (`RestoreBlocked`, exit 1).
 
-A restore that met damage still restores everything intact first; the exception comes at the
-end so that a caller who never looks at the statistics still cannot miss the damage.
+A restore that met damage or an obstacle still restores everything else first; the exception
+comes at the end so that a caller who never looks at the statistics still cannot miss the damage.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dedupe.errors import DamageError
+from dedupe.errors import DamageError, DedupeError
 
 
 @dataclass
@@ -30,11 +31,26 @@ class RestoreStats:
     damaged_folders: list[tuple[str, str]] = field(default_factory=list)
     # (path, why) of files that did not read back as the snapshot holds them (--verify)
     mismatched: list[tuple[str, str]] = field(default_factory=list)
+    # (path, why) of files not restored because something in the target is in the way
+    blocked: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damaged_files or self.damaged_folders or self.mismatched)
 
 
 class RestoreIncomplete(DamageError):
     """Raised at the end of a restore that met damage or a verification mismatch: everything
     intact was restored, and `stats` lists what was not (its message says so, for the user)."""
+
+    def __init__(self, stats: RestoreStats) -> None:
+        super().__init__(damage_summary(stats))
+        self.stats = stats
+
+
+class RestoreBlocked(DedupeError):
+    """Raised at the end of a restore that restored everything else but found things in the
+    target in the way of some files (a folder where the snapshot has a file): exit 1."""
 
     def __init__(self, stats: RestoreStats) -> None:
         super().__init__(damage_summary(stats))
@@ -81,5 +97,14 @@ def damage_summary(stats: RestoreStats) -> str:
         advice.append(
             "Something changed them while the restore ran, or the disk did not keep what was "
             "written: run the restore again, and check the target disk if it happens again."
+        )
+    if stats.blocked:
+        parts.append(
+            f"{len(stats.blocked)} file(s) were not restored because a folder of the same name "
+            f"is in the target: {_names(stats.blocked)}"
+        )
+        advice.append(
+            "Everything else was restored. Move those folders away (or restore into an empty "
+            "folder) and run the restore again."
         )
     return "; ".join(parts) + ". " + " ".join(advice)

@@ -49,10 +49,17 @@ from dedupe.restore.existing import (
     mismatch,
     open_existing,
 )
-from dedupe.restore.outcome import RestoreIncomplete, RestoreStats, damage_summary
+from dedupe.restore.outcome import RestoreBlocked, RestoreIncomplete, RestoreStats, damage_summary
 from dedupe.restore.steps import Excluded, Step, plan
 
-__all__ = ["RestoreIncomplete", "RestoreStats", "Restorer", "damage_summary", "plan"]
+__all__ = [
+    "RestoreBlocked",
+    "RestoreIncomplete",
+    "RestoreStats",
+    "Restorer",
+    "damage_summary",
+    "plan",
+]
 
 Progress = Callable[[int], None]
 _BlobResult = bytes | DamageError | list[bytes | DamageError]  # one blob, or a run of them
@@ -221,8 +228,10 @@ class Restorer:
             stats = self._restore(root, includes)
         finally:
             os.umask(old_umask)
-        if stats.damaged_files or stats.damaged_folders or stats.mismatched:
+        if stats.damaged:
             raise RestoreIncomplete(stats)
+        if stats.blocked:
+            raise RestoreBlocked(stats)
         return stats
 
     def _restore(self, root: bytes, includes: Sequence[bytes]) -> RestoreStats:
@@ -260,8 +269,11 @@ class Restorer:
         """A file or symlink the restore does not write: already right, or kept by the mode."""
         node = step.node
         assert node is not None
-        if decision.action == CONFLICT:
-            raise DedupeError(f"cannot restore {self._display(step)}: {decision.reason}")
+        if decision.action == CONFLICT:  # costs that file only: named, and exit 1 at the end
+            where = self._display(step)
+            self.stats.blocked.append((where, decision.reason))
+            self.warn(f"cannot restore {where}: {decision.reason}")
+            return
         assert decision.action == SKIP
         if decision.reason == UNCHANGED:
             # Its content is the snapshot's; its permissions and times become the snapshot's
@@ -271,6 +283,11 @@ class Restorer:
                 if fd is not None:
                     try:
                         self._set_meta(fd, node, is_dir=False, existing=True)
+                    except OSError as exc:  # someone else's file: its content is right anyway
+                        self.warn(
+                            f"cannot set permissions or time of {self._display(step)}: "
+                            f"{exc.strerror}"
+                        )
                     finally:
                         os.close(fd)
             self.stats.unchanged += 1
