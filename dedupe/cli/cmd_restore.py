@@ -269,7 +269,7 @@ def _dry_run(ctx: Context, snap: Snapshot, includes: list[bytes], excluded: Excl
         totals.add(item)
         if ctx.json:
             items.append(item._asdict())
-        elif item.type != "dir" or item.action not in ("exists", "create"):
+        elif _worth_a_line(item):
             ctx.out(_dry_line(item))
         if item.action in ("conflict", "fail"):
             ctx.warn(f"{item.path}: {item.reason}")
@@ -301,6 +301,14 @@ def _dry_run(ctx: Context, snap: Snapshot, includes: list[bytes], excluded: Excl
     if totals.conflict or totals.fail:
         ctx.out(f"{totals.conflict + totals.fail} could not be restored (see the warnings)")
     return 0
+
+
+def _worth_a_line(item: Planned) -> bool:
+    """Human output lists what would change or be refused; files that already match the
+    backup, and folders, are only counted (--json lists everything)."""
+    if item.type == "dir":
+        return item.action not in ("exists", "create")
+    return not (item.action == "skip" and item.reason == UNCHANGED)
 
 
 def _dry_line(item: Planned) -> str:

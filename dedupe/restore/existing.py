@@ -81,16 +81,16 @@ def decide(
         return Decision(CREATE)
     if stat.S_ISDIR(st.st_mode):
         if mode == NEVER:
-            return Decision(SKIP, "a folder of that name is there (--overwrite never)")
+            return Decision(SKIP, "a folder of that name is there; --overwrite never keeps it")
         return Decision(CONFLICT, "a folder of that name is there; move it away first")
     if mode == NEVER:
-        return Decision(SKIP, "already there (--overwrite never)")
+        return Decision(SKIP, "already there; --overwrite never keeps it")
     if mode == ALWAYS:
         return Decision(OVERWRITE)
     if mode == IF_NEWER:
         if node.mtime_ns > st.st_mtime_ns:
             return Decision(OVERWRITE, "the backup's copy is newer")
-        return Decision(SKIP, "the copy on disk is as new or newer (--overwrite if-newer)")
+        return Decision(SKIP, "the copy on disk is as new or newer; --overwrite if-newer keeps it")
     assert parent is not None
     if _unchanged(repo, parent, node, st, exact):
         return Decision(SKIP, UNCHANGED)
