@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dedupe.errors import UsageError
 
@@ -33,11 +33,11 @@ class Pattern:
 
     text: str
     parts: tuple[re.Pattern[bytes] | None, ...]
+    done: int = field(init=False)
+    """The position that means "matched" (len(parts))."""
 
-    @property
-    def done(self) -> int:
-        """The position that means "matched"."""
-        return len(self.parts)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "done", len(self.parts))
 
     def start(self) -> State:
         """The state at a snapshot's root."""

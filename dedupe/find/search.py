@@ -84,24 +84,23 @@ class FindResult:
 class Finder:
     """Searches trees for one pattern, remembering every (tree, state) it has searched.
 
-    `load` reads a tree (default: `treewalk.load_tree`, verified and decoded); a test or a
-    benchmark can pass a counting wrapper. `limit` bounds one snapshot's expanded entries and
+    `load` reads a tree, verified and decoded (`partial(treewalk.load_tree, repo)`; a test or
+    a benchmark can wrap it to count). `limit` bounds one snapshot's expanded entries and
     matches (default `treewalk.MAX_ENTRIES`, as `ls` refuses)."""
 
     def __init__(
-        self,
-        repo: Repository,
-        pattern: Pattern,
-        load: treewalk.TreeLoader | None = None,
-        limit: int = treewalk.MAX_ENTRIES,
+        self, pattern: Pattern, load: treewalk.TreeLoader, limit: int = treewalk.MAX_ENTRIES
     ) -> None:
         self.pattern = pattern
-        self._load = load if load is not None else partial(treewalk.load_tree, repo)
+        self._load = load
         self.limit = limit
         self.trees_read = 0
         self._memo: dict[Key, _Found] = {}
         self._failed: dict[bytes, DamageError] = {}
         self._states: dict[State, State] = {}  # one object per distinct state: small keys
+        # (state, name) -> step's answer: most names recur in every version of their folder,
+        # so a year of snapshots matches each name about once. Bounded by the entries read.
+        self._steps: dict[tuple[State, bytes], tuple[bool, State]] = {}
 
     def matches(self, root: bytes) -> Iterator[tuple[bytes, Node]]:
         """(absolute path, node) of every match below the root tree. The whole snapshot is
@@ -160,13 +159,16 @@ class Finder:
     def _scan(self, frame: _Frame) -> tuple[Node, Key] | None:
         """Go on through the frame's entries: record matches, absorb memoised subfolders, and
         return the first subfolder that must be searched (None when the tree is done)."""
-        step = self.pattern.step
+        steps = self._steps
         state = frame.key[1]
         while frame.position < len(frame.nodes):
             node = frame.nodes[frame.position]
             frame.position += 1
             frame.entries += 1
-            matched, inside = step(state, node.name)
+            answer = steps.get((state, node.name))
+            if answer is None:
+                answer = steps[state, node.name] = self._step(state, node.name)
+            matched, inside = answer
             if matched:
                 frame.direct.append(node)
                 frame.matches += 1
@@ -174,7 +176,7 @@ class Finder:
                 self._too_many()
             if node.type != DIR or node.subtree is None or not inside:
                 continue
-            key = (node.subtree, self._states.setdefault(inside, inside))
+            key = (node.subtree, inside)
             known = self._memo.get(key)
             if known is None:
                 return node, key
@@ -182,6 +184,10 @@ class Finder:
                 raise TreesTooDeep()
             self._absorb(frame, node, key)
         return None
+
+    def _step(self, state: State, name: bytes) -> tuple[bool, State]:
+        matched, inside = self.pattern.step(state, name)
+        return matched, self._states.setdefault(inside, inside)
 
     def _absorb(self, frame: _Frame, node: Node, key: Key) -> None:
         """Add a searched subfolder's counts to its parent's."""
@@ -208,9 +214,10 @@ def find(
     progress: Callable[[int], None] | None = None,
 ) -> FindResult:
     """Every match of `pattern` in each snapshot (given oldest first), with trees shared
-    between snapshots read once. A snapshot that cannot be searched (damaged, hostile) is
+    between snapshots read once (`load`: as for Finder; default the repository's cached
+    `treewalk.load_tree`). A snapshot that cannot be searched (damaged, hostile) is
     listed in `damaged` and the rest are still searched. `progress(1)` after each snapshot."""
-    finder = Finder(repo, pattern, load)
+    finder = Finder(pattern, load if load is not None else partial(treewalk.load_tree, repo))
     matches: list[Match] = []
     searched: list[Snapshot] = []
     damaged: list[tuple[Snapshot, str]] = []
