@@ -68,7 +68,13 @@ class Mount:
             self.proc = cli.popen(
                 "mount", str(where), stdin=subprocess.DEVNULL, stdout=out, stderr=err
             )
-        mounted = wait_until(lambda: os.path.ismount(where) or self.proc.poll() is not None)
+        # The kernel mount comes first; the message once libfuse has started serving it.
+        mounted = wait_until(
+            lambda: (
+                (os.path.ismount(where) and "mounted at" in self.out())
+                or self.proc.poll() is not None
+            )
+        )
         assert mounted and os.path.ismount(where), f"not mounted: {self.err()}"
 
     def out(self) -> str:

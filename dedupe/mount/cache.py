@@ -6,6 +6,8 @@ Guarantees (why: a mount stays up for hours while a viewer opens a 1 GiB dump):
   blob that several readers want at once is fetched once (the others wait for it).
 - `TreeMemo` decodes each folder (tree id) once and keeps it while it is among the recently used
   ones, bounded by the total number of entries: folders shared between snapshots are read once.
+- A read that ends inside a blob starts fetching the blob after it (one at a time, into the
+  same bounded cache), so a sequential reader rarely waits on the storage.
 - `FileLayout` maps file offsets to blobs from the index's sizes alone: opening a file reads no
   content, and a read fetches only the blobs its byte range touches.
 Each is safe to use from several threads (libfuse calls from a pool).
@@ -14,9 +16,11 @@ Each is safe to use from several threads (libfuse calls from a pool).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from dedupe.errors import DamageError
 from dedupe.model.tree import Node
@@ -38,6 +42,8 @@ class BlobCache:
         self._lock = threading.Lock()
         self._fetching: dict[bytes, threading.Event] = {}
         self.fetches = 0  # blobs read from the repository (a miss each)
+        # Read-ahead: one blob at a time, so it adds at most one blob in flight to the bound.
+        self._ahead: ThreadPoolExecutor | None = ThreadPoolExecutor(1, "mount-read-ahead")
 
     def get(self, blob_id: bytes) -> bytes:
         """The blob's plaintext; DamageError (raised to every waiter) if it cannot be read."""
@@ -62,6 +68,26 @@ class BlobCache:
             with self._lock:
                 del self._fetching[blob_id]
             done.set()
+
+    def prefetch(self, blob_id: bytes) -> None:
+        """Start reading a blob a sequential reader will want next, unless it is cached or on
+        its way; damage is left for the read that needs it to report."""
+        with self._lock:
+            if blob_id in self._blobs or blob_id in self._fetching or self._ahead is None:
+                return
+            ahead = self._ahead
+        ahead.submit(self._warm, blob_id)
+
+    def _warm(self, blob_id: bytes) -> None:
+        with contextlib.suppress(DamageError):
+            self.get(blob_id)
+
+    def close(self) -> None:
+        """Stop reading ahead (at unmount)."""
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.shutdown(wait=True, cancel_futures=True)
 
     def _put(self, blob_id: bytes, data: bytes) -> None:
         self._blobs[blob_id] = data
@@ -141,6 +167,13 @@ class FileLayout:
             position = start + len(data)
             index += 1
         return b"".join(pieces)
+
+    def blob_after(self, position: int) -> bytes | None:
+        """The id of the blob that follows the one holding byte `position` (None if none)."""
+        if not 0 <= position < self.size:
+            return None
+        index = bisect.bisect_right(self.starts, position)  # the following blob's index
+        return self.blob_ids[index] if index < len(self.blob_ids) else None
 
     def _blob_size(self, index: int) -> int:
         following = self.starts[index + 1] if index + 1 < len(self.starts) else self.size

@@ -311,10 +311,12 @@ class SnapshotFS:
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_CREAT):
             raise _fail(errno.EROFS)
         found = self._resolve(path)
-        node = found.node if isinstance(found, _InSnapshot) else None
-        if node is None or node.type != FILE:
-            raise _fail(errno.EISDIR if node is None or node.type == DIR else errno.ELOOP)
-        where = f"snapshots/{found.snapshot}/{os.fsdecode(found.path)}"  # type: ignore[union-attr]
+        if not isinstance(found, _InSnapshot) or found.node is None:
+            raise _fail(errno.EISDIR)
+        node = found.node
+        if node.type != FILE:
+            raise _fail(errno.EISDIR if node.type == DIR else errno.ELOOP)
+        where = f"snapshots/{found.snapshot}/{os.fsdecode(found.path)}"
         try:
             sizes = [self.repo.locate(blob_id).raw_length for blob_id in node.content]
             file_layout = FileLayout(node.content, sizes, node.size)
@@ -334,10 +336,19 @@ class SnapshotFS:
             raise _fail(errno.EBADF)
         where, file_layout = opened
         try:
-            return file_layout.read(offset, size, self.blobs.get)
+            data = file_layout.read(offset, size, self.blobs.get)
         except DamageError as exc:
             self.report_once(self._damaged_file(where, exc))
             raise _fail(errno.EIO) from None
+        # A sequential reader next wants the blob that follows the one this read ended in.
+        following = file_layout.blob_after(offset + len(data) - 1)
+        if following is not None:
+            self.blobs.prefetch(following)
+        return data
+
+    def destroy(self, _path: str) -> None:
+        """Called by libfuse at unmount."""
+        self.blobs.close()
 
     def release(self, path: str, fh: int) -> None:
         with self._lock:
