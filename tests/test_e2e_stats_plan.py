@@ -186,7 +186,7 @@ def test_plan_says_when_the_drive_fills(base_history):
     target = sizes[-1] - 1
     first = next(i for i, size in enumerate(sizes) if size >= target)
     assert 0 < first <= 365
-    drive = f"{target / 1e6:.6f}M"  # decimal megabytes, as drives are labelled
+    drive = f"{target / 1e6}M"  # decimal megabytes, as drives are labelled
     filled = base_history("plan", *PRACTICE, "--days", "365", "--drive-size", drive, "--json")
     filled = filled.json()
     assert filled["drive_bytes"] == int(target)

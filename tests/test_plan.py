@@ -162,6 +162,7 @@ def test_drive_sizes_are_read_as_labelled():
     assert parse_drive_size("2T") == 2 * 10**12
     assert parse_drive_size("1.5T") == 1_500 * 10**9
     assert parse_drive_size("100M") == 100 * 10**6
+    assert parse_drive_size("2.3M") == 2_300_000  # float arithmetic would say 2,299,999
     assert parse_drive_size("2 TB") == parse_drive_size("2tb") == 2 * 10**12
     assert parse_drive_size("1TiB") == 2**40
     assert parse_drive_size("4000000000") == 4 * 10**9

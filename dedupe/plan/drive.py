@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import date
+from decimal import Decimal
 from typing import Protocol
 
 from dedupe.retention import UNLIMITED, Policy
@@ -46,7 +47,7 @@ def parse_drive_size(text: str) -> int:
     if binary and not prefix:
         raise SizeError(f"cannot read the drive size {text!r}: write it as on the label, e.g. 2T")
     unit = _BINARY[prefix] if binary else _DECIMAL[prefix]
-    value = math.floor(float(number) * unit)
+    value = math.floor(Decimal(number) * unit)  # exact: 2.3M is 2,300,000 bytes, not one less
     if value <= 0:
         raise SizeError(f"the drive size {text!r} must be more than 0 bytes")
     return value
