@@ -28,8 +28,10 @@ from pathlib import Path
 import pytest
 
 from dedupe import codec
+from dedupe.errors import DamageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.mount import layout
+from dedupe.mount.cache import BlobCache, FileLayout
 from dedupe.repo import manifests, treewalk
 from dedupe.repo.repository import pack_name
 from dedupe.repo.writer import BlobWriter
@@ -460,3 +462,34 @@ def test_names_that_collide_get_a_suffix_and_none_is_hidden() -> None:
     assert view.sources["srv_practice@office"].links["latest"] == f"../../snapshots/{names[1]}"
     for name in [*names, *view.tags, *view.sources]:
         assert "/" not in name and name not in (".", "..", "")
+
+
+# --- what the mount keeps in memory (pure) ----------------------------------------------------
+
+
+def test_the_blob_cache_stays_within_its_bound_and_reads_each_range_exactly() -> None:
+    rng = random.Random(3)
+    blobs = {bytes([i]) * 32: rng.randbytes(rng.randint(1, 3000)) for i in range(40)}
+    fetched: list[bytes] = []
+
+    def fetch(blob_id: bytes) -> bytes:
+        fetched.append(blob_id)
+        return blobs[blob_id]
+
+    ids = list(blobs)
+    content = b"".join(blobs[i] for i in ids)
+    file_layout = FileLayout(ids, [len(blobs[i]) for i in ids], len(content))
+    cache = BlobCache(fetch, max_bytes=8000)
+    for _ in range(300):
+        offset, length = rng.randrange(len(content) + 10), rng.randint(0, 9000)
+        assert file_layout.read(offset, length, cache.get) == content[offset : offset + length]
+        assert cache.cached_bytes <= 8000  # blobs are at most 3000 bytes: never one alone
+    # A sequential pass reads each blob once (it is cached while it is being read through).
+    fetched.clear()
+    position = 0
+    while chunk := file_layout.read(position, 512, cache.get):
+        position += len(chunk)
+    assert position == len(content) and sorted(fetched) == sorted(set(fetched))
+    cache.close()
+    with pytest.raises(DamageError):
+        FileLayout(ids, [len(blobs[i]) for i in ids], len(content) + 1)
