@@ -84,7 +84,7 @@ class FindResult:
 class Finder:
     """Searches trees for one pattern, remembering every (tree, state) it has searched.
 
-    `load` reads a tree, verified and decoded (`partial(treewalk.load_tree, repo)`; a test or
+    `load` reads a tree, verified and decoded (`partial(treewalk.read_tree, repo)`; a test or
     a benchmark can wrap it to count). `limit` bounds one snapshot's expanded entries and
     matches (default `treewalk.MAX_ENTRIES`, as `ls` refuses)."""
 
@@ -214,10 +214,12 @@ def find(
     progress: Callable[[int], None] | None = None,
 ) -> FindResult:
     """Every match of `pattern` in each snapshot (given oldest first), with trees shared
-    between snapshots read once (`load`: as for Finder; default the repository's cached
-    `treewalk.load_tree`). A snapshot that cannot be searched (damaged, hostile) is
-    listed in `damaged` and the rest are still searched. `progress(1)` after each snapshot."""
-    finder = Finder(pattern, load if load is not None else partial(treewalk.load_tree, repo))
+    between snapshots read once (`load`: as for Finder; default `treewalk.read_tree`). A
+    snapshot that cannot be searched (damaged, hostile) is listed in `damaged` and the rest
+    are still searched. `progress(1)` after each snapshot."""
+    # Each tree is read once anyway (the memo), so the repository's tree cache would only
+    # hold on to trees nothing reads again.
+    finder = Finder(pattern, load if load is not None else partial(treewalk.read_tree, repo))
     matches: list[Match] = []
     searched: list[Snapshot] = []
     damaged: list[tuple[Snapshot, str]] = []
