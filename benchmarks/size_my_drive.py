@@ -233,6 +233,8 @@ def run(args: argparse.Namespace) -> Report:
                 f" MB, {stats['snapshots']} snapshots",
                 flush=True,
             )
+            if night in args.keep_at and night != args.nights:
+                shutil.copytree(work / "repo", work / f"repo-night-{night}")
             if night == args.nights:
                 report.forecast_night = night
                 if args.keep:  # the history the forecast saw, to re-run `plan` on later
@@ -342,6 +344,13 @@ def main(argv: list[str] | None = None) -> None:
         "--keep",
         action="store_true",
         help="keep the temporary repository, and a copy as it was at the forecast night",
+    )
+    ap.add_argument(
+        "--keep-at",
+        type=lambda text: {int(n) for n in text.split(",") if n},
+        default=set(),
+        metavar="N,N,...",
+        help="with --keep, also copy the repository as it was after these nights (replays)",
     )
     ap.add_argument("--real-kdf", action="store_true", help="use the real key derivation")
     args = ap.parse_args(argv)

@@ -143,6 +143,19 @@ class DayPoint:
     day: date
     stored_bytes: int
     snapshots: int
+    parts: tuple[tuple[str, int], ...] = ()
+    """The forecast size by source (`PARTS`): what docs/PLAN.md compares with a replay."""
+
+
+PARTS = (
+    "other files (index, manifests)",
+    "pack overhead",
+    "garbage left by gc",
+    "carried: newest night's data (S)",
+    "carried: standing data (R)",
+    "carried: older snapshots only",
+    "new since the forecast",
+)
 
 
 @dataclass(frozen=True)
@@ -363,11 +376,18 @@ def forecast(
                 alive_days[night.estimate].append(night.day)
         for found in alive_days:
             found.sort()
-        stored = history.other_bytes + _gc_existing(
-            packs, alive_bits, alive_days, estimates, day, max_unused
+        parts = dict.fromkeys(PARTS, 0.0)
+        parts[PARTS[0]] = history.other_bytes
+        _gc_existing(packs, alive_bits, alive_days, estimates, day, max_unused, parts)
+        _gc_nights(nights, alive_days, estimates, day, max_unused, parts)
+        series.append(
+            DayPoint(
+                start + timedelta(days=day),
+                round(sum(parts.values())),
+                len(alive),
+                tuple((name, round(value)) for name, value in parts.items()),
+            )
         )
-        stored += _gc_nights(nights, alive_days, estimates, day, max_unused)
-        series.append(DayPoint(start + timedelta(days=day), round(stored), len(alive)))
     return Forecast(tuple(series), estimates, margin, prune)
 
 
@@ -426,22 +446,36 @@ def _gc_existing(
     estimates: tuple[GroupEstimate, ...],
     today: int,
     max_unused: float,
-) -> float:
-    total = 0.0
+    parts: dict[str, float],
+) -> None:
+    """gc on the existing packs; their stored bytes go to `parts` by source (`PARTS`)."""
     carry_gap = [_next_alive(found, 0, today) for found in alive_days]
+    newest_bits = 0
+    for est in estimates:
+        newest_bits |= 1 << est.newest_bit
     for pack in packs:
         if pack.stored <= 0:
             continue
-        live = 0.0
+        live = [0.0, 0.0, 0.0]  # newest night's data, standing data, older snapshots only
         for mask, size, carries in pack.groups:
+            if not mask & newest_bits:
+                kind = 2
+            else:
+                kind = 0 if any(age == 0 for _e, age in carries) else 1
             if mask & alive_bits:
-                live += size
+                live[kind] += size
             elif carries:
-                live += size * max(_carry(estimates[e], age, carry_gap[e]) for e, age in carries)
-        pack.stored = _collect(pack.stored, live, pack.overhead, max_unused)
+                live[kind] += size * max(
+                    _carry(estimates[e], age, carry_gap[e]) for e, age in carries
+                )
+        needed = sum(live)
+        pack.stored = _collect(pack.stored, needed, pack.overhead, max_unused)
         if pack.stored > 0:
-            total += pack.stored + pack.overhead
-    return total
+            parts[PARTS[1]] += pack.overhead
+            parts[PARTS[2]] += pack.stored - min(needed, pack.stored)
+            scale = min(1.0, pack.stored / needed)
+            for kind, value in enumerate(live):
+                parts[PARTS[3 + kind]] += value * scale
 
 
 def _carry(estimate: GroupEstimate, age: int, gap: int) -> float:
@@ -457,13 +491,14 @@ def _gc_nights(
     estimates: tuple[GroupEstimate, ...],
     today: int,
     max_unused: float,
-) -> float:
-    total = 0.0
+    parts: dict[str, float],
+) -> None:
+    """gc on the simulated nights' packs; their stored bytes go to `parts` (`PARTS`)."""
     for night in nights:
         if night.stored <= 0:
             continue
         gap = _next_alive(alive_days[night.estimate], night.day, today)
         live = estimates[night.estimate].survive(gap) * night.added
         night.stored = _collect(night.stored, live, 0, max_unused)
-        total += night.stored
-    return total
+        parts[PARTS[6]] += min(live, night.stored)
+        parts[PARTS[2]] += night.stored - min(live, night.stored)
