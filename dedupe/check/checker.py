@@ -9,9 +9,13 @@ What `check` guarantees:
 - `read_data` streams one pack per worker thread (memory is bounded by a few packs) and verifies
   BLAKE3(pack) against its name and every blob's MAC, size and keyed id.
 
-Listing order matters: snapshots, then index files, then packs, the reverse of the write order
-(packs, index, snapshot). A snapshot that completes while check runs is therefore either not seen
-at all or seen with everything it references already listed; it never looks damaged.
+The retention journal (`dedupe.check.journal`): its chain, and what it says exists and is held
+against the manifests and hold records.
+
+Listing order matters: the journal, then snapshots, then index files, then packs, the reverse
+of the write order (packs, index, snapshot, journal entry). A snapshot that completes while
+check runs is therefore either not seen at all or seen with everything it references already
+listed (its journal entry included); it never looks damaged.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from typing import TypeVar
 
 from dedupe.check.data import PackVerdict, Subset, verify_pack
 from dedupe.check.index import IndexSurvey
+from dedupe.check.journal import check_journal
 from dedupe.check.report import CheckReport
 from dedupe.crypto import keys
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound
-from dedupe.model.snapshot import Snapshot
+from dedupe.model.snapshot import HoldRecord, Snapshot
 from dedupe.model.tree import DIR, FILE, Node, decode_tree
+from dedupe.repo import journal as journal_mod
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.manifests import hold_problems, load_hold_records
 from dedupe.repo.manifests import load as load_snapshot
@@ -69,6 +75,8 @@ class _Checker:
         self.report = CheckReport()
         self.snaps: list[Snapshot] = []
         self.manifest_names: list[str] = []
+        self.journal = journal_mod.Journal()
+        self.hold_records: dict[str, HoldRecord | None] = {}
         self.index = IndexSurvey(repo)
         self.pack_sizes: dict[bytes, int] = {}
         self.header_only_blobs: set[bytes] = set()
@@ -79,10 +87,23 @@ class _Checker:
     def warn(self, text: str) -> None:
         self.report.warnings.append(text)
 
+    def note(self, text: str) -> None:
+        self.report.notes.append(text)
+
     def run(self) -> CheckReport:
         self._check_keys()
+        # The journal before the manifests: a snapshot writes its manifest, then its entry.
+        self.journal = journal_mod.load(self.repo)
         self._load_snapshots()
         self._check_holds()
+        check_journal(
+            self.journal,
+            self.snaps,
+            self.manifest_names,
+            self.hold_records,
+            self.error,
+            self.note,
+        )
         self._load_index()
         self._list_packs()
         self._check_packs()
@@ -129,7 +150,7 @@ class _Checker:
         """Every hold record against its manifest (`dedupe.repo.manifests.hold_problems`): a hold
         lost with a deleted or replaced manifest is an error."""
         damaged: list[str] = []
-        records = load_hold_records(self.repo, damaged)
+        records = self.hold_records = load_hold_records(self.repo, damaged)
         errors, warnings = hold_problems(self.snaps, self.manifest_names, records)
         for text in damaged + errors:
             self.error(text)

@@ -14,6 +14,8 @@ class CheckReport:
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Plain information (where the journal starts), neither damage nor a warning."""
     damaged_blobs: set[bytes] = field(default_factory=set)
     # snapshot id -> display paths (files, or folders whose tree is unreadable) that lose data
     damaged_snapshots: dict[str, list[str]] = field(default_factory=dict)
@@ -37,6 +39,7 @@ class CheckReport:
             "ok": self.ok,
             "errors": list(self.errors),
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
             "damaged_snapshots": [
                 {"id": sid, "paths": paths} for sid, paths in self.damaged_snapshots.items()
             ],

@@ -85,4 +85,6 @@ def _print(ctx: Context, report: CheckReport) -> None:
             f"read {report.packs_read} packs ({human_bytes(report.bytes_read)}), verified "
             f"{report.blobs_verified} blobs"
         )
+    for text in report.notes:
+        ctx.out(text)
     ctx.out("no errors found" if report.ok else f"{len(report.errors)} error(s) found")

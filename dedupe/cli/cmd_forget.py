@@ -11,6 +11,11 @@ A snapshot with a hold record (`dedupe.repo.manifests`) is held even if its mani
 (deleted hold, or an older copy put back): forget keeps it, says why, and exits 14 so that the
 office looks at `dedupe check`. After deleting, forget records how many snapshots remain
 (`dedupe.repo.census`), which gc compares against before it deletes data.
+
+Every real run is journalled (`dedupe.repo.journal`) before the first deletion: each snapshot it
+removes, with its time and why no rule kept it, and the policy. A removal is thus never done
+without its record (if the entry cannot be written, nothing is removed); a crash after the entry
+leaves snapshots the journal calls removed, which the same forget removes when run again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +31,8 @@ from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, UsageError
 from dedupe.gc import collect
-from dedupe.repo import manifests
+from dedupe.model.journal import SnapshotRef
+from dedupe.repo import journal, manifests
 from dedupe.repo.census import record_after_forget
 from dedupe.repo.repository import Repository
 from dedupe.retention import (
@@ -75,6 +82,7 @@ def cmd_forget(ctx: Context) -> int:
         with repo.lock(exclusive=True, frees_space=True):
             decisions = _decide(repo, policy, damaged)
             listed = len(repo.snapshot_names())
+            _journal(repo, policy, decisions)
             removed = _delete_removed(repo, decisions)
             # Under the lock, after the deletions and before any gc: gc compares the count
             # with the snapshots it finds, and refuses when they dropped unexplained. The
@@ -141,6 +149,34 @@ def _decide(repo: Repository, policy: Policy, damaged: list[str]) -> list[Decisi
     return apply_policy(infos, policy, None)
 
 
+def _removes(decision: Decision) -> bool:
+    return not decision.keep and not decision.snapshot.held  # held: never removed
+
+
+def _journal(repo: Repository, policy: Policy, decisions: list[Decision]) -> None:
+    """The journal entry of this forget, written before anything is deleted."""
+    refs = tuple(
+        SnapshotRef(
+            id=d.snapshot.id,
+            time=d.snapshot.time,
+            host=d.snapshot.host,
+            paths=tuple(d.snapshot.paths),
+            why="; ".join(d.texts) or "no rule keeps it",
+        )
+        for d in decisions
+        if _removes(d)
+    )
+    kept = sum(1 for d in decisions if not _removes(d))
+    entry = journal.new_entry(
+        "forget",
+        journal.command_line(sys.argv[1:]),
+        snapshots=refs,
+        reason=f"policy {policy.describe()}",
+        details={"kept": kept},
+    )
+    journal.append(repo, entry)
+
+
 def _delete_removed(repo: Repository, decisions: Iterable[Decision]) -> list[Decision]:
     """Delete the manifest of every snapshot the policy removes; each deletion is atomic.
 
@@ -149,7 +185,7 @@ def _delete_removed(repo: Repository, decisions: Iterable[Decision]) -> list[Dec
     """
     removed = []
     for decision in decisions:
-        if decision.keep or decision.snapshot.held:  # held: belt and braces, never removed
+        if not _removes(decision):
             continue
         try:
             repo.delete_manifest(decision.snapshot.id)
@@ -191,4 +227,5 @@ def _print_table(ctx: Context, policy: Policy, decisions: list[Decision], dry_ru
 def run_gc(ctx: Context) -> dict[str, Any]:
     """Run gc (`dedupe.gc.collect.run`) and return the contract's gc JSON object. gc takes its
     own exclusive lock: forget's is released by then."""
-    return dataclasses.asdict(collect.run(ctx.repo()))
+    command = journal.command_line(sys.argv[1:])
+    return dataclasses.asdict(collect.run(ctx.repo(), command=command))

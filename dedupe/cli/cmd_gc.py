@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.cli.policy_args import parse_max_unused
 from dedupe.errors import DamageError, UsageError
 from dedupe.gc import collect
+from dedupe.repo import journal
 
 
 def parse_count(text: str) -> int:
@@ -92,6 +94,7 @@ def cmd_gc(ctx: Context) -> int:
             progress,
             allow_empty=ctx.args.allow_empty,
             accept_snapshot_count=accept_count,
+            command=journal.command_line(sys.argv[1:]),
         )
     finally:
         for bar in bars.values():

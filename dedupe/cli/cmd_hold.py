@@ -10,17 +10,22 @@ Each hold also writes a sealed hold record (`holds/<snapshot id>`, `dedupe.repo.
 so a
 deleted or replaced manifest cannot end a hold unseen; `release` removes it. The write orders
 that keep an interruption safe are explained at `manifests.hold` and `manifests.release`.
+
+Both are journalled (`dedupe.repo.journal`): a hold after it is made, a release before it is
+undone, so an interruption never leaves a journal that says "released" of a hold that is gone
+unrecorded (check reports a hold the journal records whose record was removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 
 from dedupe.cli.context import Context, Subparsers
 from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
-from dedupe.repo import manifests
+from dedupe.repo import journal, manifests
 from dedupe.retention import local_time
 
 MAX_REASON_LENGTH = 500
@@ -73,11 +78,21 @@ def _set_hold(ctx: Context, held: bool, reason: str | None) -> int:
         snap = manifests.resolve(repo, ctx.args.snapshot)
         if held and reason is None and snap.held:
             reason = snap.hold_reason  # holding again without --reason keeps the reason
+        command = journal.command_line(sys.argv[1:])
         if held:
             updated = manifests.hold(repo, snap, reason, datetime.now(UTC))
+            entry = journal.new_entry(
+                "hold", command, snapshots=(journal.ref(updated, reason),), reason=reason
+            )
+            journal.append(repo, entry)
         else:
             if not snap.held and manifests.has_hold_record(repo, snap.id):
                 snap = snap.with_hold(True, None)  # held by its record: report the release
+            if snap.held:
+                entry = journal.new_entry(
+                    "release", command, snapshots=(journal.ref(snap, snap.hold_reason),)
+                )
+                journal.append(repo, entry)
             updated = manifests.release(repo, snap)
     _report(ctx, snap, updated)
     return 0

@@ -15,6 +15,9 @@ misjudged (stale by mistake), so there is a time margin too (`survey.GRACE_SECON
 Lying listings: gc believes what it cannot see is garbage. So before deleting anything it
 compares the snapshots it sees with the census (`dedupe.repo.census`): none while packs exist,
 or a sharp drop from the recorded count, stops gc unless the user accepts exactly that.
+
+Every gc that finishes (not a dry run) appends a `gc` entry to the retention journal
+(`dedupe.repo.journal`) with the bytes it freed, still under its lock.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dedupe.gc.mark import TableMarks, mark_snapshots
 from dedupe.gc.plan import GcPlan, make_plan
 from dedupe.gc.result import GcResult, Progress, no_progress
 from dedupe.gc.survey import Survey, survey_repository
-from dedupe.repo import census, manifests
+from dedupe.repo import census, journal, manifests
 from dedupe.repo.repository import Repository
 
 __all__ = ["GcResult", "Progress", "run", "run_gc"]
@@ -40,14 +43,34 @@ def run(
     *,
     allow_empty: bool = False,
     accept_snapshot_count: int | None = None,
+    command: str = "dedupe gc",
 ) -> GcResult:
-    """`run_gc` under the exclusive lock (a dry run takes none: it changes nothing)."""
+    """`run_gc` under the exclusive lock (a dry run takes none: it changes nothing).
+    `command` is what the journal entry records as the command line."""
     if dry_run:
         return run_gc(repo, max_unused, dry_run, progress, allow_empty, accept_snapshot_count)
     with repo.lock(exclusive=True, frees_space=True) as lock:
-        return run_gc(
+        result = run_gc(
             repo, max_unused, dry_run, progress, allow_empty, accept_snapshot_count, lock.name
         )
+        _journal(repo, result, command)
+        return result
+
+
+def _journal(repo: Repository, result: GcResult, command: str) -> None:
+    """The journal entry of a finished gc (after it: gc removes only what nothing uses, so
+    an interrupted gc has nothing the journal must already say)."""
+    entry = journal.new_entry(
+        "gc",
+        command,
+        freed_bytes=result.freed_bytes,
+        details={
+            "packs_deleted": result.packs_deleted,
+            "packs_rewritten": result.packs_rewritten,
+            "stored_bytes_after": result.stored_bytes_after,
+        },
+    )
+    journal.append(repo, entry)
 
 
 def run_gc(

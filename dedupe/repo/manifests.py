@@ -5,7 +5,10 @@ Why hold records: a hold is a field of the manifest, and a manifest is one objec
 (or a careless cleanup) can delete, or replace by an older, unheld copy, without breaking any
 MAC. A second sealed object per hold, `holds/<snapshot id>`, makes both visible: `check` reports
 a record whose manifest is missing or unheld, and `forget` keeps a snapshot that has a record
-whatever its manifest says. (Deleting both objects is still unseen here; the journal covers it.)
+whatever its manifest says. (Deleting both objects is unseen here; the retention journal,
+`dedupe.repo.journal`, covers it: `check` compares the holds it records with the records.)
+
+`commit` also journals the new snapshot (after its manifest: an addition is recorded once done).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dedupe.model.snapshot import (
     encode_hold_record,
     encode_snapshot,
 )
-from dedupe.repo import census
+from dedupe.repo import census, journal
 from dedupe.repo.lock import Lock
 from dedupe.repo.repository import Repository
 
@@ -88,7 +91,9 @@ def commit(repo: Repository, lock: Lock, snapshot: Snapshot) -> int:
     `repair index` may have written an index since this process loaded its own. Either way it
     raises and saves nothing: the night's data stays as unreferenced packs (gc keeps them for
     its grace period), and no snapshot that references a deleted chunk is ever written.
-    After the manifest, the census learns the new count (gc's witness; see dedupe.repo.census).
+    After the manifest, the census learns the new count (gc's witness; see dedupe.repo.census)
+    and the journal gets a `snapshot` entry (after: a crash in between leaves a snapshot the
+    journal does not know, which `check` notes, never a journalled snapshot that is absent).
     """
     lock.verify()
     if repo.index_changed_since_load():
@@ -102,6 +107,13 @@ def commit(repo: Repository, lock: Lock, snapshot: Snapshot) -> int:
     except DedupeError:
         pass  # the snapshot is saved; a census left behind only weakens gc's check, and gc
         # itself reports a damaged census
+    try:
+        command = journal.command_line(["snapshot", *snapshot.display_paths()])
+        entry = journal.new_entry("snapshot", command, snapshots=(journal.ref(snapshot),))
+        journal.append(repo, entry)
+    except DedupeError:
+        pass  # the snapshot is saved and must not be reported as failed; `check` notes a
+        # snapshot the journal does not know
     return size
 
 

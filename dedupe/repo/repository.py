@@ -18,6 +18,7 @@ from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.crypto import keys
 from dedupe.errors import (
     DamageError,
+    DedupeError,
     FormatError,
     NoRepository,
     ObjectNotFound,
@@ -27,7 +28,7 @@ from dedupe.errors import (
     WrongPassword,
 )
 from dedupe.repo import config as config_mod
-from dedupe.repo import indexcache, keyshare, reserve
+from dedupe.repo import indexcache, journal, keyshare, reserve
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.blob import BlobCodec, parse_compression
 from dedupe.repo.index import (
@@ -214,7 +215,8 @@ class Repository:
         return cls(storage, key, settings, key_name)
 
     def change_password(self, new_password: bytes) -> str:
-        """Write a key file for the new password, then delete the old one. Returns its name."""
+        """Write a key file for the new password, then delete the old one, then journal the
+        change (a `key` entry naming the old and new key files). Returns the new name."""
         new_name = f"keys/{secrets.token_hex(8)}"
         # The new key file is durable before the old one goes: an interruption leaves a
         # repository that opens with the old or the new password, never neither.
@@ -223,7 +225,20 @@ class Repository:
             self.storage.delete(self.key_name)
         except ObjectNotFound:
             pass
-        self.key_name = new_name
+        old_name, self.key_name = self.key_name, new_name
+        entry = journal.new_entry(
+            "key",
+            "dedupe key passwd",
+            reason="password changed",
+            details={"old_key_file": old_name, "new_key_file": new_name},
+        )
+        try:
+            journal.append(self, entry)
+        except DedupeError as exc:
+            raise DedupeError(
+                f"the password was changed (the new key file is {new_name}), but the journal "
+                f"entry recording it could not be written: {exc}"
+            ) from None
         return new_name
 
     def chunker(self) -> Chunker:

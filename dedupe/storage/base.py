@@ -101,7 +101,7 @@ TEMP_PREFIX = ".tmp-"
 # The folders dedupe's own writers put objects in ('' is the root); pack folders data/<2 hex>/
 # come on top. Only here may a `.tmp-*` file be a leftover of ours: a new kind of object in a
 # new folder must be added here, or its interrupted writes are never cleaned up.
-WRITER_DIRS = ("", "data", "index", "snapshots", "locks", "keys", "holds")
+WRITER_DIRS = ("", "data", "index", "snapshots", "locks", "keys", "holds", "journal")
 
 _PACK_FOLDER_RE = re.compile(r"[0-9a-f]{2}")
 
