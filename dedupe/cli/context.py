@@ -1,6 +1,17 @@
 """What every command needs: the parsed arguments, output helpers, the repository, progress.
 
 Only `dedupe.cli` prints, reads the environment or draws progress bars.
+
+Output discipline (what `-q` and `-v` mean, for every command):
+- `out`: the result itself on stdout (a listing, a table, a file's bytes): printed with `-q`
+  too, since that is what was asked for;
+- `done`: a success note on stdout ("snapshot ... saved", "created repository ..."), and
+  `info`: a note on stderr: both silent with `-q`, so a cron job mails only when something
+  went wrong;
+- `warn` and errors: stderr, always;
+- `verbose`: true with `-v`, for commands that can say more (each file's decision).
+Progress bars appear only on a terminal's stderr and never with `-q`; sizes are in KiB, MiB,
+GiB as in every summary (`human_bytes`), with %, counts and an ETA whenever a total is known.
 """
 
 from __future__ import annotations
@@ -16,8 +27,10 @@ from typing import Any, TypeAlias
 from tqdm import tqdm
 
 from dedupe.cli import password
+from dedupe.errors import DamageError, NoRepository
 from dedupe.profile import Profile, find_profile, load_profile
-from dedupe.repo.repository import Repository
+from dedupe.repo import foreign
+from dedupe.repo.repository import PasswordSource, Repository
 from dedupe.storage import Storage, open_storage
 
 
@@ -26,6 +39,7 @@ class Context:
         self.args = args
         self.json = bool(getattr(args, "json", False))
         self.quiet = bool(getattr(args, "quiet", False))
+        self.verbose = bool(getattr(args, "verbose", False)) and not self.quiet
         self._storage: Storage | None = None
         self._repo: Repository | None = None
         self._profile: Profile | None = None
@@ -37,6 +51,11 @@ class Context:
         """Human output on stdout (suppressed with --json, which prints JSON instead)."""
         if not self.json:
             print(printable(text))
+
+    def done(self, text: str = "") -> None:
+        """A success note on stdout: human output that `-q` and `--json` leave out."""
+        if not self.quiet:
+            self.out(text)
 
     def emit_json(self, value: Any) -> None:
         # ASCII escapes keep the output valid JSON even for file names that are not UTF-8
@@ -56,20 +75,15 @@ class Context:
         self.warnings.append(text)
         print(f"warning: {printable(text)}", file=sys.stderr)
 
-    def progress_bar(self, total: int | None, desc: str, unit: str = "B") -> tqdm | None:
-        """A tqdm bar on a terminal's stderr, else None."""
+    def progress_bar(
+        self, total: int | None, desc: str, unit: str = "B", note: str = ""
+    ) -> ProgressBar | None:
+        """A bar on a terminal's stderr (None with -q or without a terminal): `unit` "B" counts
+        bytes (shown as KiB, MiB, GiB), any other unit counts things ("files", " packs").
+        With a total: %, counts and ETA; `total` may be set later (`bar.total = n`)."""
         if self.quiet or not sys.stderr.isatty():
             return None
-        return tqdm(
-            total=total,
-            desc=desc,
-            unit=unit,
-            unit_scale=True,
-            unit_divisor=1024,
-            file=sys.stderr,
-            leave=False,
-            dynamic_ncols=True,
-        )
+        return ProgressBar(total=total, desc=desc, unit=unit, note=note)
 
     # --- repository -----------------------------------------------------------------------
 
@@ -125,7 +139,7 @@ class Context:
     def repo(self) -> Repository:
         """The unlocked repository (asks for the password once)."""
         if self._repo is None:
-            self._repo = Repository.open(self.storage(), self._password())
+            self._repo = open_repository(self.storage(), self._password())
         return self._repo
 
     def index_problems(self) -> list[str]:
@@ -135,6 +149,85 @@ class Context:
     def close(self) -> None:
         if self._storage is not None:
             self._storage.close()
+
+
+def open_repository(storage: Storage, secret: PasswordSource) -> Repository:
+    """`Repository.open`, except that another tool's repository (restic, Borg...) is named as
+    such, exit 10, instead of being reported as no repository or as damaged."""
+    try:
+        return Repository.open(storage, secret)
+    except (NoRepository, DamageError):
+        other = foreign.identify(storage)
+        if other is not None:
+            raise NoRepository(other.message(storage.url)) from None
+        raise
+
+
+class ProgressBar(tqdm):  # type: ignore[misc]
+    """tqdm with our units and layout.
+
+    Bytes are shown as `human_bytes` shows them everywhere else (MiB, not tqdm's MB). With a
+    total: '3.1 GiB of 12.0 GiB 26%, 45.2 MiB/s, ETA 03:12' (or 'files 120/4000'); without:
+    what was done, the rate and the time. `note` (set any time) is added at the end, e.g. the
+    bytes read beside a file count. A terminal that reports 0 columns or 0 rows (some ptys,
+    `docker exec -t`) gets an 80-column line instead of nothing."""
+
+    def __init__(self, *, total: int | None, desc: str, unit: str, note: str = "") -> None:
+        self.note = note
+        self.counts_bytes = unit == "B"
+        size = _terminal_size()
+        sized: dict[str, Any] = (
+            {"dynamic_ncols": True} if size is not None else {"ncols": 80, "nrows": 24}
+        )
+        super().__init__(
+            total=total,
+            desc=desc,
+            unit=unit.strip() or "items",
+            file=sys.stderr,
+            leave=False,
+            mininterval=0.2,
+            **sized,
+        )
+
+    def _amount(self, n: float) -> str:
+        return human_bytes(n) if self.counts_bytes else f"{n:.0f}"
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = super().format_dict
+        n, total, elapsed = d["n"], d["total"], d["elapsed"]
+        rate = d["rate"] or (n / elapsed if elapsed > 0 else 0)
+        note = f", {self.note}" if self.note else ""
+        if self.counts_bytes:
+            done = human_bytes(n) + (f" of {human_bytes(total)}" if total else "")
+            speed = f"{human_bytes(rate)}/s"
+        else:
+            done = f"{d['unit']} {n:.0f}" + (f"/{total:.0f}" if total else "")
+            speed = f"{rate:.1f} {d['unit']}/s"
+        if total:
+            d["bar_format"] = (
+                "{desc}: {percentage:3.0f}% {bar} "
+                + _braces(f"{done}, {speed}, ETA ")
+                + "{remaining}"
+                + _braces(note)
+            )
+        else:
+            d["bar_format"] = "{desc}: " + _braces(f"{done}, {speed}{note}") + " [{elapsed}]"
+        return d
+
+
+def _braces(text: str) -> str:
+    """`text` safe inside a tqdm bar_format (a str.format template)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _terminal_size() -> os.terminal_size | None:
+    """stderr's terminal size, or None when it reports no columns or no rows."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return None
+    return size if size.columns > 0 and size.lines > 0 else None
 
 
 def _escape_table() -> dict[int, str]:
