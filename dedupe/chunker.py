@@ -23,6 +23,13 @@ BLOCK_SIZE = 8 * 1024 * 1024
 # the pipeline can afford. Users with different data choose with `init --chunk-size`.
 DEFAULT_AVG = 64 * 1024
 
+# Streams (stdin, `--stdin-from-command`: database dumps) get their own, smaller chunks in a new
+# repository (dedupe.repo.config, docs/FORMAT-chunking.md): a dump's nightly changes are single
+# rows scattered over the whole file, each costing about one chunk. Measured on pg_dump of
+# pgbench at scale 20 with 2,000 transactions a night (benchmarks/pgbench.py --sweep), zstd-3:
+# see docs/FORMAT-chunking.md for the table this choice comes from.
+DEFAULT_STREAM_AVG = 8 * 1024
+
 
 @dataclass(frozen=True)
 class ChunkerParams:

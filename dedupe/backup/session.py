@@ -3,7 +3,8 @@
 `snapshot_paths` and `snapshot_stream` take the repository's shared lock, warn when the disk may
 be too small, store the data (dedupe.backup.archiver, with a helper process for large files on a
 local repository with two cores or more), and commit. They report through callbacks only
-(`warn`, `progress`) and never print.
+(`warn`, `progress`) and never print. A stream is cut with the repository's stream chunker
+parameters, files with its file parameters (`chunker_for`, docs/FORMAT-chunking.md).
 
 The write order is kept here, in `_store`: the helper's packs and index are durable first, then
 this process's, then (`manifests.commit`, which also checks that the lock still stands and that
@@ -26,6 +27,7 @@ from dedupe.backup.archiver import Archiver
 from dedupe.backup.filescache import FilesCache
 from dedupe.backup.filestore import ArchiveStats, Progress, Warn
 from dedupe.backup.offload import Offloader
+from dedupe.chunker import Chunker
 from dedupe.model.snapshot import Snapshot
 from dedupe.repo import manifests
 from dedupe.repo.repository import GC_PENDING, Repository
@@ -108,6 +110,14 @@ def helper_for(repo: Repository) -> Offloader | None:
     return Offloader(repo, workers=_workers())
 
 
+def chunker_for(repo: Repository, stream: bool) -> Chunker:
+    """The chunker a snapshot cuts with: the stream set for a stream (a database dump: its
+    scattered row changes want small chunks), the file set for paths (docs/FORMAT-chunking.md).
+    Both use the repository's secret seed."""
+    params = repo.settings.stream_params if stream else repo.settings.chunker
+    return Chunker(params, repo.key.chunker_seed)
+
+
 def _workers() -> int:
     return max(2, os.cpu_count() or 2)
 
@@ -132,7 +142,13 @@ def _take(
         writer = BlobWriter(repo, workers=_workers())
         offload = helper_for(repo)
         archiver = Archiver(
-            writer, repo.chunker(), files_cache, options.excludes, warn, progress, offload
+            writer,
+            chunker_for(repo, stream),
+            files_cache,
+            options.excludes,
+            warn,
+            progress,
+            offload,
         )
         tree = _store(repo, archiver, writer, offload, archive)
         stats = archiver.stats

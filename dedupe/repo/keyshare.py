@@ -1,7 +1,8 @@
 """One key for several repositories: a drive or off-site copy made with `init --same-key-as URL`.
 
 What is shared: the whole key material of the repository at URL (`enc_key`, `id_key`,
-`chunker_seed`) and its chunk sizes and pack size. What is not: the repository id, the key files
+`chunker_seed`) and its chunk sizes (both sets: files and streams, `config.carried`,
+docs/FORMAT-chunking.md) and pack size. What is not: the repository id, the key files
 and so the password of each (they may be equal or not), the compression setting. So:
 - a blob has the same id and may be sealed with the same key in both, and `copy` between them
   moves only the blobs the destination lacks;
