@@ -64,6 +64,14 @@ def who() -> tuple[str, str]:
     return socket.gethostname(), user
 
 
+def place(url: str) -> str:
+    """A repository's URL as an entry records it: any password shown as `***`, a local path
+    made absolute (a relative one means nothing a month later)."""
+    if "://" not in url and url:
+        return os.path.abspath(url)
+    return redact_url(url)
+
+
 def command_line(argv: Sequence[str]) -> str:
     """The command as the entry records it: `dedupe` and its arguments, with any password in a
     URL shown as `***` (a password is never on the command line; a URL may still carry one)."""
@@ -269,7 +277,10 @@ def append(repo: _Repo, entry: Entry) -> str:
     newest, seq = heads(repo)
     entry = replace(entry, prev=tuple(newest), seq=seq)
     if not newest:
-        entry = replace(entry, baseline=baseline(repo))
+        # What existed before this entry: a snapshot it adds itself is its own news.
+        adds = entry.action == "snapshot" or entry.direction == "in"
+        own = set(entry.snapshot_ids()) if adds else set()
+        entry = replace(entry, baseline=tuple(r for r in baseline(repo) if r.id not in own))
     data = repo.sealer.seal(encode_entry(entry))
     name = content_hash(data).hex()
     repo.storage.put(JOURNAL_FOLDER + name, data)
