@@ -134,7 +134,9 @@ def cmd_archive(ctx: Context) -> int:
             result = Copier(source, dest, workers=workers).run(snaps)
             proof = read_back(dest, [s.id for s in snaps])
             if not proof.ok:
-                _journal_copy(source, dest, snaps, result, command, here, there)
+                # What the copy did is still journalled on both sides.
+                moved = result.copied + result.held
+                journal.record_copy(source, dest, snaps, moved, command, here, there)
                 raise DamageError(_failed(there, proof))
             for snap in snaps:
                 manifests.hold(dest, manifests.load(dest, snap.id), reason, datetime.now(UTC))
@@ -171,43 +173,6 @@ def cmd_archive(ctx: Context) -> int:
     released = _release_here(source, snaps, command) if ctx.args.release_here else []
     _report(ctx, snaps, result, proof, released, there, reason)
     return 0
-
-
-def _journal_copy(
-    source: Repository,
-    dest: Repository,
-    snaps: list[Snapshot],
-    result: CopyResult,
-    command: str,
-    here: str,
-    there: str,
-) -> None:
-    """After a failed read-back: what the copy did is still journalled on both sides."""
-    moved = [s for s in snaps if s.id in set(result.copied) | set(result.held)]
-    if not moved:
-        return
-    refs_there = []
-    for snap in moved:
-        try:
-            refs_there.append(journal.ref(manifests.load(dest, snap.id)))
-        except (DamageError, UsageError):
-            continue
-    journal.append(
-        dest,
-        journal.new_entry(
-            "copy", command, snapshots=tuple(refs_there), direction="in", details={"peer": here}
-        ),
-    )
-    journal.append(
-        source,
-        journal.new_entry(
-            "copy",
-            command,
-            snapshots=tuple(journal.ref(s) for s in moved),
-            direction="out",
-            details={"peer": there},
-        ),
-    )
 
 
 def _failed(there: str, proof: ReadBack) -> str:

@@ -158,10 +158,8 @@ def describe(entry: Entry) -> list[str]:
     elif action == "archive":
         verified = entry.details.get("verified_blobs")
         proof = f"; verified by reading back {verified} pieces" if verified is not None else ""
-        released = "; released here" if entry.details.get("released_here") else ""
-        what = (
-            f"archived {_backups(len(refs))} to {_peer(entry)} ({entry.reason}){proof}{released}:"
-        )
+        released = "; the holds here are released" if entry.details.get("released_here") else ""
+        what = f"archived {_backups(len(refs))} to {_peer(entry)} ({entry.reason}){proof}{released}"
         listed = _snapshot_lines(refs, False)
     elif action == "key":
         what = entry.reason or "key changed"

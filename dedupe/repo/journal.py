@@ -292,6 +292,54 @@ def append(repo: _Repo, entry: Entry) -> str:
     return name
 
 
+def _stored_ref(repo: _Repo, snapshot_id: str) -> SnapshotRef | None:
+    """`snapshot_id` as `repo` stores it now (held by its manifest or a hold record), or None
+    when its manifest cannot be read."""
+    try:
+        sealed = repo.storage.get(f"snapshots/{snapshot_id}")
+        snap = decode_snapshot(repo.sealer.open(sealed, "snapshot"), snapshot_id)
+        held = snap.held or repo.storage.exists(f"holds/{snapshot_id}")
+    except DedupeError:
+        return None
+    return ref(snap, snap.hold_reason if held else None, held)
+
+
+def record_copy(
+    source: _Repo,
+    dest: _Repo,
+    snapshots: Iterable[Snapshot],
+    moved: Iterable[str],
+    command: str,
+    source_url: str,
+    dest_url: str,
+) -> None:
+    """Journal a copy on both sides: `moved` are the ids of `snapshots` the copy wrote into
+    `dest` or held there (`CopyResult.copied` and `.held`). The destination's entry first (an
+    addition is journalled once made), as received ("in", each snapshot held as it is held
+    there), then the source's ("out"). Nothing moved: nothing journalled."""
+    wanted = set(moved)
+    sent = [s for s in snapshots if s.id in wanted]
+    if not sent:
+        return
+    received = tuple(r for r in (_stored_ref(dest, s.id) for s in sent) if r is not None)
+    append(
+        dest,
+        new_entry(
+            "copy", command, snapshots=received, direction="in", details={"peer": place(source_url)}
+        ),
+    )
+    append(
+        source,
+        new_entry(
+            "copy",
+            command,
+            snapshots=tuple(ref(s) for s in sent),
+            direction="out",
+            details={"peer": place(dest_url)},
+        ),
+    )
+
+
 # --- what the journal says should be there ----------------------------------------------------
 
 
