@@ -23,8 +23,11 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="send a test message to the profile's alert URLs",
         description="Send a test message to every URL in the profile's [alerts] urls and say "
         "which ones took it.",
+        epilog="example:\n"
+        "  dedupe alert test --profile /etc/dedupe/dedupe.toml\n"
+        "      then check the mailbox (or chat) that should get the alerts\n",
     )
-    p.add_argument("action", choices=("test",))
+    p.add_argument("action", choices=("test",), help="send a test message")
     p.add_argument("--profile", metavar="FILE", help="the profile whose [alerts] to test")
     p.set_defaults(handler=cmd_alert)
 

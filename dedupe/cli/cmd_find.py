@@ -34,8 +34,12 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
             "('/srv/practice/letters/*.docx', '**/letters/*.docx'). Quote it so the shell "
             "leaves * alone."
         ),
+        epilog="examples:\n"
+        "  dedupe find smith.docx          every version of that letter, in every snapshot\n"
+        "  dedupe find '*.docx' --path /srv/practice\n"
+        "  then get one back: dedupe restore SNAP --target /tmp/r --include /full/path\n",
     )
-    p.add_argument("glob", metavar="GLOB")
+    p.add_argument("glob", metavar="GLOB", help="a name or pattern: smith.docx, '*.docx'")
     selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_find)
 

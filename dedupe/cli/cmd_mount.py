@@ -17,6 +17,10 @@ The folder shows:
   DIR/latest                      the newest snapshot
   DIR/tags/<tag>/, DIR/sources/<source>/   the snapshots of one tag or source (each with latest)
 Copy files out with any file manager or cp. The command runs until Ctrl-C or 'umount DIR'.
+
+example:
+  mkdir /tmp/backups && dedupe mount /tmp/backups
+  (in another window: ls /tmp/backups/latest/srv/practice)
 """
 
 
@@ -25,8 +29,10 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "mount",
         parents=[common],
         help="show the snapshots as a read-only folder (FUSE)",
+        description="Show every snapshot as a read-only folder, to browse the backups and "
+        "copy files out with the file manager. Needs FUSE (Linux: the fuse3 package; macOS: "
+        "macFUSE).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("mount_point", metavar="DIR", help="an empty folder to show the snapshots in")
     p.set_defaults(handler=cmd_mount)
@@ -43,7 +49,7 @@ def cmd_mount(ctx: Context) -> int:
     _ = repo.index  # loaded now, not by the first reader (and not by several at once)
 
     def mounted() -> None:
-        ctx.out(
+        ctx.done(
             f"mounted at {ctx.args.mount_point}; press Ctrl-C or run "
             f"'umount {ctx.args.mount_point}' to finish"
         )

@@ -19,27 +19,72 @@ from dedupe.model.tree import DIR, FILE, SYMLINK, TYPE_NAMES, Node
 from dedupe.repo import manifests, treewalk
 from dedupe.repo.selection import filter_snapshots
 
+SNAP_HELP = "a snapshot: its id (or its first 4+ digits), or latest"
+
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("snapshots", parents=[common], help="list snapshots")
+    p = sub.add_parser(
+        "snapshots",
+        parents=[common],
+        help="list snapshots",
+        description="List the snapshots (the backups) in the repository: id, time, computer, "
+        "size, whether it is held, and what was backed up. Newest last.",
+        epilog="examples:\n"
+        "  dedupe snapshots                         every snapshot\n"
+        "  dedupe snapshots --path /srv/practice    only the backups of that folder\n"
+        "  dedupe snapshots --json                  for a script\n",
+    )
     selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_snapshots)
 
-    p = sub.add_parser("ls", parents=[common], help="list the files of a snapshot")
-    p.add_argument("snapshot", metavar="SNAP")
-    p.add_argument("path", nargs="?", default="/", metavar="PATH")
+    p = sub.add_parser(
+        "ls",
+        parents=[common],
+        help="list the files of a snapshot",
+        description="List the files and folders in a snapshot, with their full original paths "
+        "(everything, or one folder). With 'latest' and a PATH, the newest snapshot that holds "
+        "that PATH is used.",
+        epilog="examples:\n"
+        "  dedupe ls latest /srv/practice/letters   what last night's backup holds there\n"
+        "  dedupe ls 3f2a91c0 | grep smith          search one snapshot for a name\n"
+        "  ('dedupe find' searches every snapshot at once)\n",
+    )
+    p.add_argument("snapshot", metavar="SNAP", help=SNAP_HELP)
+    p.add_argument(
+        "path",
+        nargs="?",
+        default="/",
+        metavar="PATH",
+        help="a folder or file in the snapshot, by its full path (default: everything)",
+    )
     selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_ls)
 
-    p = sub.add_parser("cat", parents=[common], help="write one file of a snapshot to stdout")
-    p.add_argument("snapshot", metavar="SNAP")
-    p.add_argument("path", metavar="PATH")
+    p = sub.add_parser(
+        "cat",
+        parents=[common],
+        help="write one file of a snapshot to stdout",
+        description="Write one backed-up file to standard output, e.g. to put a database dump "
+        "back. A stream saved with --stdin-name NAME is the file /NAME.",
+        epilog="examples:\n"
+        "  dedupe cat latest practice.sql | psql practice     put last night's dump back\n"
+        "  dedupe cat latest /srv/practice/letters/smith.docx > /tmp/smith.docx\n",
+    )
+    p.add_argument("snapshot", metavar="SNAP", help=SNAP_HELP)
+    p.add_argument("path", metavar="PATH", help="the file, by its full path (or a stream's NAME)")
     selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_cat)
 
-    p = sub.add_parser("diff", parents=[common], help="compare two snapshots")
-    p.add_argument("first", metavar="SNAP1")
-    p.add_argument("second", metavar="SNAP2")
+    p = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="compare two snapshots",
+        description="List what was added (+), removed (-) and changed (M) between two "
+        "snapshots, by full path.",
+        epilog="example:\n  dedupe diff 3f2a91c0 latest       what changed since that backup\n",
+    )
+    p.add_argument("first", metavar="SNAP1", help="the older snapshot")
+    p.add_argument("second", metavar="SNAP2", help="the newer snapshot")
     selection.add_filter_arguments(p)
     p.set_defaults(handler=cmd_diff)
 
@@ -84,9 +129,9 @@ def cmd_snapshots(ctx: Context) -> int:
                 f"{held}  {tags + ' ' if tags else ''}{' '.join(s.display_paths())}"
             )
         if flt.active:
-            ctx.out(f"{len(snaps)} of {total} snapshots match {flt.describe()}")
+            ctx.done(f"{len(snaps)} of {total} snapshots match {flt.describe()}")
         else:
-            ctx.out(f"{len(snaps)} snapshots")
+            ctx.done(f"{len(snaps)} snapshots")
     for text in damaged:
         ctx.warn(text)
     if damaged:
@@ -191,5 +236,5 @@ def cmd_diff(ctx: Context) -> int:
         for sign, path in changes:
             ctx.out(f"{sign} {_text(path)}")
         counts = {k: sum(1 for s, _ in changes if s == k) for k in "+-M"}
-        ctx.out(f"{counts['+']} added, {counts['-']} removed, {counts['M']} changed")
+        ctx.done(f"{counts['+']} added, {counts['-']} removed, {counts['M']} changed")
     return 0

@@ -15,6 +15,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="rebuild what can be rebuilt (the index, from the packs)",
         description="Rebuild parts of the repository that can be rebuilt from other parts.",
+        epilog="example:\n"
+        "  dedupe repair index --dry-run   after 'dedupe check' reported a damaged index\n"
+        "  dedupe repair index\n",
     )
     what = p.add_subparsers(dest="repair_what", metavar="WHAT")
     what.required = True
@@ -28,6 +31,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
             "itself (no backup may run). Safe to interrupt: run it again. Works on a full "
             "disk as far as the space reserve allows."
         ),
+        epilog="example:\n  dedupe repair index --dry-run && dedupe repair index\n",
     )
     q.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
     q.set_defaults(handler=cmd_repair_index)
@@ -97,7 +101,7 @@ def _print_summary(ctx: Context, r: repair.RepairResult) -> None:
             "removed"
         )
     else:
-        ctx.out(
+        ctx.done(
             f"rebuilt the index from {r.packs} packs ({r.blobs} blobs): wrote "
             f"{r.index_files_written} index file(s), removed {r.index_files_removed} old one(s)"
         )

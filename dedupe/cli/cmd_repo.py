@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from dedupe.chunker import DEFAULT_AVG
 from dedupe.cli import keyexport, password
 from dedupe.cli.context import Context, Subparsers
-from dedupe.errors import DedupeError, NoRepository, UsageError, WrongPassword
+from dedupe.errors import DamageError, DedupeError, NoRepository, UsageError, WrongPassword
 from dedupe.profile import Profile, find_profile, load_profile
+from dedupe.repo import foreign
 from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository
 from dedupe.run.media import Medium, profile_media
 from dedupe.storage import Storage, open_storage
+from dedupe.storage.local import LocalStorage
 
 
 def parse_size(text: str) -> int:
@@ -35,8 +37,34 @@ def parse_size(text: str) -> int:
         raise UsageError(f"invalid size {text!r} (use e.g. 64K or 1M)") from None
 
 
+INIT_EXAMPLES = """\
+examples:
+  A repository on the backup disk; the password is asked twice (keep it somewhere safe: without
+  it nobody, not even us, can read the backups):
+    dedupe init --repo /srv/backup/repo
+
+  The same for a script, with the password in a file only the backup user can read:
+    DEDUPE_PASSWORD_FILE=/etc/dedupe/password dedupe init --repo /srv/backup/repo
+
+  A rotating drive that the nightly copies go to, sharing the key of the main repository (so
+  one key export opens both and copies move only what is missing):
+    dedupe init --repo /media/backup-monday/repo --same-key-as /srv/backup/repo
+
+The folder must be empty or new: init refuses a folder that already holds files (such as the
+folder being backed up) or another tool's repository.
+"""
+
+
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("init", parents=[common], help="create an encrypted repository")
+    p = sub.add_parser(
+        "init",
+        parents=[common],
+        help="create an encrypted repository",
+        description="Create a new, encrypted repository in an empty (or new) folder, on an "
+        "SFTP server or in an S3 bucket. Everything stored there is encrypted with a key that "
+        "only the password opens.",
+        epilog=INIT_EXAMPLES,
+    )
     p.add_argument(
         "--chunk-size",
         default=None,
@@ -64,7 +92,18 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_init)
 
-    p = sub.add_parser("key", parents=[common], help="manage the repository key")
+    p = sub.add_parser(
+        "key",
+        parents=[common],
+        help="manage the repository key",
+        description="Change the password, or export the key to keep it safe (and import it "
+        "back) in case the password is lost.",
+        epilog="examples:\n"
+        "  dedupe key passwd                    change the password (asked twice)\n"
+        "  dedupe key export /root/key.backup   keep a copy of the key, off this server\n"
+        "  dedupe key passwd --profile /etc/dedupe/dedupe.toml\n"
+        "      change it on the repository and every attached drive of the profile\n",
+    )
     key_sub = p.add_subparsers(dest="key_command", metavar="SUBCOMMAND")
     key_sub.required = True
     kp = key_sub.add_parser(
@@ -85,7 +124,15 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     kp.set_defaults(handler=cmd_key_passwd)
     keyexport.add_subcommands(key_sub, common)
 
-    p = sub.add_parser("unlock", parents=[common], help="remove stale locks")
+    p = sub.add_parser(
+        "unlock",
+        parents=[common],
+        help="remove stale locks",
+        description="Remove the locks left by a dedupe that was killed or whose machine "
+        "crashed. A lock of a dedupe still running is left alone.",
+        epilog="example:\n  dedupe unlock      after 'the repository is locked' (exit 11) "
+        "and no backup is running\n",
+    )
     p.set_defaults(handler=cmd_unlock)
 
 
@@ -100,6 +147,7 @@ def cmd_init(ctx: Context) -> int:
         raise UsageError("the password is empty")
     template = _template(ctx, template_url, secret) if template_url else None
     storage = ctx.storage(create=True)
+    _refuse_occupied(storage)
     chunk_avg = parse_size(ctx.args.chunk_size or str(DEFAULT_AVG))
     share_key = template is not None and bool(ctx.args.same_key_as)
     repo = Repository.init(
@@ -116,15 +164,33 @@ def cmd_init(ctx: Context) -> int:
             result["same_key_as"] = template.settings.repo_id.hex()
         ctx.emit_json(result)
         return 0
-    ctx.out(f"created repository {repo.settings.repo_id.hex()[:8]} at {storage.url}")
+    ctx.done(f"created repository {repo.settings.repo_id.hex()[:8]} at {storage.url}")
     if share_key and template is not None:
-        ctx.out(
+        ctx.done(
             f"It shares the key of repository {template.settings.repo_id.hex()[:8]} at "
             f"{template_url}: a key export or paper key of either opens both "
             "('dedupe key import'). Its password is the one it was created with."
         )
-    ctx.out("Keep the password safe: without it nobody can read this repository.")
+    ctx.done("Keep the password safe: without it nobody can read this repository.")
     return 0
+
+
+def _refuse_occupied(storage: Storage) -> None:
+    """A repository goes into an empty folder only: not into another tool's repository, nor
+    into a folder of files (the folder being backed up, a drive's documents), nor over a
+    dedupe repository (which `Repository.init` names)."""
+    if storage.exists("config") and foreign.identify(storage) is None:
+        return  # a dedupe repository (or what is left of one): Repository.init says so
+    other = foreign.identify(storage)
+    if other is not None:
+        raise UsageError(other.message(storage.url) + " Nothing was created.")
+    found = foreign.occupant(storage, storage.root if isinstance(storage, LocalStorage) else None)
+    if found is not None:
+        raise UsageError(
+            f"the folder {storage.url} is not empty (it holds {found!r}): a repository needs "
+            "an empty or new folder of its own, outside the folders that are backed up. "
+            "Choose another folder; nothing was created."
+        )
 
 
 def _template_url(args: argparse.Namespace) -> str | None:
@@ -158,7 +224,12 @@ def _template(ctx: Context, url: str, new_secret: bytes) -> Repository:
     storage = open_storage(url, s3_endpoint=ctx.args.s3_endpoint)
     try:
         return Repository.open(storage, secret)
-    except NoRepository as exc:
+    except (NoRepository, DamageError) as exc:
+        other = foreign.identify(storage)
+        if other is not None:
+            raise NoRepository(f"{option} {url}: {other.message(url)}") from None
+        if isinstance(exc, DamageError):
+            raise
         raise NoRepository(
             f"{option} {url}: {exc}; nothing was created (it must name an existing repository)"
         ) from None
@@ -188,7 +259,7 @@ def cmd_key_passwd(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json({"key": os.path.basename(name)})
     else:
-        ctx.out("password changed")
+        ctx.done("password changed")
     return 0
 
 
@@ -199,9 +270,9 @@ def cmd_unlock(ctx: Context) -> int:
         ctx.emit_json({"removed": removed})
     else:
         for text in removed:
-            ctx.out(f"removed {text}")
+            ctx.done(f"removed {text}")
         if not removed:
-            ctx.out("no stale locks")
+            ctx.done("no stale locks")
     return 0
 
 

@@ -63,7 +63,6 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="restore a snapshot under a folder",
         description="Copy files from a snapshot back to disk. Nothing is ever written outside "
         "the --target folder.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
     )
     p.add_argument(
@@ -165,8 +164,9 @@ def cmd_restore(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(_json_report(ctx, snap, stats))
     else:
+        say = ctx.out if incomplete is not None else ctx.done  # -q: silent when all went well
         for line in _summary(ctx, snap, stats):
-            ctx.out(line)
+            say(line)
     if incomplete is not None:
         raise incomplete
     return 0

@@ -46,8 +46,16 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         description="Install, remove or show the nightly 'dedupe run --profile FILE': a systemd "
         ".service and .timer (a night missed while the server was off runs at boot), a launchd "
         "job on macOS, or a cron line where there is neither.",
+        epilog="examples:\n"
+        "  dedupe schedule install --profile /etc/dedupe/dedupe.toml --at 22:30\n"
+        "  dedupe schedule show        what is installed, and when it runs next\n"
+        "  dedupe schedule remove      stop the nightly job\n",
     )
-    p.add_argument("action", choices=("install", "remove", "show"))
+    p.add_argument(
+        "action",
+        choices=("install", "remove", "show"),
+        help="install (or replace) the nightly job, remove it, or show it",
+    )
     p.add_argument("--profile", metavar="FILE", help="the profile the job runs (install)")
     p.add_argument(
         "--at",
@@ -137,12 +145,12 @@ def _install(ctx: Context, place: Placement) -> int:
         )
         return 0
     for path in place.files:
-        ctx.out(f"wrote {path}")
+        ctx.done(f"wrote {path}")
     if place.crontab:
-        ctx.out("added the job to your crontab ('crontab -l' shows it)")
-    ctx.out(f"runs: {shlex.join(job.argv)}")
-    ctx.out(f"every night at {job.at}; next: {when:%Y-%m-%d %H:%M} (if the machine is on)")
-    ctx.out(f"to see the last run: {place.last_run}")
+        ctx.done("added the job to your crontab ('crontab -l' shows it)")
+    ctx.done(f"runs: {shlex.join(job.argv)}")
+    ctx.done(f"every night at {job.at}; next: {when:%Y-%m-%d %H:%M} (if the machine is on)")
+    ctx.done(f"to see the last run: {place.last_run}")
     for hint in place.hints:
         ctx.out(hint)
     if pending:
@@ -229,9 +237,9 @@ def _remove(ctx: Context, place: Placement) -> int:
         ctx.emit_json({"scheduler": place.kind, "removed": removed})
     elif removed:
         for item in removed:
-            ctx.out(f"removed {item}")
+            ctx.done(f"removed {item}")
     else:
-        ctx.out(f"no nightly job was installed ({_where(place)}); nothing to remove")
+        ctx.done(f"no nightly job was installed ({_where(place)}); nothing to remove")
     return 0
 
 

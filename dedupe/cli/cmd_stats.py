@@ -23,6 +23,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         description="Sizes from the index and the snapshot trees (no data is read): what the "
         "backend stores, what the snapshots hold, and for each snapshot what it added when it "
         "was made and what forgetting it alone would free (its unique bytes).",
+        epilog="examples:\n"
+        "  dedupe stats                 how big the repository is and what each backup costs\n"
+        "  dedupe stats --json          the same for a script\n",
     )
     p.set_defaults(handler=cmd_stats)
 

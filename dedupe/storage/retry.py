@@ -12,6 +12,12 @@ Two ambiguities of a retried write are resolved here, where the history is known
   success (with content-addressed names that is the common case);
 - a `delete` whose earlier attempt failed transiently and whose retry meets `ObjectNotFound` counts
   as done.
+
+What it tells: each retry is logged at WARNING ("<url>: get data/.. failed (...); retrying in
+1.2 s, attempt 2 of 5"), as is a single request that took longer than `slow_after` seconds, so
+a flaky or slow link shows on stderr at the CLI's default level instead of only when it gives
+up. The URL in a message is always `redact_url`'s (no password), and no object's content is
+logged.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from dedupe.errors import ObjectExists, ObjectNotFound, StorageError, TransientStorageError
-from dedupe.storage.base import Leftover, ObjectInfo, Storage
+from dedupe.storage.base import Leftover, ObjectInfo, Storage, redact_url
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -40,6 +46,7 @@ class RetryingStorage:
         max_delay: float = 10.0,
         max_elapsed: float = 60.0,
         *,
+        slow_after: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -49,6 +56,7 @@ class RetryingStorage:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_elapsed = max_elapsed
+        self.slow_after = slow_after
         self._sleep = sleep
         self._clock = clock
 
@@ -75,17 +83,41 @@ class RetryingStorage:
         delays = self._delays()
         attempt = 0
         while True:
+            started = self._clock()
             try:
-                return op(attempt)
+                result = op(attempt)
             except TransientStorageError as exc:
                 delay = next(delays, None)
                 if delay is None:
                     raise TransientStorageError(
                         f"{exc} (gave up after {attempt + 1} attempts)"
                     ) from None
-                log.info("retrying %s in %.1fs after: %s", what, delay, exc)
+                self._log_retry(what, exc, delay, attempt + 2)
                 self._sleep(delay)
                 attempt += 1
+            else:
+                self._log_if_slow(what, self._clock() - started)
+                return result
+
+    def _log_retry(self, what: str, exc: Exception, delay: float, next_attempt: int) -> None:
+        log.warning(
+            "%s: %s failed (%s); retrying in %.1f s, attempt %d of %d",
+            redact_url(self.url),
+            what,
+            exc,
+            delay,
+            next_attempt,
+            self.attempts,
+        )
+
+    def _log_if_slow(self, what: str, seconds: float) -> None:
+        if seconds >= self.slow_after:
+            log.warning(
+                "%s: the storage is slow: %s took %.0f s (a busy or failing link or disk?)",
+                redact_url(self.url),
+                what,
+                seconds,
+            )
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._retry(f"get {name}", lambda _a: self.inner.get(name, offset, length))
@@ -120,6 +152,7 @@ class RetryingStorage:
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         seen: set[str] = set()
         delays = self._delays()
+        attempt = 1
         while True:
             try:
                 for info in self.inner.list(prefix):
@@ -131,7 +164,8 @@ class RetryingStorage:
                 delay = next(delays, None)
                 if delay is None:
                     raise
-                log.info("retrying list %s in %.1fs after: %s", prefix, delay, exc)
+                attempt += 1
+                self._log_retry(f"list {prefix or '/'}", exc, delay, attempt)
                 self._sleep(delay)
 
     def stat(self, name: str) -> ObjectInfo:
