@@ -151,7 +151,9 @@ def action(handler: Callable[..., Response]) -> Endpoint:
 
 
 async def home(request: Request) -> Response:
-    return RedirectResponse("/status", status_code=303)
+    ui: Ui = request.app.state.ui
+    where = "/status" if ui.session_of(request) is not None else "/login"
+    return RedirectResponse(where, status_code=303)
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

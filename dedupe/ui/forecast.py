@@ -63,11 +63,12 @@ def build(
             "appears after the first nightly backups."
         )
     estimates = projection.estimate_groups(history)
-    options = {"growth_per_month": 0.0, "max_unused": MAX_UNUSED}
     forecast = projection.forecast(
-        history, policy, days, margin=MARGIN, estimates=estimates, **options
+        history, policy, days, margin=MARGIN, estimates=estimates, max_unused=MAX_UNUSED
     )
-    band = projection.forecast_band(history, policy, days, estimates=estimates, **options)
+    band = projection.forecast_band(
+        history, policy, days, estimates=estimates, max_unused=MAX_UNUSED
+    )
     series = forecast.series
     full = early = None
     if drive_bytes is not None:

@@ -107,6 +107,7 @@ class RestoreJob:
     message: str = "Starting…"
     warnings: list[str] = field(default_factory=list)
     stats: RestoreStats | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
 
     @property
     def landing(self) -> str:
@@ -180,6 +181,7 @@ def _run(job: RestoreJob, repo: Repository, owner: Any) -> None:
         )
     finally:
         job.running = False
+        job.finished.set()
         storage: Storage | None = getattr(owner, "storage", None)
         if getattr(owner, "ended", False) and storage is not None:
             storage.close()

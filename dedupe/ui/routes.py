@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -122,6 +123,7 @@ def folder_page(ui: Ui, request: Request, session: Session) -> Response:
         session,
         snap=browse.snapshot_row(snap),
         path=full,
+        is_root=full == b"/",
         crumbs=crumbs,
         entries=entries,
     )
@@ -192,7 +194,11 @@ def restore_preview(ui: Ui, request: Request, session: Session, form: dict[str, 
     repo = session.current_repo()
     snap = browse.snapshot(repo, request.path_params["snapshot"])
     path, _entries = browse.folder(repo, snap, form_path(form.get("path")))
-    values = {"snap": browse.snapshot_row(snap), "path": path, "modes": MODE_WORDS}
+    values: dict[str, Any] = {
+        "snap": browse.snapshot_row(snap),
+        "path": path,
+        "modes": MODE_WORDS,
+    }
     try:
         mode = restorejob.check_mode(form.get("mode"))
         target = restorejob.check_target(form.get("target", ""))
@@ -201,7 +207,7 @@ def restore_preview(ui: Ui, request: Request, session: Session, form: dict[str, 
             "restore.html",
             request,
             session,
-            400,
+            status_code=400,
             count=None,
             target=form.get("target", ""),
             mode=form.get("mode", "if-changed"),

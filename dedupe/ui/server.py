@@ -116,8 +116,12 @@ class Ui:
         return self.sessions.get(request.cookies.get(security.SESSION_COOKIE))
 
     def to_login(self, request: Request) -> Response:
-        wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
-        if wants_page or request.url.path in ("/", "/status"):
+        """No session: a page goes to the login page; a download, the progress JSON or a
+        POST gets a bare 401 (no page a script could mistake for data)."""
+        path = request.url.path
+        if request.method == "GET" and not (
+            path.startswith("/download/") or path.endswith("/progress")
+        ):
             return RedirectResponse("/login", status_code=303)
         return PlainTextResponse("Log in first.", status_code=401)
 

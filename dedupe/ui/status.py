@@ -187,7 +187,7 @@ def step_rows(record: RunRecord | None) -> list[Mapping[str, Any]]:
     """The last run's steps for the table: step, target, ok, message (missing keys blank)."""
     if record is None:
         return []
-    rows = []
+    rows: list[Mapping[str, Any]] = []
     for step in record.steps:
         if isinstance(step, dict):
             rows.append(
