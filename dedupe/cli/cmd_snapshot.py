@@ -211,6 +211,7 @@ def cmd_snapshot(ctx: Context) -> int:
         if count is not None:
             count.stop()
         if bars and bars[0] is not None:
+            bars[0].refresh()  # the last state, however short the run was
             bars[0].close()
     snap, stats, bytes_added = result.snapshot, result.stats, result.bytes_added
     warnings: list[str] = []

@@ -1,0 +1,280 @@
+"""The command line as a user meets it: help that teaches, no abbreviations, quiet success,
+verbose decisions, init that refuses occupied folders, progress bars on a real terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import termios
+
+import pytest
+
+from dedupe.cli.context import ProgressBar
+from dedupe.cli.main import COMMAND_GROUPS, build_parser
+from tests.clitools import Cli, initialized_cli
+
+MY_COMMANDS = (
+    "init key unlock snapshot snapshots ls cat diff restore find mount stats repair schedule "
+    "alert".split()
+)
+
+
+def _help(cli: Cli, *args: str) -> str:
+    return cli(*args, "--help").text
+
+
+def test_top_help_lists_commands_in_order_with_passwords_and_profile(tmp_path):
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    text = _help(cli)
+    ordered = [name for _title, names in COMMAND_GROUPS for name in names]
+    positions = [text.index(f"\n  {name} ") for name in ordered]
+    assert positions == sorted(positions), "commands out of the documented order"
+    assert text.index("\n  init ") < text.index("\n  snapshot ") < text.index("\n  forget ")
+    for variable in ("DEDUPE_PASSWORD_FILE", "DEDUPE_PASSWORD_COMMAND", "DEDUPE_PASSWORD "):
+        assert variable in text
+    search = text[text.index("The profile") :]
+    order = [
+        "--profile FILE",
+        "$DEDUPE_PROFILE",
+        "./dedupe.toml",
+        "$XDG_CONFIG_HOME",
+        "/etc/dedupe",
+    ]
+    assert [search.index(item) for item in order] == sorted(search.index(i) for i in order)
+    # every registered command is listed, even one that no group names yet
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in sub.summaries:
+        assert f"\n  {name}" in text
+
+
+@pytest.mark.parametrize("command", MY_COMMANDS)
+def test_each_command_has_a_description_and_an_example(tmp_path, command):
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    text = _help(cli, command)
+    description = text.split("\n\n")[1]
+    assert not description.startswith(("positional", "options")), text
+    assert "example" in text.lower() and f"dedupe {command}" in text.split("example", 1)[1]
+
+
+def test_abbreviations_are_refused_with_the_full_name_suggested(tmp_path):
+    cli = initialized_cli(tmp_path)
+    result = cli("forget", "--keep-m", "3", "--dry-run", check=False)
+    assert result.code == 2
+    assert "unrecognized arguments: --keep-m" in result.err
+    assert "did you mean --keep-monthly" in result.err
+    result = cli("--rep", str(tmp_path / "repo"), "snapshots", check=False)
+    assert result.code == 2
+    result = cli("snapshots", "--ho", "x", check=False)  # --host, abbreviated
+    assert result.code == 2 and "--host" in result.err
+
+
+def test_a_mistyped_command_gets_did_you_mean(tmp_path):
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    result = cli("snapshto", check=False)
+    assert result.code == 2
+    assert "did you mean 'snapshot'" in result.err
+    result = cli("key", "pass", check=False)
+    assert result.code == 2 and "did you mean 'passwd'" in result.err
+
+
+def test_target_and_snap_have_help(tmp_path):
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    restore = _help(cli, "restore")
+    assert "--target DIR" in restore and "the folder to restore into" in restore
+    assert "latest" in _help(cli, "ls").split("SNAP", 2)[2]
+
+
+# --- quiet and verbose -----------------------------------------------------------------------
+
+
+def test_quiet_prints_nothing_on_success(tmp_path):
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    result = cli("init", "-q")
+    assert (result.out, result.err) == (b"", "")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "letter.txt").write_text("dear patient")
+    for args in (("snapshot", "-q", str(data)), ("-q", "snapshot", str(data)), ("unlock", "-q")):
+        result = cli(*args)
+        assert (result.out, result.err) == (b"", ""), args
+    # a listing still lists (that is what was asked for), without the count line
+    listing = cli("snapshots", "-q").text.splitlines()
+    assert len(listing) == 3 and listing[0].startswith("ID")
+    assert str(data / "letter.txt") in cli("ls", "-q", "latest").text
+
+
+def test_quiet_still_reports_a_failure(tmp_path):
+    cli = initialized_cli(tmp_path)
+    result = cli("snapshot", "-q", str(tmp_path / "missing"), check=False)
+    assert result.code == 1 and "nothing was backed up" in result.err
+
+
+def test_verbose_lists_each_files_decision(tmp_path):
+    cli = initialized_cli(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("same.txt", "edited.txt", "gone.txt"):
+        (data / name).write_text(name)
+    first = cli("snapshot", "-v", str(data))
+    assert f"new      {data / 'same.txt'}" in first.err
+    (data / "edited.txt").write_text("edited, and longer than before")
+    (data / "gone.txt").unlink()
+    (data / "added.txt").write_text("added")
+    second = cli("snapshot", "--verbose", str(data))
+    lines = second.err.splitlines()
+    assert f"changed  {data / 'edited.txt'}" in lines
+    assert f"removed  {data / 'gone.txt'}" in lines
+    assert f"new      {data / 'added.txt'}" in lines
+    assert not any(str(data / "same.txt") in line for line in lines)
+    assert any(line.startswith("1 new, ") and "1 removed since snapshot" in line for line in lines)
+    assert second.text.startswith("snapshot ")  # stdout keeps only the id line
+
+
+# --- init ------------------------------------------------------------------------------------
+
+
+def test_init_refuses_a_folder_that_holds_files(tmp_path):
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "letter.docx").write_bytes(b"x")
+    cli = Cli(str(documents), str(tmp_path / "cache"))
+    result = cli("init", check=False)
+    assert result.code == 2
+    assert "is not empty" in result.err and "letter.docx" in result.err
+    assert sorted(os.listdir(documents)) == ["letter.docx"]  # nothing was created
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".git").mkdir()
+    assert Cli(str(hidden), str(tmp_path / "cache"))("init", check=False).code == 2
+
+
+def test_init_accepts_an_empty_folder_and_a_drive_with_lost_and_found(tmp_path):
+    drive = tmp_path / "drive"
+    (drive / "lost+found").mkdir(parents=True)
+    Cli(str(drive), str(tmp_path / "cache"))("init")
+    assert (drive / "config").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    Cli(str(empty), str(tmp_path / "cache"))("init")
+
+
+def test_init_over_a_repository_is_still_refused_as_such(tmp_path):
+    cli = initialized_cli(tmp_path)
+    result = cli("init", check=False)
+    assert result.code == 2 and "already exists" in result.err
+
+
+# --- broken pipes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("snapshots",),
+        ("--json", "snapshots"),
+        ("ls", "latest"),
+        ("find", "*.txt"),
+        ("diff", "latest", "latest"),
+        ("stats",),
+        ("--help",),
+    ],
+)
+def test_a_reader_that_goes_away_is_a_quiet_exit_0(tmp_path, args):
+    # Buffered stdout (no PYTHONUNBUFFERED, as a user's shell has it) into a pipe whose reader
+    # has already gone: the flush at the end used to fail with exit 120 "Exception ignored".
+    cli = initialized_cli(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    cli("snapshot", str(data))
+    env = {k: v for k, v in cli.env.items() if k != "PYTHONUNBUFFERED"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            cli.command(*args), stdout=write_end, stderr=subprocess.PIPE, env=env, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "Broken pipe" not in err and "Exception ignored" not in err
+
+
+# --- progress on a terminal ------------------------------------------------------------------
+
+
+def _run_on_pty(cli: Cli, args: list[str], columns: int, rows: int) -> tuple[int, str]:
+    """Run the CLI with stderr on a real pty of the given size; (exit code, what it showed)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    proc = subprocess.Popen(
+        cli.command(*args),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=cli.env,
+    )
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer of the pty is gone
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.stdout is not None
+    proc.stdout.read()
+    return proc.wait(timeout=60), shown.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("columns, rows", [(0, 0), (0, 24), (120, 40)])
+def test_snapshot_progress_shows_on_any_terminal_in_mib(tmp_path, columns, rows):
+    # A pty that reports 0 columns (and 0 rows: `docker exec -t`) showed no bar at all.
+    cli = initialized_cli(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(50):
+        (data / f"f{i:03d}.bin").write_bytes(os.urandom(2048) * (1 + i % 7))
+    (data / "big.bin").write_bytes(os.urandom(1 << 20) * 4)
+    code, shown = _run_on_pty(cli, ["snapshot", str(data)], columns, rows)
+    assert code == 0, shown
+    assert "snapshot: " in shown, shown
+    assert "files 51" in shown and " read" in shown  # the last frame: every file done
+    assert "MiB" in shown and "MB" not in shown.replace("MiB", "")
+
+
+def test_a_bar_with_a_total_shows_percent_count_rate_and_eta():
+    files = ProgressBar(total=400, desc="snapshot", unit="files", note="1.5 MiB read")
+    files.update(100)
+    shown = str(files)
+    files.close()
+    assert shown.startswith("snapshot:  25% ")
+    assert "files 100/400" in shown and "files/s" in shown and "ETA " in shown
+    assert shown.endswith(", 1.5 MiB read")
+    data = ProgressBar(total=3 << 30, desc="copy", unit="B")
+    data.update(1536 << 20)
+    shown = str(data)
+    data.close()
+    assert " 50% " in shown and "1.5 GiB of 3.0 GiB" in shown and "/s, ETA" in shown
+    unknown = ProgressBar(total=None, desc="snapshot", unit="B")
+    unknown.update(5 << 20)
+    shown = str(unknown)
+    unknown.close()
+    assert shown.startswith("snapshot: 5.0 MiB, ") and "%" not in shown
+
+
+def test_no_bar_with_quiet_even_on_a_terminal(tmp_path):
+    cli = initialized_cli(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.bin").write_bytes(os.urandom(1 << 20))
+    code, shown = _run_on_pty(cli, ["snapshot", "-q", str(data)], 80, 24)
+    assert code == 0 and shown == ""
