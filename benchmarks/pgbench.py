@@ -34,6 +34,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -206,9 +207,15 @@ def sweep(dumps: list[Path], averages_kib: list[int]) -> list[dict[str, Any]]:
 # --- the run ----------------------------------------------------------------------------------
 
 
+def home(tool: Tool) -> Path | None:
+    """The folder a dedupe command runs in: its checkout (`python -m` puts the working folder
+    first on the module path, so a baseline run from elsewhere would load the wrong code)."""
+    return Path(tool.source_root) if isinstance(tool, Dedupe) else None
+
+
 def night_step(tool: Tool, ws: Workspace, pg: PgServer, label: str) -> dict[str, Any]:
     before = dir_usage(ws.repo)[1]
-    m = run_measured(stream_backup(tool, ws, pg.dump_argv(), label), tool.env(ws))
+    m = run_measured(stream_backup(tool, ws, pg.dump_argv(), label), tool.env(ws), home(tool))
     after = dir_usage(ws.repo)[1]
     rec: dict[str, Any] = {
         "wall_s": round(m.wall_s, 3),
@@ -233,7 +240,8 @@ def check_restore(tool: Dedupe, ws: Workspace, expected: str) -> tuple[bool, flo
     target = ws.root / "restore"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir()
-    m = run_measured([*tool.cmd, "restore", "latest", "--target", str(target)], tool.env(ws))
+    argv = [*tool.cmd, "restore", "latest", "--target", str(target)]
+    m = run_measured(argv, tool.env(ws), home(tool))
     restored = target / STREAM_NAME
     ok = m.rc == 0 and restored.exists() and file_digest(restored) == expected
     shutil.rmtree(target, ignore_errors=True)
@@ -271,7 +279,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "nights": [],
     }
     for tool in tools:
-        m = run_measured(tool.init(spaces[tool.name])[0], tool.env(spaces[tool.name]))
+        ws = spaces[tool.name]
+        m = run_measured(tool.init(ws)[0], tool.env(ws), home(tool))
         if m.rc != 0:
             raise SystemExit(f"{tool.name} init failed: {m.stderr_tail}")
     with PgServer(work / "pg") as pg:
@@ -429,6 +438,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM unwinds like an exception, so the private server is stopped and its folder
+    # deleted (`PgServer.__exit__`) instead of being left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = run(args)
     write_json(args.out, result)
     print(format_report(result), flush=True)
