@@ -49,6 +49,14 @@ class OutOfSpace(DedupeError):
     exit_code = 13
 
 
+class DestinationFull(DedupeError):
+    """A copy's destination (a drive) is full: what fits was copied, whole snapshots only, the
+    rest is named with the space it needs (exit 13, as out of space; the message carries its own
+    remedy, which is about the destination, not the source)."""
+
+    exit_code = 13
+
+
 class DamageError(DedupeError):
     """Stored data failed verification: a MAC, a keyed id, a size or a structure (exit 14)."""
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from dedupe.cli import password
 from dedupe.cli.context import Context, Subparsers, human_bytes
-from dedupe.copy.copier import Copier, select
-from dedupe.errors import NoRepository, WrongPassword
+from dedupe.copy.copier import Copier, CopyResult, select
+from dedupe.errors import DestinationFull, NoRepository, WrongPassword
 from dedupe.repo.repository import Repository
 from dedupe.storage import open_storage
 
@@ -103,12 +103,19 @@ def cmd_copy(ctx: Context) -> int:
     seconds = time.monotonic() - started
     for warning in result.warnings:
         ctx.warn(warning)
+    if result.needed_bytes is not None and result.free_bytes is not None:
+        ctx.info(
+            f"this copy needed about {human_bytes(result.needed_bytes)}; the destination had "
+            f"{human_bytes(result.free_bytes)} free"
+        )
     if ctx.json:
         ctx.emit_json(
             {
                 "copied": result.copied,
                 "skipped": result.skipped,
                 "held": result.held,
+                "not_copied": result.not_copied,
+                "short_bytes": result.short_bytes,
                 "bytes_added": result.bytes_added,
                 "bytes_read": result.bytes_read,
                 "blobs_added": result.blobs_added,
@@ -116,6 +123,7 @@ def cmd_copy(ctx: Context) -> int:
                 "seconds": round(seconds, 3),
             }
         )
+        _refuse_if_full(ctx, result)
         return 0
     for snap_id in result.copied:
         ctx.out(f"copied snapshot {snap_id}")
@@ -127,7 +135,23 @@ def cmd_copy(ctx: Context) -> int:
         f"read {human_bytes(result.bytes_read)}, added {human_bytes(result.bytes_added)} "
         f"({how}) in {seconds:.1f} s"
     )
+    _refuse_if_full(ctx, result)
     return 0
+
+
+def _refuse_if_full(ctx: Context, result: CopyResult) -> None:
+    """Exit 13 naming the destination when snapshots did not fit, after what fit was copied."""
+    if not result.not_copied:
+        return
+    url = ctx.args.to
+    short = human_bytes(result.short_bytes or 0)
+    raise DestinationFull(
+        f"the destination {url} is full: {len(result.copied)} snapshot(s) were copied (the "
+        f"oldest first, whole snapshots only) and {len(result.not_copied)} did not fit; they "
+        f"need about {short} more. Make room on it ('dedupe forget --repo {url} POLICY', then "
+        f"'dedupe gc --repo {url}'), or use a larger drive; what was copied is complete and "
+        "restores as it is."
+    )
 
 
 def _held_line(held: list[str], reasons: dict[str, str | None]) -> str:

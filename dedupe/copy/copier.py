@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from dedupe.copy.rechunk import Rechunker
-from dedupe.errors import DamageError, UsageError
+from dedupe.errors import DamageError, OutOfSpace, UsageError
 from dedupe.model.snapshot import HoldRecord, Snapshot
 from dedupe.model.tree import FILE
 from dedupe.repo import manifests
@@ -55,6 +55,12 @@ Progress = Callable[[int], None]  # plaintext bytes handled since the last call
 # Manifests are saved (after a flush) once this much new data was queued: a killed copy loses
 # at most this much work, and flushes do not leave a half-empty pack after every small snapshot.
 COMMIT_BYTES = 256 << 20
+
+
+def usable_space(free: int) -> int:
+    """Of `free` bytes on a destination, what a copy may plan to fill: the rest is left for the
+    index, the manifests and a later gc (which needs a little room to free a lot)."""
+    return max(0, free - min(64 << 20, free // 20) - (1 << 20))
 
 
 @dataclass
@@ -72,6 +78,12 @@ class CopyResult:
     blobs_added: int = 0
     bytes_read: int = 0
     bytes_added: int = 0
+    # When the destination is full: the snapshots that did not fit (source ids, oldest first),
+    # about how many more bytes they need, and the free space seen before the copy.
+    not_copied: list[str] = field(default_factory=list)
+    short_bytes: int | None = None
+    needed_bytes: int | None = None  # what the copy was estimated to add (same ids only)
+    free_bytes: int | None = None
 
 
 def shares_blob_ids(source: Repository, dest: Repository) -> bool:
@@ -115,10 +127,20 @@ class Copier:
         self.now = now or (lambda: datetime.now(UTC))  # the time a hold record gives its hold
         self.result = CopyResult(same_ids=shares_blob_ids(source, dest))
         self._source_records: dict[str, HoldRecord | None] = {}
+        self.commit_bytes = COMMIT_BYTES
+        self._left_out: list[Snapshot] = []  # left out before copying: they would not fit
 
     def run(self, candidates: list[Snapshot]) -> CopyResult:
         """Copy every candidate the destination lacks, and carry the source's holds onto those
-        it already has; return what was done."""
+        it already has; return what was done.
+
+        A destination too small for everything gets what fits, oldest first and whole
+        snapshots only: with shared ids the need of each snapshot is known before anything is
+        written (the blobs it adds that the destination lacks), so only the snapshots that fit
+        are copied; otherwise, and when the estimate was wrong, a full disk in the middle aborts
+        that batch (its packs are deleted again), and the rest is retried one snapshot at a time
+        until one does not fit. `result.not_copied` then names the rest and `short_bytes` says
+        about how much more they need; the caller reports it (exit 13)."""
         self._source_records = manifests.load_hold_records(self.source, self.result.warnings)
         present = set(self.dest.snapshot_names())
         todo = []
@@ -130,12 +152,75 @@ class Copier:
         self._carry_holds([s for s in candidates if s.id in present])
         if not todo:
             return self.result
+        free = self.dest.storage.free_space()
+        self.result.free_bytes = free
+        if self.result.same_ids:
+            needs = self._needs(todo)
+            self.result.needed_bytes = sum(needs)
+            if free is not None and sum(needs) > usable_space(free):
+                fitting = _prefix_that_fits(needs, usable_space(free))
+                self._left_out = todo[fitting:]
+                self.result.not_copied = [s.id for s in self._left_out]
+                self.result.short_bytes = sum(needs) - usable_space(free)
+                todo = todo[:fitting]
         with ThreadPoolExecutor(self.workers, thread_name_prefix="copy-read") as pool:
-            if self.result.same_ids:
-                self._copy_same_ids(todo, pool)
-            else:
-                self._copy_rechunked(todo, pool)
+            self._copy_what_fits(todo, pool)
         return self.result
+
+    def _copy_what_fits(self, todo: list[Snapshot], pool: ThreadPoolExecutor) -> None:
+        while todo:
+            try:
+                if self.result.same_ids:
+                    self._copy_same_ids(todo, pool)
+                else:
+                    self._copy_rechunked(todo, pool)
+                return
+            except OutOfSpace:
+                done = set(self.result.copied)
+                left = [s for s in todo if s.id not in done]
+                if self.commit_bytes == 0 and left and left == todo:
+                    # Even the oldest one left does not fit on its own: stop here.
+                    self._stop_full(left)
+                    return
+                self.commit_bytes = 0  # from now on one snapshot per commit
+                todo = left
+
+    def _stop_full(self, left: list[Snapshot]) -> None:
+        """The destination filled up with `left` still to copy: name them and what they need
+        beyond the space that is free now."""
+        remaining = left + self._left_out
+        self.result.not_copied = [s.id for s in remaining]
+        need = sum(self._needs(remaining)) if self.result.same_ids else self._upper_bound(remaining)
+        free = self.dest.storage.free_space()
+        self.result.short_bytes = max(1, need - usable_space(free or 0))
+
+    def _needs(self, todo: list[Snapshot]) -> list[int]:
+        """For each snapshot in order, the stored bytes of the blobs it adds that neither the
+        destination nor an earlier snapshot of `todo` has (shared ids only)."""
+        seen_trees: set[bytes] = set()
+        counted: set[bytes] = set()
+        needs = []
+        for snap in todo:
+            size = 0
+            for blob_id in self._unseen_blobs(snap.tree, seen_trees):
+                if blob_id not in counted and blob_id not in self.dest.index:
+                    counted.add(blob_id)
+                    size += self.source.locate(blob_id).raw_length
+            needs.append(size)
+        return needs
+
+    def _upper_bound(self, todo: list[Snapshot]) -> int:
+        """What the snapshots could add at most when ids differ: their stored size in the
+        source (the destination may already hold some of it)."""
+        seen_trees: set[bytes] = set()
+        counted: set[bytes] = set()
+        size = 0
+        for snap in todo:
+            for blob_id in self._unseen_blobs(snap.tree, seen_trees):
+                if blob_id not in counted:
+                    counted.add(blob_id)
+                    size += self.source.locate(blob_id).raw_length
+        return size
 
     # --- holds -------------------------------------------------------------------------------
 
@@ -209,7 +294,7 @@ class Copier:
                     missing.add(blob_id)
                     size += self.source.locate(blob_id).raw_length
             batch.append(snap)
-            if size < COMMIT_BYTES and i != len(todo) - 1:
+            if size < self.commit_bytes and i != len(todo) - 1:
                 continue  # a bigger batch: fewer flushes, fuller packs
             # Read in pack order: neighbouring blobs come with one request.
             ordered = sorted(missing, key=lambda b: _sort_key(self.source.locate(b)))
@@ -257,7 +342,7 @@ class Copier:
                 root = rechunker.copy_tree(writer, snap.tree)
                 batch.append(replace(snap, tree=root))
                 queued += self.result.bytes_read - before
-                if queued >= COMMIT_BYTES or i == len(todo) - 1:
+                if queued >= self.commit_bytes or i == len(todo) - 1:
                     self._commit(writer, batch)
                     batch, queued = [], 0
                     if i != len(todo) - 1:
@@ -269,6 +354,16 @@ class Copier:
     def _on_bytes(self, n: int) -> None:
         self.result.bytes_read += n
         self.progress(n)
+
+
+def _prefix_that_fits(needs: list[int], room: int) -> int:
+    """How many of the first snapshots fit in `room` bytes together."""
+    total = 0
+    for count, need in enumerate(needs):
+        total += need
+        if total > room:
+            return count
+    return len(needs)
 
 
 def _sort_key(loc: Location) -> tuple[bytes, int]:
