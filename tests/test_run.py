@@ -330,3 +330,47 @@ low-disk-percent = 0
     assert "FAILED" in alert["title"]
     assert "snapshot database" in alert["message"] and "5" in alert["message"]
     assert PASSWORD not in json.dumps(webhook.posts)
+
+
+def test_a_disk_that_fills_in_weeks_is_warned_about_now(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    try:
+        cli = Cli(str(disk / "repo"), str(tmp_path / "cache"))
+        cli.env |= {"DEDUPE_STATE_DIR": str(tmp_path / "state")}
+        cli("init")
+        scans = tmp_path / "scans"
+        scans.mkdir()
+        profile = tmp_path / "dedupe.toml"
+        profile.write_text(
+            f"""
+[repository]
+url = "{disk / "repo"}"
+
+[[source]]
+name = "scans"
+paths = ["{scans}"]
+
+[policy]
+keep-daily = "unlimited"
+
+[alerts]
+low-disk-percent = 0
+low-disk-days = 30
+"""
+        )
+        warnings: list[str] = []
+        for night in range(5):  # 3 MiB of new scans a night, all kept: 64 MiB lasts ~20 nights
+            (scans / f"scan-{night}.bin").write_bytes(os.urandom(3 << 20))
+            when = f"2026-11-{night + 2:02d}T23:00:00"
+            result = cli("run", "--profile", str(profile), "--time", when, "--json", check=False)
+            assert result.code in (0, 3), result.err
+            warnings = result.json()["warnings"]
+        assert result.code == 3
+        fills = [w for w in warnings if "fills in about" in w]
+        assert fills, warnings
+        nights = int(fills[0].split("fills in about ")[1].split()[0])
+        assert 5 <= nights <= 30, fills[0]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

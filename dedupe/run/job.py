@@ -90,6 +90,8 @@ class Job:
         low = self._low_disk(repository)
         if removed or low:
             self._gc(repository, "forget removed backups" if removed else "the disk is low")
+        if not low:
+            self._forecast(repository)
         self._newest(repository)
         for medium in media[1:]:
             if medium.kind == DRIVE:
@@ -195,6 +197,39 @@ class Job:
             return True
         return False
 
+    def _forecast(self, medium: Medium) -> None:
+        """Warn when `plan` says the repository's disk fills within `low-disk-days` nights: a
+        warning weeks ahead, not on the night that no longer fits. Only for a local disk and a
+        profile with a policy (the forecast follows it); a forecast that cannot be made (too
+        little history) is logged, never a failure of the night."""
+        days = self.profile.alerts.low_disk_days
+        folder = media_mod.local_path(medium.url)
+        if days <= 0 or folder is None or self.profile.policy is None:
+            return
+        try:
+            free = platform.free_bytes(_existing(folder))
+        except OSError:
+            return
+        args = ["plan", "--json", "--repo", medium.url, "--profile", str(self.profile.path)]
+        args += ["--days", str(days)]
+        result = self._child("forecast", medium.name, args, {"DEDUPE_": self.repo_password})
+        data = result.json() if result.code == 0 else None
+        if not isinstance(data, dict) or not isinstance(data.get("series"), list):
+            return
+        series = [p for p in data["series"] if isinstance(p, dict) and "bytes" in p]
+        if not series:
+            return
+        today = int(series[0]["bytes"])
+        for night, point in enumerate(series):
+            if int(point["bytes"]) - today > free:
+                self.night.warnings.append(
+                    f"{medium.name}: the backup disk fills in about {night} nights (around "
+                    f"{point.get('date')}) at the rate the backups grow, with "
+                    f"{_human(free)} free now. Plan a larger disk before then ('dedupe plan "
+                    f"--profile {self.profile.path} --drive-size SIZE' says which size lasts)"
+                )
+                return
+
     def _newest(self, medium: Medium) -> None:
         """The time of the repository's newest backup (what a copy brings to a drive)."""
         args = ["snapshots", "--json", "--repo", medium.url]
@@ -252,6 +287,17 @@ class Job:
         args += self._endpoint(medium)
         passwords = {"DEDUPE_": self.repo_password, "DEDUPE_TO_": self._password(medium)}
         result = self._child("copy", medium.name, args, passwords)
+        if result.code == 13 and self.profile.policy is not None:
+            # Full: what fit was copied (oldest first). The policy may free room there (the
+            # newer backups just copied let older ones go), then the rest is tried once more.
+            self.night.warnings.append(
+                f"{medium.kind} {medium.name} was full; old backups its policy no longer keeps "
+                "were removed there and the copy was tried again. "
+                + _last_lines(result.stderr, 1, "")
+            )
+            if self._retention(medium):
+                self._gc(medium, "to make room for the copy")
+            result = self._child("copy", medium.name, args, passwords)
         data = result.json() if result.code == 0 else None
         if not isinstance(data, dict):
             self._add("copy", medium.name, result, "")
