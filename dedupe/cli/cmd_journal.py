@@ -20,6 +20,7 @@ from dedupe.model.journal import Entry, SnapshotRef
 from dedupe.repo import journal
 from dedupe.repo.journal import describe_time
 
+NO_RULE = "no rule keeps it"  # what forget journals for a snapshot no rule of the policy keeps
 MAX_LISTED = 50  # snapshots listed under one entry; the rest are counted
 
 
@@ -135,8 +136,10 @@ def describe(entry: Entry) -> list[str]:
     elif action == "forget" and not refs:
         what = f"applied the retention {entry.reason or 'policy'}: nothing to remove"
     elif action == "forget":
-        what = f"removed {_backups(len(refs))} no rule keeps ({entry.reason or 'policy'}):"
-        listed = _snapshot_lines(refs, True)
+        plain = all(r.why == NO_RULE for r in refs)
+        which = "no rule keeps" if plain else "under the retention"
+        what = f"removed {_backups(len(refs))} {which} ({entry.reason or 'policy'}):"
+        listed = _snapshot_lines(refs, not plain)
     elif action == "gc":
         packs = entry.details.get("packs_deleted")
         what = f"gc recovered {human_bytes(entry.freed_bytes or 0)} of disk space" + (
