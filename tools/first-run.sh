@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install dedupe (and its test tools) on a fresh machine, then make a real first backup of a
-# sample folder into a local repository, restore it, and verify every byte.
+# Install dedupe (and its test tools) into the project's own .venv on a fresh machine (Debian's
+# system Python included: see tools/setup.sh), then make a real first backup of a sample folder
+# into a local repository, restore it, and verify every byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e '.[test]'
+bash tools/setup.sh test
+export PATH="$(pwd)/.venv/bin:$PATH"
 work=$(mktemp -d /tmp/dedupe-first-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/sample/docs" "$work/sample/empty"
