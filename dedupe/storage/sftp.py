@@ -130,6 +130,7 @@ class SFTPStorage:
         reconnect_attempts: int = 1,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        sftpio.check_paramiko()  # before any connection: a clear message, not a retry loop
         self.target = target
         self.url = redact_url(url or f"sftp://{target.display}/{target.path.lstrip('/')}")
         self.max_connections = connections

@@ -5,11 +5,20 @@ dropped at close), so a failed write could go unnoticed; its `prefetch` starts a
 Here every request's reply is read and checked in order while many requests stay in flight, which
 is what takes paramiko from a few MiB/s to 100+ MiB/s. Request sizes follow the server's
 `limits@openssh.com` answer, else the 32 KiB every server accepts.
+
+paramiko has no public call for "send a request, read its reply later", nor for the OpenSSH
+extensions used here (`limits@`, `statvfs@`), so this module, and only this module, uses three
+private methods of `paramiko.SFTPClient`: `_async_request`, `_read_response` and `_request`.
+They have kept their signatures from paramiko 2.x to 5.x; pyproject.toml bounds paramiko below
+the next major version (`paramiko>=3.4,<6`), `check_paramiko` refuses to run, with a clear
+message, on a paramiko that lacks them, and tests/test_sftp_config.py checks their signatures,
+so an upgrade that changes them fails the tests rather than a night's backup.
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import posixpath
 import stat as stat_mod
 from collections import deque
@@ -25,6 +34,7 @@ from paramiko.sftp import (
     int64,
 )
 
+from dedupe.errors import StorageError
 from dedupe.storage.sshconn import Connection
 
 IO_CHUNK = 32768  # the SFTP read/write size every server accepts
@@ -94,6 +104,27 @@ def read_range(conn: Connection, handle: bytes, offset: int, length: int) -> byt
         out += piece
         position += len(piece)
     return bytes(out)
+
+
+PRIVATE_CALLS = {
+    "_async_request": ["fileobj", "t", "args"],
+    "_read_response": ["waitfor"],
+    "_request": ["t", "args"],
+}
+
+
+def check_paramiko() -> None:
+    """StorageError unless paramiko's SFTPClient has the private calls used here, with the
+    parameters used here (see the module docstring)."""
+    for name, params in PRIVATE_CALLS.items():
+        method = getattr(paramiko.SFTPClient, name, None)
+        found = [] if method is None else list(inspect.signature(method).parameters)[1:]
+        if found != params:
+            raise StorageError(
+                f"this paramiko ({paramiko.__version__}) is not one dedupe's SFTP backend works "
+                f"with (SFTPClient.{name} changed); install a supported one: "
+                "pip install 'paramiko>=3.4,<6'"
+            )
 
 
 def negotiate_limits(conn: Connection) -> None:

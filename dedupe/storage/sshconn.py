@@ -2,8 +2,13 @@
 
 What is honoured, in order of precedence:
 - the URL `sftp://user@host:port/path`: user and port given there win over `~/.ssh/config`;
-- `~/.ssh/config` (`$HOME` is honoured): `HostName`, `Port`, `User`, `IdentityFile`,
-  `IdentitiesOnly`, `UserKnownHostsFile`;
+- `~/.ssh/config` (`$HOME` is honoured), read by `dedupe.storage.sftpconfig` (which expands
+  `Include` and refuses, naming it, a directive that would make us connect differently from
+  ssh): `HostName`, `Port`, `User`, `IdentityFile`, `IdentitiesOnly`, `UserKnownHostsFile`,
+  `GlobalKnownHostsFile`, `StrictHostKeyChecking accept-new`, and how to get there:
+  `ProxyJump` (each hop configured from the same file; the connection goes through the hops
+  as direct-tcpip channels, as `ssh -J` does) or `ProxyCommand` (run by paramiko's public
+  `ProxyCommand`), whichever the file gives first;
 - keys: `DEDUPE_SFTP_IDENTITY` (a private key file, tried first), then the config's
   `IdentityFile`s, then a running ssh-agent (`SSH_AUTH_SOCK`), then the default `~/.ssh/id_*`
   (unless `IdentitiesOnly yes`). Passphrase-protected keys must be loaded into the agent. Passwords
@@ -21,6 +26,7 @@ SFTP channel a large window so pipelined transfers are not throttled by flow con
 from __future__ import annotations
 
 import base64
+import dataclasses
 import getpass
 import hashlib
 import os
@@ -33,12 +39,14 @@ from urllib.parse import unquote, urlparse
 import paramiko
 
 from dedupe.errors import StorageError, TransientStorageError, UsageError
+from dedupe.storage import sftpconfig
 from dedupe.storage.base import redact_url
 
 ENV_IDENTITY = "DEDUPE_SFTP_IDENTITY"
 ENV_KNOWN_HOSTS = "DEDUPE_SFTP_KNOWN_HOSTS"
 ENV_ACCEPT_NEW = "DEDUPE_SFTP_ACCEPT_NEW_HOST_KEY"
 SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+MAX_JUMP_DEPTH = 8  # jump hosts behind jump hosts: more is a loop in the config
 
 # 64 MiB of receive window and 256 KiB packets: enough for many large pipelined reads in flight
 # (OpenSSH caps what it sends at its own limits; smaller servers simply send smaller packets).
@@ -58,6 +66,10 @@ class SSHTarget:
     identity_files: tuple[str, ...] = ()
     identities_only: bool = False
     known_hosts: tuple[str, ...] = field(default_factory=tuple)
+    system_known_hosts: tuple[str, ...] = (SYSTEM_KNOWN_HOSTS,)
+    accept_new: bool = False  # StrictHostKeyChecking accept-new
+    via: SSHTarget | None = None  # the jump host this host is reached through (ProxyJump)
+    proxy_command: str | None = None  # or the command that connects to it (ProxyCommand)
 
     @property
     def display(self) -> str:
@@ -104,47 +116,86 @@ def parse_sftp_url(
         path = path[3:].strip("/")
     else:
         path = "/" + path.strip("/")
-    alias = parsed.hostname
-    config = _lookup_config(alias, ssh_config)
-    hostname = str(config.get("hostname", alias))
-    port = url_port or int(config.get("port", 22))
-    user = (
-        unquote(parsed.username)
-        if parsed.username
-        else str(config.get("user", "")) or (getpass.getuser())
-    )
+    user = unquote(parsed.username) if parsed.username else None
+    config_path = ssh_config or os.path.expanduser("~/.ssh/config")
+    explicit = _Explicit(identity or env.get(ENV_IDENTITY), known_hosts or env.get(ENV_KNOWN_HOSTS))
+    return _resolve(parsed.hostname, user, url_port, path, config_path, explicit, 0)
+
+
+@dataclass(frozen=True)
+class _Explicit:
+    """What the caller or the environment says for every host, jump hosts included."""
+
+    identity: str | None
+    known_hosts: str | None
+
+
+def _resolve(
+    alias: str,
+    user: str | None,
+    port: int | None,
+    path: str,
+    config_path: str,
+    explicit: _Explicit,
+    depth: int,
+    *,
+    follow_proxy: bool = True,
+) -> SSHTarget:
+    """The target `alias` with its ~/.ssh/config settings; what the URL (or the ProxyJump
+    entry) says wins. With `follow_proxy`, its ProxyJump or ProxyCommand too."""
+    if depth > MAX_JUMP_DEPTH:
+        raise StorageError(f"{config_path}: ProxyJump hosts lead to each other in a loop")
+    config = sftpconfig.lookup(alias, config_path)
     identities: list[str] = []
-    explicit_identity = identity or env.get(ENV_IDENTITY)
-    if explicit_identity:
-        identities.append(os.path.expanduser(explicit_identity))
+    if explicit.identity:
+        identities.append(os.path.expanduser(explicit.identity))
     identities += [os.path.expanduser(p) for p in config.get("identityfile", [])]
-    explicit_known = known_hosts or env.get(ENV_KNOWN_HOSTS)
-    if explicit_known:
-        known = [os.path.expanduser(explicit_known)]
+    if explicit.known_hosts:
+        known = [os.path.expanduser(explicit.known_hosts)]
     elif "userknownhostsfile" in config:
         known = [os.path.expanduser(p) for p in str(config["userknownhostsfile"]).split()]
     else:
         known = [os.path.expanduser("~/.ssh/known_hosts")]
-    return SSHTarget(
+    system_known: tuple[str, ...] = (SYSTEM_KNOWN_HOSTS,)
+    if "globalknownhostsfile" in config:
+        system_known = tuple(
+            os.path.expanduser(p) for p in str(config["globalknownhostsfile"]).split()
+        )
+    target = SSHTarget(
         alias=alias,
-        hostname=hostname,
-        port=port,
-        user=user,
+        hostname=str(config.get("hostname", alias)),
+        port=port or int(config.get("port", 22)),
+        user=user or str(config.get("user", "")) or getpass.getuser(),
         path=path,
         identity_files=tuple(dict.fromkeys(identities)),
         identities_only=str(config.get("identitiesonly", "no")).lower() == "yes",
         known_hosts=tuple(known),
+        system_known_hosts=system_known,
+        accept_new=str(config.get("stricthostkeychecking", "")).lower() == "accept-new",
     )
-
-
-def _lookup_config(alias: str, path: str | None) -> dict[str, Any]:
-    path = path or os.path.expanduser("~/.ssh/config")
-    if not os.path.exists(path):
-        return {}
-    try:
-        return dict(paramiko.SSHConfig.from_path(path).lookup(alias))
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise StorageError(f"cannot use the SSH config {path}: {exc}") from None
+    proxy = sftpconfig.proxy_setting(config) if follow_proxy else None
+    if proxy is None:
+        return target
+    keyword, value = proxy
+    if keyword == "proxycommand":
+        return dataclasses.replace(target, proxy_command=value)
+    hops = sftpconfig.proxy_jumps(value)
+    via: SSHTarget | None = None
+    for number, hop in enumerate(hops):
+        # As `ssh -J a,b`: the first hop is configured fully (its own ProxyJump too); each later
+        # hop is reached through the one before it, whatever its own ProxyJump says.
+        hop_target = _resolve(
+            hop.host,
+            hop.user,
+            hop.port,
+            "",
+            config_path,
+            explicit,
+            depth + 1,
+            follow_proxy=number == 0,
+        )
+        via = hop_target if via is None else dataclasses.replace(hop_target, via=via)
+    return dataclasses.replace(target, via=via)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -208,12 +259,14 @@ def _transport_factory(sock: socket.socket, **kwargs: object) -> paramiko.Transp
 
 @dataclass
 class Connection:
-    """One SSH session with its SFTP channel; used by one thread at a time."""
+    """One SSH session with its SFTP channel; used by one thread at a time. `via` are the
+    sessions with the jump hosts it goes through (closed with it)."""
 
     client: paramiko.SSHClient
     sftp: paramiko.SFTPClient
     read_chunk: int = 32768  # request sizes; raised if the server announces higher limits
     write_chunk: int = 32768
+    via: list[paramiko.SSHClient] = field(default_factory=list)
 
     def alive(self) -> bool:
         transport = self.client.get_transport()
@@ -225,13 +278,76 @@ class Connection:
         except Exception:  # noqa: BLE001 - closing a dead connection may fail any way
             pass
         self.client.close()
+        for jump in reversed(self.via):
+            jump.close()
 
 
 def connect(
     target: SSHTarget, timeout: float, environ: Mapping[str, str] | None = None
 ) -> Connection:
-    """Open, authenticate and start SFTP; StorageError (permanent) or TransientStorageError."""
+    """Open (through the jump hosts or proxy command, if any), authenticate and start SFTP;
+    StorageError (permanent) or TransientStorageError."""
     env = os.environ if environ is None else environ
+    jumps: list[paramiko.SSHClient] = []
+    try:
+        sock = _open(target, timeout, env, jumps)
+        client = _login(target, sock, timeout, env)
+    except BaseException:
+        for jump in reversed(jumps):
+            jump.close()
+        raise
+    try:
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(30)
+        sftp = paramiko.SFTPClient.from_transport(
+            transport, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE
+        )
+        if sftp is None:
+            raise paramiko.SSHException("the server refused the sftp subsystem")
+        channel = sftp.get_channel()
+        assert channel is not None
+        channel.settimeout(timeout)
+        return Connection(client, sftp, via=jumps)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        for jump in reversed(jumps):
+            jump.close()
+        raise TransientStorageError(f"SFTP session with {target.display} failed: {exc}") from None
+
+
+def _open(
+    target: SSHTarget, timeout: float, env: Mapping[str, str], jumps: list[paramiko.SSHClient]
+) -> Any:
+    """A socket-like way to `target`'s SSH port: a TCP socket, a proxy command's pipes, or a
+    direct-tcpip channel through the jump host (whose sessions are appended to `jumps`)."""
+    if target.proxy_command is not None:
+        try:
+            return paramiko.ProxyCommand(target.proxy_command)
+        except (paramiko.SSHException, OSError) as exc:
+            raise StorageError(
+                f"the ProxyCommand for {target.alias} ({target.proxy_command}) did not start: {exc}"
+            ) from None
+    if target.via is not None:
+        hop = target.via
+        jump = _login(hop, _open(hop, timeout, env, jumps), timeout, env, role="jump host ")
+        jumps.append(jump)
+        transport = jump.get_transport()
+        assert transport is not None
+        try:
+            return transport.open_channel(
+                "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except paramiko.ChannelException as exc:
+            message = (
+                f"the jump host {hop.display} could not connect on to {target.hostname}:"
+                f"{target.port}: {exc.text}"
+            )
+            if exc.code == 1:  # administratively prohibited: its sshd forbids forwarding
+                raise StorageError(message + " (its sshd needs AllowTcpForwarding)") from None
+            raise TransientStorageError(message) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransientStorageError(f"through the jump host {hop.display}: {exc}") from None
     try:
         sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
     except OSError as exc:
@@ -239,10 +355,18 @@ def connect(
             f"cannot connect to {target.hostname}:{target.port}: {exc.strerror or exc}"
         ) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _login(
+    target: SSHTarget, sock: Any, timeout: float, env: Mapping[str, str], role: str = ""
+) -> paramiko.SSHClient:
+    """An authenticated SSH session with `target` over `sock`; the host key checked as OpenSSH
+    checks it. `role` names a jump host in messages."""
     client = paramiko.SSHClient()
     try:
         _load_host_keys(client, target)
-        if env.get(ENV_ACCEPT_NEW, "") in ("1", "yes", "true"):
+        if target.accept_new or env.get(ENV_ACCEPT_NEW, "") in ("1", "yes", "true"):
             client.set_missing_host_key_policy(_AcceptNew(target.known_hosts[0]))
         else:
             client.set_missing_host_key_policy(_RefuseUnknown())
@@ -260,48 +384,55 @@ def connect(
             auth_timeout=timeout,
             transport_factory=_transport_factory,
         )
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(30)
-        sftp = paramiko.SFTPClient.from_transport(
-            transport, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE
-        )
-        if sftp is None:
-            raise paramiko.SSHException("the server refused the sftp subsystem")
-        channel = sftp.get_channel()
-        assert channel is not None
-        channel.settimeout(timeout)
-        return Connection(client, sftp)
+        return client
     except UnknownHostKey as exc:
         client.close()
-        raise StorageError(_unknown_host_message(target, exc.key)) from None
+        raise StorageError(role + _unknown_host_message(target, exc.key)) from None
     except paramiko.BadHostKeyException as exc:
         client.close()
         raise StorageError(
-            f"the SSH host key of {target.known_hosts_name} has CHANGED: the server offers "
+            f"the SSH host key of {role}{target.known_hosts_name} has CHANGED: the server offers "
             f"{exc.key.get_name()} {fingerprint(exc.key)} but known_hosts records "
             f"{fingerprint(exc.expected_key)}. This may be an attack; if the server was really "
             f"reinstalled, remove the old entry with `ssh-keygen -R '{target.known_hosts_name}'`"
         ) from None
     except paramiko.AuthenticationException:
         client.close()
-        tried = ", ".join(target.identity_files) or "none"
-        raise StorageError(
-            f"SSH authentication failed for {target.display}: no key was accepted (key files: "
-            f"{tried}; ssh-agent: {'yes' if env.get('SSH_AUTH_SOCK') else 'not running'}). Set "
-            f"IdentityFile in ~/.ssh/config or {ENV_IDENTITY}, or add the key to ssh-agent"
-        ) from None
-    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise StorageError(_no_key_message(target, env, role, "no key was accepted")) from None
+    except paramiko.SSHException as exc:
         client.close()
-        raise TransientStorageError(f"SSH connection to {target.display} failed: {exc}") from None
+        # paramiko says this (an SSHException, not an AuthenticationException) when it had no
+        # key and no agent to offer at all: the same advice applies.
+        if "No authentication methods available" in str(exc):
+            raise StorageError(_no_key_message(target, env, role, "no key to offer")) from None
+        raise TransientStorageError(
+            f"SSH connection to {role}{target.display} failed: {exc}"
+        ) from None
+    except (OSError, EOFError) as exc:
+        client.close()
+        raise TransientStorageError(
+            f"SSH connection to {role}{target.display} failed: {exc}"
+        ) from None
+
+
+def _no_key_message(target: SSHTarget, env: Mapping[str, str], role: str, what: str) -> str:
+    tried = ", ".join(target.identity_files) or "none"
+    agent = "yes" if env.get("SSH_AUTH_SOCK") else "not running"
+    return (
+        f"SSH authentication failed for {role}{target.display}: {what} (key files: {tried}; "
+        f"ssh-agent: {agent}). Set IdentityFile in ~/.ssh/config or {ENV_IDENTITY}, or add "
+        "the key to ssh-agent (a key with a passphrase must be in the agent); the server must "
+        "list its public key in authorized_keys"
+    )
 
 
 def _load_host_keys(client: paramiko.SSHClient, target: SSHTarget) -> None:
-    if os.path.exists(SYSTEM_KNOWN_HOSTS):
-        try:
-            client.load_system_host_keys(SYSTEM_KNOWN_HOSTS)
-        except (OSError, paramiko.SSHException):
-            pass  # an unreadable system file only means fewer known hosts, as in OpenSSH
+    for system_file in target.system_known_hosts:
+        if os.path.exists(system_file):
+            try:
+                client.load_system_host_keys(system_file)
+            except (OSError, paramiko.SSHException):
+                pass  # an unreadable system file only means fewer known hosts, as in OpenSSH
     for path in target.known_hosts:
         if os.path.exists(path):
             try:
