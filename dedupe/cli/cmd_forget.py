@@ -15,7 +15,9 @@ office looks at `dedupe check`. After deleting, forget records how many snapshot
 Every real run is journalled (`dedupe.repo.journal`) before the first deletion: each snapshot it
 removes, with its time and why no rule kept it, and the policy. A removal is thus never done
 without its record (if the entry cannot be written, nothing is removed); a crash after the entry
-leaves snapshots the journal calls removed, which the same forget removes when run again.
+leaves snapshots the journal calls removed, which the same forget removes when run again. The
+one exception is a disk too full for the entry even after spending the reserve: then the entry
+follows the deletions (which make the room), since forget must work on a full disk.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from typing import Any
 
 from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
-from dedupe.errors import DamageError, DedupeError, ObjectNotFound, UsageError
+from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace, UsageError
 from dedupe.gc import collect
+from dedupe.model.journal import Entry as JournalEntry
 from dedupe.model.journal import SnapshotRef
-from dedupe.repo import journal, manifests
+from dedupe.repo import journal, manifests, reserve
 from dedupe.repo.census import record_after_forget
 from dedupe.repo.repository import Repository
 from dedupe.retention import (
@@ -82,8 +85,11 @@ def cmd_forget(ctx: Context) -> int:
         with repo.lock(exclusive=True, frees_space=True):
             decisions = _decide(repo, policy, damaged)
             listed = len(repo.snapshot_names())
-            _journal(repo, policy, decisions)
+            entry = _journal_entry(policy, decisions)
+            journalled = _journal_first(repo, entry)
             removed = _delete_removed(repo, decisions)
+            if not journalled:
+                _journal_after(repo, entry)
             # Under the lock, after the deletions and before any gc: gc compares the count
             # with the snapshots it finds, and refuses when they dropped unexplained. The
             # census's forget variant records max(listed, recorded) - removed, so a listing
@@ -153,8 +159,8 @@ def _removes(decision: Decision) -> bool:
     return not decision.keep and not decision.snapshot.held  # held: never removed
 
 
-def _journal(repo: Repository, policy: Policy, decisions: list[Decision]) -> None:
-    """The journal entry of this forget, written before anything is deleted."""
+def _journal_entry(policy: Policy, decisions: list[Decision]) -> JournalEntry:
+    """The journal entry of this forget: each snapshot it removes, and why."""
     refs = tuple(
         SnapshotRef(
             id=d.snapshot.id,
@@ -167,14 +173,41 @@ def _journal(repo: Repository, policy: Policy, decisions: list[Decision]) -> Non
         if _removes(d)
     )
     kept = sum(1 for d in decisions if not _removes(d))
-    entry = journal.new_entry(
+    return journal.new_entry(
         "forget",
         journal.command_line(sys.argv[1:]),
         snapshots=refs,
         reason=f"policy {policy.describe()}",
         details={"kept": kept},
     )
-    journal.append(repo, entry)
+
+
+def _journal_first(repo: Repository, entry: JournalEntry) -> bool:
+    """Journal before deleting; True when done. On a full disk the reserve is spent for it
+    (forget frees space, as its lock may); if even that is not enough, False: the manifests are
+    deleted first and the entry written after (`_journal_after`), because a full disk must
+    never stop the one command that makes room (kopia#4419)."""
+    try:
+        journal.append(repo, entry)
+        return True
+    except OutOfSpace:
+        if not reserve.release(repo.storage):
+            return False
+    try:
+        journal.append(repo, entry)
+        return True
+    except OutOfSpace:
+        return False
+
+
+def _journal_after(repo: Repository, entry: JournalEntry) -> None:
+    try:
+        journal.append(repo, entry)
+    except OutOfSpace as exc:
+        raise OutOfSpace(
+            f"the snapshots were removed, but the disk is so full that the journal entry "
+            f"recording it could not be written ({exc}); run 'dedupe gc' to make room"
+        ) from None
 
 
 def _delete_removed(repo: Repository, decisions: Iterable[Decision]) -> list[Decision]:

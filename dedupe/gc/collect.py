@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 
+from dedupe.errors import OutOfSpace
 from dedupe.gc.execute import execute
 from dedupe.gc.mark import TableMarks, mark_snapshots
 from dedupe.gc.plan import GcPlan, make_plan
@@ -70,7 +71,12 @@ def _journal(repo: Repository, result: GcResult, command: str) -> None:
             "stored_bytes_after": result.stored_bytes_after,
         },
     )
-    journal.append(repo, entry)
+    try:
+        journal.append(repo, entry)
+    except OutOfSpace:
+        pass  # a disk still too full for a few hundred bytes: gc removed only what no snapshot
+        # uses, so a missing gc entry hides no backup; failing the gc that made room would
+        # only stop the office from making more
 
 
 def run_gc(
