@@ -110,6 +110,8 @@ def _snapshot_lines(refs: tuple[SnapshotRef, ...], with_why: bool) -> list[str]:
     for ref in refs[:MAX_LISTED]:
         paths = " ".join(ref.paths)
         why = f"  ({ref.why})" if with_why and ref.why else ""
+        if not with_why and ref.held:
+            why = f"  (held{': ' + ref.why if ref.why else ''})"
         lines.append(f"    {ref.short_id()}  {describe_time(ref.time)}  {paths}{why}")
     if len(refs) > MAX_LISTED:
         lines.append(f"    ... and {len(refs) - MAX_LISTED} more ('dedupe journal --json')")
