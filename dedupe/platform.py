@@ -6,13 +6,16 @@ the same code paths everywhere else.
 
 How each answer is got, and what it is where the system has no such thing:
 
-- `process_start_time`: Linux `/proc/PID/stat` field 22 (ticks since boot); macOS
-  `ps -o lstart= -p PID` (seconds since the epoch); None elsewhere.
+- `process_start_time`: Linux `/proc/PID/stat` field 22 (ticks since boot); macOS psutil's
+  create time in whole seconds since the epoch (what `ps -o lstart=` prints, asked without
+  starting `ps`; `ps` is the fallback where psutil cannot tell); None elsewhere.
 - `boot_id`: Linux `/proc/sys/kernel/random/boot_id`; macOS `sysctl kern.bootsessionuuid`,
   else `kern.boottime`; '' elsewhere.
 - `pid_namespace`: Linux `/proc/self/ns/pid`; '' elsewhere (macOS has none, see below).
 - `die_with_parent_hook`: Linux prctl(PR_SET_PDEATHSIG, SIGKILL); None elsewhere (see below).
-- `is_mount_point`: Linux `/proc/self/mountinfo`; elsewhere st_dev differs from the parent's.
+- `is_mount_point`: Linux `/proc/self/mountinfo`; elsewhere the system's mount table from psutil
+  (`getfsstat` on macOS, where drives appear under `/Volumes`), and where that cannot be read,
+  st_dev differs from the parent's.
 - `free_bytes`: statvfs through `shutil.disk_usage`, everywhere.
 - `scheduler_kind`: launchd on macOS; systemd on Linux when systemd is the running init; cron
   otherwise.
@@ -23,9 +26,17 @@ Why these choices:
   reports none (''), so on a Mac a lock is judged by its age alone, as before this module: the
   cautious answer (a dead holder's lock waits 30 minutes) rather than a guess about a live one.
 - macOS's boot time (`kern.boottime`) moves when the clock is stepped or on wake, so the boot
-  session UUID is asked first; boot time is the fallback for systems without it.
+  session UUID is asked first; boot time is the fallback for systems without it. Both come from
+  `sysctl`: psutil has no boot session UUID, and its boot time drops the microseconds, so a
+  boot id recorded in an older lock would no longer match.
+- psutil is not used for Linux start times: its create time is boot time plus ticks in wall-clock
+  seconds, and the boot time it adds moves when the clock is stepped, so the same process could
+  get another number later; the ticks are the exact, stable answer every lock has recorded.
+  On macOS locks are judged by age, not by pid (no pid namespace, above), so psutil's create
+  time, which follows clock steps, changes nothing there but spares a `ps` per lock check.
 - `os.path.ismount` answers False for a bind mount (same device as its parent); the kernel's
-  mount table is the exact answer on Linux. On macOS a drive under `/Volumes` is its own device.
+  mount table is the exact answer on Linux, and the mount table is the answer elsewhere too: a
+  drive under `/Volumes` is listed there (and is its own device, the fallback).
 - macOS has no parent-death signal: a command started by dedupe is stopped by
   `CommandStream.close` when dedupe fails or is interrupted, and a command still writing gets a
   broken pipe once dedupe is gone (SIGKILL of dedupe leaves a command that never writes running).
@@ -49,6 +60,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+try:
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+except ImportError:  # a runtime dependency; without it, ps and st_dev answer as before
+    psutil = None
 
 SchedulerKind = Literal["systemd", "launchd", "cron"]
 
@@ -124,6 +140,15 @@ def process_start_time(pid: int, system: str | None = None) -> int | None:
     system cannot tell). Linux: clock ticks since boot; macOS: seconds since the epoch."""
     if is_linux(system):
         return _linux_start_ticks(pid)
+    if is_macos(system) and psutil is not None:
+        try:
+            return int(psutil.Process(pid).create_time())
+        except psutil.ZombieProcess:
+            pass  # exited, not yet reaped: ps still tells its start, as before
+        except psutil.NoSuchProcess:
+            return None
+        except (psutil.Error, OSError):
+            pass  # not allowed to ask: ps may still be
     if is_macos(system):
         answer = run_text(["ps", "-o", "lstart=", "-p", str(pid)])
         if answer is None or answer[0] != 0:
@@ -249,9 +274,16 @@ def die_with_parent_hook(system: str | None = None) -> Callable[[], None] | None
 # --- file systems ----------------------------------------------------------------------------
 
 
-def is_mount_point(path: str | os.PathLike[str], system: str | None = None) -> bool:
+def is_mount_point(
+    path: str | os.PathLike[str],
+    system: str | None = None,
+    *,
+    mount_table: Callable[[], set[str] | None] | None = None,
+) -> bool:
     """Is `path` (symlinks resolved) where a file system is mounted? On Linux also true for a
-    bind mount, which `os.path.ismount` misses; false for a path that does not exist."""
+    bind mount, which `os.path.ismount` misses; false for a path that does not exist.
+    `mount_table` gives the mounted paths, or None when the system cannot tell (default:
+    `system_mount_points`; tests pass a table of their own)."""
     real = os.path.realpath(path)
     if not os.path.isdir(real):
         return False
@@ -263,7 +295,21 @@ def is_mount_point(path: str | os.PathLike[str], system: str | None = None) -> b
             pass  # no /proc (a chroot): the device comparison below
         else:
             return real in mount_points(table)
+    points = (mount_table or system_mount_points)()
+    if points is not None and real in {os.path.realpath(p) for p in points}:
+        return True
     return _own_device(real)
+
+
+def system_mount_points() -> set[str] | None:
+    """Where file systems are mounted, from the system's table through psutil (`getfsstat` on
+    macOS: the drives under /Volumes, network shares, disk images); None if it cannot tell."""
+    if psutil is None:
+        return None
+    try:
+        return {part.mountpoint for part in psutil.disk_partitions(all=True)}
+    except (psutil.Error, OSError, RuntimeError):
+        return None
 
 
 def _own_device(real: str) -> bool:

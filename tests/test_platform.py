@@ -87,6 +87,23 @@ def test_macos_start_time_through_ps_is_when_the_process_started() -> None:
     assert platform.process_start_time(child.pid, system="darwin") is None
 
 
+def test_macos_start_time_from_psutil_is_what_ps_says() -> None:
+    # The macOS branch asks psutil instead of starting `ps`: the same whole seconds, for a live
+    # process, and None for one that is gone (psutil answers on Linux too, from /proc).
+    child = subprocess.Popen([PY, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        listed = platform.run_text(["ps", "-o", "lstart=", "-p", str(child.pid)])
+        assert listed is not None and listed[0] == 0
+        assert platform.process_start_time(child.pid, system="darwin") == (
+            platform.parse_ps_lstart(listed[1])
+        )
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait()
+    assert platform.process_start_time(dead_pid(), system="darwin") is None
+
+
 def test_ps_lstart_parsing() -> None:
     # Captured from `ps -o lstart= -p 1` (C locale); BSD ps on macOS prints the same format.
     captured = "Sat Dec  5 09:29:19 2026\n"
@@ -225,3 +242,33 @@ def test_scheduler_kind(tmp_path: Path) -> None:
     expected = "systemd" if os.path.isdir("/run/systemd/system") else "cron"
     if sys.platform.startswith("linux"):
         assert platform.scheduler_kind() == expected
+
+
+def test_the_macos_branch_reads_the_mount_table(tmp_path: Path) -> None:
+    # A drive under /Volumes is in the system's mount table; a folder someone made where the
+    # drive should be (same device as its parent) is not, and is no mount point.
+    volumes = tmp_path / "Volumes"
+    drive, stand_in = volumes / "backup-monday", volumes / "backup-tuesday"
+    drive.mkdir(parents=True)
+    stand_in.mkdir()
+    table = {str(drive), "/"}
+    assert platform.is_mount_point(drive, system="darwin", mount_table=lambda: table)
+    assert not platform.is_mount_point(stand_in, system="darwin", mount_table=lambda: table)
+    # the boot volume's entry in /Volumes is a link to /
+    (volumes / "Macintosh HD").symlink_to("/")
+    assert platform.is_mount_point(volumes / "Macintosh HD", system="darwin")
+    # a system that cannot tell: the device comparison decides
+    assert not platform.is_mount_point(drive, system="darwin", mount_table=lambda: None)
+    assert platform.is_mount_point("/", system="darwin", mount_table=lambda: None)
+
+
+def test_the_system_mount_table_lists_real_mounts(small_disk: Path) -> None:
+    points = platform.system_mount_points()
+    assert points is not None and "/" in points and str(small_disk) in points
+
+
+@linux_only
+def test_the_macos_branch_sees_a_bind_mount_through_the_table(bind_mount: Path) -> None:
+    # The device comparison alone misses a bind mount; the mount table psutil reads does not.
+    assert platform.is_mount_point(bind_mount, system="darwin")
+    assert not platform.is_mount_point(bind_mount, system="darwin", mount_table=lambda: None)
