@@ -18,13 +18,14 @@ The rules:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -44,7 +45,11 @@ def login_form(ui: Ui, request: Request, message: str = "", status_code: int = 2
     session = ui.session_of(request)
     if session is not None and not message:
         return RedirectResponse("/status", status_code=303)
-    token = os.urandom(24).hex()
+    # The token lives as long as the browser keeps its cookie: a second GET (a favicon
+    # request redirected here, another tab) must not invalidate the form already shown.
+    token = request.cookies.get(security.LOGIN_COOKIE, "")
+    if not re.fullmatch(r"[0-9a-f]{48}", token):
+        token = os.urandom(24).hex()
     response = ui.render(
         "login.html", request, None, status_code, login_token=token, message=message
     )
@@ -159,6 +164,8 @@ async def home(request: Request) -> Response:
 async def not_found(request: Request, exc: Exception) -> Response:
     ui: Ui = request.app.state.ui
     session = ui.session_of(request)
+    if request.url.path == "/favicon.ico":
+        return PlainTextResponse("", status_code=404)
     if session is None:
         return ui.to_login(request)
     return ui.problem(request, session, 404, "No such page", "That page does not exist.")
