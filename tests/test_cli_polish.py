@@ -4,11 +4,16 @@ verbose decisions, init that refuses occupied folders, progress bars on a real t
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import pty
+import shlex
+import shutil
 import struct
 import subprocess
 import termios
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -278,3 +283,60 @@ def test_no_bar_with_quiet_even_on_a_terminal(tmp_path):
     (data / "a.bin").write_bytes(os.urandom(1 << 20))
     code, shown = _run_on_pty(cli, ["snapshot", "-q", str(data)], 80, 24)
     assert code == 0 and shown == ""
+
+
+# --- the man page and shell completion -------------------------------------------------------
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+def _make_man() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_man", TOOLS / "make-man.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_man_page_has_every_command_and_renders_cleanly(tmp_path):
+    page = _make_man().man_page()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in sub.summaries:
+        assert f".SS {name.replace('-', chr(92) + '-')}\n" in page
+    for section in ("NAME", "SYNOPSIS", "GLOBAL OPTIONS", "ENVIRONMENT AND FILES", "EXIT STATUS"):
+        assert f".SH {section}\n" in page
+    assert "DEDUPE_PASSWORD_FILE" in page
+    if shutil.which("groff") is None:
+        pytest.skip("groff is not installed")
+    source = tmp_path / "dedupe.1"
+    source.write_text(page)
+    rendered = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", str(source)], capture_output=True, text=True
+    )
+    assert rendered.returncode == 0 and rendered.stderr == ""
+    assert "dedupe snapshot /srv/practice" in rendered.stdout
+
+
+def _complete(script: Path, *words: str) -> list[str]:
+    """What bash offers after `words` (the last one is being typed), with the script loaded."""
+    quoted = " ".join(shlex.quote(w) for w in words)
+    program = (
+        f"source {shlex.quote(str(script))}\n"
+        f"COMP_WORDS=({quoted}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n"
+        '_dedupe; printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    done = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True)
+    return sorted(line for line in done.stdout.splitlines() if line)
+
+
+def test_bash_completion_offers_commands_options_and_choices(tmp_path):
+    script = tmp_path / "dedupe.bash-completion"
+    script.write_text(_make_man().completion())
+    assert _complete(script, "dedupe", "sn") == ["snapshot", "snapshots"]
+    assert _complete(script, "dedupe", "--repo", "/srv/backup/repo", "rest") == ["restore"]
+    assert "--exclude" in _complete(script, "dedupe", "snapshot", "--ex")
+    assert _complete(script, "dedupe", "key", "") == ["export", "import", "passwd"]
+    assert _complete(script, "dedupe", "schedule", "in") == ["install"]
+    assert _complete(script, "dedupe", "restore", "--target", "") == []  # a folder: bash's own
+    assert "--keep-monthly" in _complete(script, "dedupe", "forget", "--keep-m")
