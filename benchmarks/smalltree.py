@@ -46,7 +46,10 @@ from benchmarks.tools import (
     run_measured,
 )
 
-TEXT_SUFFIXES = {".py", ".txt", ".rst", ".c", ".h", ".cfg", ".toml", ".json", ".html", ".js"}
+TEXT_SUFFIXES = {
+    ".py", ".pyi", ".txt", ".rst", ".md", ".c", ".h", ".cfg", ".ini", ".toml", ".json", ".yml",
+    ".yaml", ".html", ".js", ".css", ".po",
+}  # fmt: skip
 
 
 def copy_source(source: Path, live: Path) -> int:
@@ -84,7 +87,8 @@ def mutate(live: Path, night: int, changes: int, touch_all: bool) -> dict[str, i
     for i, path in enumerate(rng.sample(files, churn)):
         new = path.with_name(f"new_{night}_{i}{path.suffix}")
         new.write_bytes(path.read_bytes()[:4096] + f"\n# new file {night} {i}\n".encode())
-    for path in rng.sample([f for f in files if f not in edited], churn):
+    kept = set(edited)
+    for path in rng.sample([f for f in files if f not in kept], churn):
         path.unlink()
     if touch_all:
         stamp = 1_700_000_000 + night * 86_400

@@ -25,10 +25,11 @@ DEFAULT_AVG = 64 * 1024
 
 # Streams (stdin, `--stdin-from-command`: database dumps) get their own, smaller chunks in a new
 # repository (dedupe.repo.config, docs/FORMAT-chunking.md): a dump's nightly changes are single
-# rows scattered over the whole file, each costing about one chunk. Measured on pg_dump of
-# pgbench at scale 20 with 2,000 transactions a night (benchmarks/pgbench.py --sweep), zstd-3:
-# see docs/FORMAT-chunking.md for the table this choice comes from.
-DEFAULT_STREAM_AVG = 8 * 1024
+# rows scattered over the whole file, each costing about one chunk. On pg_dump of pgbench at
+# scale 20 with 2,000 transactions a night (benchmarks/pgbench.py), a night adds 0.62x restic's
+# growth at 64 KiB, 0.22x at 16 KiB and 0.13x at 8 KiB; 8 KiB costs twice the index entries and
+# ~80 % more restore CPU than 64 KiB (16 KiB: ~35 %), so 16 KiB.
+DEFAULT_STREAM_AVG = 16 * 1024
 
 
 @dataclass(frozen=True)
