@@ -253,7 +253,11 @@ def test_posts_with_a_missing_or_forged_csrf_token_are_refused(world: dict, sent
 def test_a_post_from_another_site_is_refused_even_with_the_token(world: dict) -> None:
     client = logged_in(world)
     csrf = token(client.get("/status").text)
-    for headers in ({"origin": "http://evil.example"}, {"sec-fetch-site": "cross-site"}):
+    for headers in (
+        {"origin": "http://evil.example"},
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},  # another port of this machine
+    ):
         response = client.post(
             "/logout", data={"csrf": csrf}, headers=headers, follow_redirects=False
         )

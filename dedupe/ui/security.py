@@ -105,14 +105,16 @@ async def form(request: Request) -> dict[str, str] | None:
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from another site (Origin, or the
-    Sec-Fetch-Site header of modern browsers); True when it comes from this one or does not
-    say (a browser always says for a cross-site POST)."""
+    """False when the browser says the request comes from another site. Modern browsers send
+    Sec-Fetch-Site (a header no page can set): only `same-origin` (or `none`, typed by the
+    user) passes, so another port or another site on the same machine is refused too, and a
+    TLS reverse proxy that changes the Host header does not matter. Without it, an Origin
+    header must name this server; a request with neither is not from a browser's page."""
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None or origin == "null" and site == "same-origin":
+    if origin is None:
         return True
     host = request.headers.get("host", "")
     return origin.lower() in (f"http://{host}".lower(), f"https://{host}".lower())
