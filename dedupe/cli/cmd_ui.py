@@ -30,6 +30,23 @@ from dedupe.profile import Profile, find_profile, load_profile
 
 DEFAULT_LISTEN = "127.0.0.1:8765"
 
+EXAMPLES = """\
+examples:
+  The office's page on the backup server itself (open http://127.0.0.1:8765/ there):
+    dedupe ui --profile /etc/dedupe/dedupe.toml
+
+  Look into one repository, such as a rotating drive, without a profile:
+    dedupe ui --repo /media/backup-monday/repo --listen 127.0.0.1:8766
+
+  From another computer: keep dedupe on loopback and put a TLS reverse proxy in front
+  that forwards https://backup.practice.example/ to http://127.0.0.1:8765/ with the Host
+  header 127.0.0.1:8765 (nginx's proxy_pass does so by itself; Caddy needs
+  'header_up Host {upstream_hostport}'): the page refuses names it does not know.
+
+The page asks for the backup password before it shows anything, and logs out after 15
+minutes without use. Restores write only on this server, into the folder typed on the page.
+"""
+
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -40,6 +57,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "of which backups are kept and why, the drive forecast, and browsing, downloading and "
         "restoring files. Nothing is shown before the backup password is typed into the page. "
         "Without a profile it serves the repository of --repo or DEDUPE_REPO.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     p.add_argument("--profile", metavar="FILE", help="the profile (dedupe.toml)")
     p.add_argument(
