@@ -32,6 +32,15 @@ if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v ps >/dev/null 2>
     fi
 fi
 
+# Chromium and its WebDriver for the web page's browser tests (tests/test_ui_browser.py).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-dejavu-core; then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-dejavu-core
+    fi
+fi
+
 # Debian's openssh-server may try to start a system sshd on port 22 at install; the tests never
 # use it, and a container without systemd simply does not start it.
 
