@@ -7,8 +7,9 @@ Errors (exit 14):
   never forgotten) has no manifest: it was deleted by hand, or lost;
 - a snapshot `forget` removed has a manifest again: an older copy was put back (or that
   forget was interrupted before it deleted it);
-- a snapshot the journal says is held has no hold record: the hold was removed without
-  `release` (a record present beside an unheld manifest is reported by the hold check).
+- a snapshot the journal says is held has neither a hold record nor a held manifest: the hold
+  was removed without `release` (a record beside an unheld manifest, or a held manifest without
+  its record, is reported by the hold check; the snapshot is still held then).
 Notes (no exit code): where the journal starts, and snapshots it does not know (saved before
 it started, or copied in by a dedupe that did not journal the copy).
 
@@ -82,14 +83,13 @@ def check_journal(
                 "running it again removes it)"
             )
     for sid, (ref, entry) in sorted(expected.held.items()):
-        if sid not in present or sid in records:
-            continue
         snap = by_id.get(sid)
-        manifest = "" if snap is None or snap.held else " and its manifest is not held"
+        if sid in records or snap is None or snap.held:
+            continue  # still held (a held manifest without its record is the hold check's)
         reason = f" ({ref.why})" if ref.why else ""
         error(
             f"the hold on {_label(ref)}{reason}, made {_by(entry)}, is gone: its hold record "
-            f"was deleted{manifest}, without 'dedupe release'"
+            "was deleted and its manifest is not held, without 'dedupe release'"
         )
     unknown = [s for s in snaps if s.id not in expected.present and s.id not in expected.removed]
     if unknown:
