@@ -162,7 +162,7 @@ def test_the_stream_set_is_three_optional_fields_of_format_version_1(tmp_path):
     )
     assert fields["stream_chunk_avg"] == DEFAULT_STREAM_AVG
     # Only one or two of the three is damage, named as such.
-    for missing in config_mod._STREAM_FIELDS:
+    for missing in config_mod.STREAM_FIELDS:
         partial = {k: v for k, v in fields.items() if k != missing}
         sealed = repo.sealer.seal(codec.pack(partial))
         with pytest.raises(FormatError, match=missing):

@@ -19,6 +19,8 @@ from dedupe.crypto.seal import Sealer
 from dedupe.errors import FormatError
 
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+# The stream set's fields in the sealed settings: all three or none.
+STREAM_FIELDS = ("stream_chunk_min", "stream_chunk_avg", "stream_chunk_max")
 
 
 def default_stream_chunker() -> ChunkerParams:
@@ -84,16 +86,13 @@ def decode_settings(box: bytes, repo_id: bytes, sealer: Sealer) -> Settings:
         raise FormatError(f"{what}: repository id mismatch (tampered config)")
     params = _chunker_params(obj, "chunk_", what)
     stream = None
-    if any(key in obj for key in _STREAM_FIELDS):
+    if any(key in obj for key in STREAM_FIELDS):
         stream = _chunker_params(obj, "stream_chunk_", what)
     compression = codec.field(obj, "compression", str, what)
     pack_size = codec.field(obj, "pack_size", int, what)
     if not (1024 * 1024 <= pack_size <= 1024 * 1024 * 1024):
         raise FormatError(f"{what}: implausible pack size")
     return Settings(repo_id, params, compression, pack_size, stream)
-
-
-_STREAM_FIELDS = ("stream_chunk_min", "stream_chunk_avg", "stream_chunk_max")
 
 
 def _chunker_params(obj: dict[str, object], prefix: str, what: str) -> ChunkerParams:
