@@ -11,6 +11,7 @@ import shlex
 import shutil
 import struct
 import subprocess
+import sys
 import termios
 from pathlib import Path
 from types import ModuleType
@@ -186,6 +187,8 @@ def test_init_over_a_repository_is_still_refused_as_such(tmp_path):
         ("diff", "latest", "latest"),
         ("stats",),
         ("--help",),
+        ("ls", "--help"),
+        ("--version",),
     ],
 )
 def test_a_reader_that_goes_away_is_a_quiet_exit_0(tmp_path, args):
@@ -200,8 +203,12 @@ def test_a_reader_that_goes_away_is_a_quiet_exit_0(tmp_path, args):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        proc = subprocess.run(
-            cli.command(*args), stdout=write_end, stderr=subprocess.PIPE, env=env, timeout=120
+        proc = subprocess.run(  # as the installed `dedupe` runs (the test entry hid the bug)
+            [sys.executable, "-m", "dedupe", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
         )
     finally:
         os.close(write_end)

@@ -346,7 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-    except BrokenPipeError:  # `dedupe --help | head`
+    except SystemExit as done:  # --help, --version, a usage error: flushed here, as below
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # `dedupe --help | head`
+            _quiet_pipe()
+        raise done
+    except BrokenPipeError:
         return _quiet_pipe()
     configure_logging(bool(args.quiet), bool(getattr(args, "verbose", False)))
     ctx = Context(args)
