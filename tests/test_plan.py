@@ -3,10 +3,12 @@ synthetic histories with hand-computed answers."""
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from dedupe.plan import margin
 from dedupe.plan.drive import (
     SizeError,
     days_until_full,
@@ -147,6 +149,25 @@ def test_drive_size_and_margin():
     assert result.drive_bytes == drive_size(result.peak.stored_bytes * 1.3)
 
 
+def test_the_measured_margin_grows_with_the_nights_ahead():
+    """Without a margin given, day d's size counts times `margin.high(d)`: a flat forecast needs
+    its last day's size times the margin measured that far ahead, and the likely range's top is
+    that product on every day."""
+    history = synthetic(5, 100 * MB, 0, 1 * MB)
+    result = forecast(history, Policy(keep_last=3), 100, tz=TZ)
+    flat = result.series[1].stored_bytes
+    assert all(p.stored_bytes == flat for p in result.series[1:])
+    point, factor = result.needed
+    assert point == result.series[100] and factor == margin.high(100) > margin.high(30) > 1
+    assert result.needed_bytes == math.ceil(flat * margin.high(100))
+    assert result.drive_bytes == drive_size(result.needed_bytes)
+    sizes = tuple(p.stored_bytes for p in result.series)
+    low, high = margin.widen(sizes, forecast_band(history, Policy(keep_last=3), 100, tz=TZ))
+    assert low[0] == high[0] == sizes[0]
+    assert high[100] == round(flat * margin.high(100))
+    assert low[100] == round(flat * margin.low(100)) < flat
+
+
 def test_forecast_is_pure_and_validates():
     history = synthetic(10, 10 * MB, 1 * MB, 1 * MB)
     assert forecast(history, PRACTICE, 30, tz=TZ) == forecast(history, PRACTICE, 30, tz=TZ)
@@ -198,6 +219,12 @@ def test_the_sentence_an_office_manager_reads():
     assert headline(**common, drive_bytes=2 * 10**12) == (
         "A 2 TB drive does not fill within 365 days: the backups need about 620 GB at their "
         "peak, around October 2027, 31 % of it."
+    )
+    risky = headline(**common, drive_bytes=800 * 10**9, early_full_day=date(2027, 6, 1))
+    assert risky == (
+        "An 800 GB drive holds the forecast for 365 days (about 620 GB at their peak, around "
+        "October 2027, 78 % of it), but could fill as early as 2027-06-01 if the data grows as "
+        "it did on replayed histories; buy at least a 1 TB drive."
     )
     fills = headline(
         **common,

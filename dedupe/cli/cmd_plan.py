@@ -26,6 +26,7 @@ from dedupe.cli.context import Context, Subparsers
 from dedupe.cli.policy_args import add_policy_arguments, parse_max_unused, policy_from_args
 from dedupe.errors import DamageError, DedupeError, UsageError
 from dedupe.plan import chart, drive, projection
+from dedupe.plan import margin as plan_margin
 from dedupe.plan.drive import format_bytes
 from dedupe.plan.history import PLAN_FIRST, PLAN_LAST, history_from_stats
 from dedupe.retention import Policy
@@ -63,9 +64,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--margin",
-        default="30",
         metavar="PCT",
-        help="safety margin on the peak for the drive size (default 30)",
+        help="safety margin on the forecast for the drive size (default: the largest "
+        "under-estimate measured on replayed histories, growing with the nights ahead)",
     )
     p.add_argument(
         "--drive-size",
@@ -161,7 +162,9 @@ def forecast_json(
         "drive_bytes": drive_bytes,
         "drive_full_date": None if full is None else full.isoformat(),
         "recommended_drive_bytes": forecast.drive_bytes,
-        "margin": forecast.margin,
+        "needed_bytes": forecast.needed_bytes,
+        "margin": round(forecast.needed[1], 4),
+        "margin_source": "given" if forecast.margin is not None else "measured on replays",
         "policy": policy.describe() if forecast.pruned else "(no keep rule: nothing forgotten)",
         "growth_percent_per_month": round(growth * 100, 4),
         "max_unused_percent": round(max_unused * 100, 4),
@@ -211,7 +214,7 @@ def cmd_plan(ctx: Context) -> int:
         raise UsageError(f"--days must be between 1 and {MAX_DAYS} (a century)")
     growth = _percent(args.growth, "--growth", -99)
     max_unused = parse_max_unused(args.max_unused)
-    margin = 1.0 + _percent(args.margin, "--margin", 0)
+    margin = None if args.margin is None else 1.0 + _percent(args.margin, "--margin", 0)
     drive_bytes = None
     if args.drive_size is not None:
         try:
@@ -238,6 +241,7 @@ def cmd_plan(ctx: Context) -> int:
         history, policy, args.days, margin=margin, estimates=estimates, **options
     )
     band = projection.forecast_band(history, policy, args.days, estimates=estimates, **options)
+    band = plan_margin.widen(tuple(p.stored_bytes for p in forecast.series), band)
     plan = Plan(forecast, band, drive_bytes, policy, growth)
     if args.chart:
         _write_chart(args.chart, plan, projection.past_sizes(history))
@@ -289,6 +293,27 @@ class Plan:
         )
 
 
+def margin_words(forecast: projection.Forecast) -> str:
+    """How the drive size follows from the forecast: "plan with a margin of X % measured on
+    replays" (or the margin given), and on which day's size."""
+    point, factor = forecast.needed
+    percent = round((factor - 1) * 100)
+    on = f"{format_bytes(point.stored_bytes)} on {point.day}"
+    if forecast.margin is not None:
+        return f"{on} plus the {percent} % margin given, rounded up to a size sold"
+    ahead = (point.day - forecast.series[0].day).days
+    text = (
+        f"plan with a margin of {percent} % measured on replays: {on}, {ahead} days ahead, "
+        f"plus the largest under-estimate seen that far ahead, rounded up to a size sold"
+    )
+    if ahead > plan_margin.MEASURED_AHEAD:
+        text += (
+            f"; replays were checked up to {plan_margin.MEASURED_AHEAD} days ahead, beyond "
+            "that the margin goes on growing at the same rate"
+        )
+    return text
+
+
 def chart_title(policy: Policy, pruned: bool, days: int) -> str:
     """ "Backup disk, next 12 months, policy: 10 business days + month, quarter and year ends"."""
     months = round(days / projection.DAYS_PER_MONTH)
@@ -332,10 +357,7 @@ def _print(ctx: Context, plan: Plan, verbose: bool) -> None:
         f"  final:  {format_bytes(final.stored_bytes)} on {final.day} "
         f"(likely {format_bytes(low[-1])} to {format_bytes(high[-1])})"
     )
-    ctx.out(
-        f"  drive:  {format_bytes(forecast.drive_bytes)} (the peak plus a "
-        f"{round((forecast.margin - 1) * 100)} % margin, rounded up to a size sold)"
-    )
+    ctx.out(f"  drive:  {format_bytes(forecast.drive_bytes)} ({margin_words(forecast)})")
     if verbose:
         ctx.out("")
         ctx.out(f"  {'DATE':<10}  {'STORED':>10}  {'LIKELY':>21}  BACKUPS")
@@ -353,7 +375,8 @@ def _print(ctx: Context, plan: Plan, verbose: bool) -> None:
     ctx.out(
         "  every night from now on is replayed: a backup adds what recent nights added, the "
         "policy forgets what it would forget and gc frees what no kept backup needs; the likely "
-        "range is the 90 % interval of the nightly average"
+        "range spans the 90 % interval of the nightly average and the errors measured on "
+        "replayed histories (docs/PLAN.md)"
     )
     for estimate in forecast.estimates:
         ctx.out(f"  {describe_estimate(estimate)}")

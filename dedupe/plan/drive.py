@@ -137,6 +137,12 @@ def policy_words(policy: Policy, pruned: bool = True) -> str:
     return text
 
 
+def _a(size: str) -> str:
+    """The size with its article, as it is read aloud: "a 2 TB", "an 8 TB", "an 18 TB"."""
+    spoken_vowel = size.startswith("8") or re.match(r"1[18](?:[ .]|$)", size) is not None
+    return f"{'an' if spoken_vowel else 'a'} {size}"
+
+
 def headline(
     *,
     today_bytes: int,
@@ -152,29 +158,41 @@ def headline(
     """The one sentence `plan` prints first.
 
     Without a drive: what to buy and when the peak comes. With one: the date it fills (and the
-    earliest date within the uncertainty band, when earlier), or that it does not within the
-    forecast, with the peak as a share of it."""
+    earliest date within the likely range, when earlier), or that it does not within the
+    forecast, with the peak as a share of it; when the forecast fits but the top of the likely
+    range (the measured replay errors) reaches the drive, both, and the drive that covers it."""
     peak = f"about {format_bytes(peak_bytes)} at their peak, around {month_words(peak_day)}"
     if drive_bytes is None:
-        return f"Buy at least a {format_bytes(recommended_bytes)} drive: the backups need {peak}."
+        buy = _a(format_bytes(recommended_bytes))
+        return f"Buy at least {buy} drive: the backups need {peak}."
     drive = format_bytes(drive_bytes)
+    article = _a(drive).split(" ", 1)[0].capitalize()
     if full_day is not None and start is not None and full_day <= start:
         return (
-            f"A {drive} drive is already too small: the backups hold "
-            f"{format_bytes(today_bytes)} today; buy at least a "
-            f"{format_bytes(recommended_bytes)} drive."
+            f"{article} {drive} drive is already too small: the backups hold "
+            f"{format_bytes(today_bytes)} today; buy at least "
+            f"{_a(format_bytes(recommended_bytes))} drive."
         )
     if full_day is not None:
         early = ""
         if early_full_day is not None and early_full_day < full_day:
             early = f" (as early as {early_full_day.isoformat()} if the nights run large)"
         return (
-            f"A {drive} drive fills around {month_words(full_day)} "
-            f"({full_day.isoformat()}){early}; buy at least a "
-            f"{format_bytes(recommended_bytes)} drive for the next {days} days."
+            f"{article} {drive} drive fills around {month_words(full_day)} "
+            f"({full_day.isoformat()}){early}; buy at least "
+            f"{_a(format_bytes(recommended_bytes))} drive for the next {days} days."
         )
     percent = 100 * peak_bytes / drive_bytes
     share = "less than 1 %" if percent < 1 else f"{round(percent)} %"
+    if early_full_day is not None:
+        # The forecast fits, its measured error does not: say both, and what covers it.
+        return (
+            f"{article} {drive} drive holds the forecast for {days} days ({peak}, {share} of "
+            f"it), but could fill as early as {early_full_day.isoformat()} if the data grows "
+            f"as it did on replayed histories; buy at least "
+            f"{_a(format_bytes(recommended_bytes))} drive."
+        )
     return (
-        f"A {drive} drive does not fill within {days} days: the backups need {peak}, {share} of it."
+        f"{article} {drive} drive does not fill within {days} days: the backups need {peak}, "
+        f"{share} of it."
     )
