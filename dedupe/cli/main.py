@@ -196,7 +196,8 @@ class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
         if summary and not kwargs.get("description"):
             kwargs["description"] = summary[0].upper() + summary[1:] + "."
         self.summaries[name] = (summary, list(kwargs.get("aliases", ())))
-        return super().add_parser(name, **kwargs)
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        return parser
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
@@ -237,8 +238,9 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "-q",
         action="store_true",
         default=d(False),
-        help="print nothing on success (no progress, no notes; listings still print what "
-        "they list); warnings and errors still go to stderr",
+        help="print nothing on success (no progress, notes or storage retries; listings "
+        "still print what they list); warnings (unreadable files, low disk) and errors still "
+        "go to stderr",
     )
 
 
