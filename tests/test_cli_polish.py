@@ -347,3 +347,10 @@ def test_bash_completion_offers_commands_options_and_choices(tmp_path):
     assert _complete(script, "dedupe", "schedule", "in") == ["install"]
     assert _complete(script, "dedupe", "restore", "--target", "") == []  # a folder: bash's own
     assert "--keep-monthly" in _complete(script, "dedupe", "forget", "--keep-m")
+
+
+def test_a_bare_dedupe_shows_the_commands(tmp_path):
+    cli = Cli(str(tmp_path / "repo"), str(tmp_path / "cache"))
+    result = cli(check=False)
+    assert result.code == 2 and result.out == b""
+    assert "Back up:" in result.err and "  init " in result.err

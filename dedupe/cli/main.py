@@ -250,8 +250,8 @@ def _add_verbose(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "-v",
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
-        help="say more: each file's decision in a snapshot (new, changed, unchanged), each "
-        "storage retry",
+        help="say more: what a snapshot found new, changed or removed (unchanged files are "
+        "counted), and storage notes",
     )
 
 
@@ -347,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="surrogateescape")
     try:
         parser = build_parser()
+        if not (sys.argv[1:] if argv is None else argv):  # a bare `dedupe`: the commands
+            parser.print_help(sys.stderr)
+            return 2
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, a usage error: flushed here, as below
         try:
