@@ -203,7 +203,7 @@ class ProgressBar(tqdm):  # type: ignore[misc]
             speed = f"{human_bytes(rate)}/s"
         else:
             done = f"{d['unit']} {n:.0f}" + (f"/{total:.0f}" if total else "")
-            speed = f"{rate:.1f} {d['unit']}/s"
+            speed = f"{rate:.0f} {d['unit']}/s" if rate >= 10 else f"{rate:.1f} {d['unit']}/s"
         if total:
             d["bar_format"] = (
                 "{desc}: {percentage:3.0f}% {bar} "
