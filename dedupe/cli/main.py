@@ -150,11 +150,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # argparse exits 2 itself; keep it short
         self.print_usage(sys.stderr)
-        print(f"dedupe: error: {_did_you_mean(message, self.known_options)}", file=sys.stderr)
+        hint = _did_you_mean(message, self.known_options, self.prog)
+        print(f"dedupe: error: {hint}", file=sys.stderr)
         raise SystemExit(2)
 
 
-def _did_you_mean(message: str, options: list[str]) -> str:
+def _did_you_mean(message: str, options: list[str], prog: str = "dedupe") -> str:
     """argparse's message with the closest command or option named: 'invalid choice' lists
     the closest choices (else all); 'unrecognized arguments' names the closest long options
     (abbreviations are refused, so `--keep-m` is told `--keep-monthly`)."""
@@ -173,11 +174,11 @@ def _did_you_mean(message: str, options: list[str]) -> str:
     if found is None:
         return message
     given = found[1]
-    choices = re.findall(r"'([^']*)'", found[2])
+    choices = [c.strip().strip("'\"") for c in found[2].split(",")]  # quoted before 3.12.8
     close = difflib.get_close_matches(given, choices, n=3, cutoff=0.6)
     head = message[: found.start()] + f"invalid choice: '{given}'"
     if close:
-        return f"{head}; did you mean {' or '.join(repr(c) for c in close)}? ('dedupe --help')"
+        return f"{head}; did you mean {' or '.join(repr(c) for c in close)}? ('{prog} --help')"
     return f"{head} (choose from {', '.join(choices)})"
 
 
