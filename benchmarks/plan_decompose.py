@@ -110,13 +110,35 @@ def real_parts(before: Path, after: Path) -> Parts:
     )
 
 
-def forecast_parts(before: Path, policy_flags: list[str], days: int, max_unused: float) -> dict:
-    """The forecast made on `before` for `days` days on, with its parts on the last day."""
+@dataclass(frozen=True)
+class RealNights(projection.GroupEstimate):
+    """The estimate with the nights' real additions instead of its level and trend."""
+
+    real: tuple[float, ...] = ()
+
+    def added_on(self, day: int) -> float:
+        return self.real[day - 1]
+
+
+def forecast_parts(
+    before: Path,
+    policy_flags: list[str],
+    days: int,
+    max_unused: float,
+    real_added: tuple[float, ...] | None = None,
+) -> dict:
+    """The forecast made on `before` for `days` days on, with its parts on the last day; with
+    `real_added` (one group), fed the nights' real additions instead of its estimate."""
     ap = argparse.ArgumentParser()
     add_policy_arguments(ap)
     policy = policy_from_args(ap.parse_args(policy_flags))
     history, _left_out = history_from_stats(stats.collect(open_repo(before)))
     estimates = projection.estimate_groups(history)
+    if real_added is not None:
+        fields = {
+            f: getattr(estimates[0], f) for f in projection.GroupEstimate.__dataclass_fields__
+        }
+        estimates = (RealNights(**fields, real=real_added),)
     result = projection.forecast(history, policy, days, max_unused=max_unused, estimates=estimates)
     point = result.final
     added = sum(e.added_on(d) for e in estimates for d in range(1, days + 1))
@@ -151,8 +173,17 @@ def main(argv: list[str] | None = None) -> None:
         report = json.loads(args.report.read_text())
         nights = report["nights"]
         start = next(i for i, n in enumerate(nights) if n["night"] == report["forecast_night"])
-        real_added = sum(n["bytes_added"] for n in nights[start + 1 : start + 1 + args.days])
-        print(f"added over the {args.days} nights, real:  {real_added / mb:.2f} MB")
+        added = tuple(float(n["bytes_added"]) for n in nights[start + 1 : start + 1 + args.days])
+        print(f"added over the {args.days} nights, real:  {sum(added) / mb:.2f} MB")
+        fed = forecast_parts(
+            args.before, shlex.split(args.policy), args.days, args.max_unused / 100, added
+        )
+        error = (fed["stored"] - real.stored) / real.stored
+        print(
+            f"the model fed the real additions: {fed['stored'] / mb:.2f} MB ({error * 100:+.1f} %);"
+            f" new since the forecast {fed['parts'][projection.PARTS[6]] / mb:.2f} MB, garbage "
+            f"{fed['parts'][projection.PARTS[2]] / mb:.2f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -89,13 +89,23 @@ def main(argv: list[str] | None = None) -> None:
                 f"{p['forecast'] / 1e6:8.1f} {error * 100:+6.1f}%"
                 f"  band {p['low'] / 1e6:.1f}-{p['high'] / 1e6:.1f}"
             )
-    print("\nworst real / forecast (peak over the nights ahead) by horizon:")
+    print("\nreal / forecast by horizon (high: worst peak ratio; low: lowest ratio):")
+    rows = []
     for top in BUCKETS:
         within = [p for p in points if p["ahead"] <= top]
-        if within:
-            worst = max(within, key=lambda p: p["peak_real"] / p["peak_forecast"])
-            ratio = worst["peak_real"] / worst["peak_forecast"]
-            print(f"  up to {top:3d} nights: {ratio:.3f} ({worst['run']}, night {worst['night']})")
+        if not within or (rows and max(p["ahead"] for p in within) < top):
+            break
+        worst = max(within, key=lambda p: p["peak_real"] / p["peak_forecast"])
+        ratio = worst["peak_real"] / worst["peak_forecast"]
+        least = min(p["real"] / p["forecast"] for p in within)
+        rows.append((top, round(ratio, 3), round(least, 3)))
+        print(
+            f"  up to {top:3d} nights: high {ratio:.3f} ({worst['run']}, night "
+            f"{worst['night']}), low {least:.3f}"
+        )
+    forecasts = {(p["run"], p["night"]) for p in points}
+    print(f"\nfor dedupe/plan/margin.py ({len(forecasts)} forecasts):")
+    print(f"MEASURED = {tuple(rows)!r}")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,9 @@ def test_plan_json_and_chart(history):
     assert {"date", "bytes"} <= out["series"][0].keys()
     # The peak is the largest forecast day; today (day 0) is not a forecast.
     assert out["peak_bytes"] == max(p["bytes"] for p in out["series"][1:])
-    assert out["drive_bytes"] == out["recommended_drive_bytes"] >= out["peak_bytes"] * 1.3
+    assert out["drive_bytes"] == out["recommended_drive_bytes"] >= out["needed_bytes"]
+    assert out["margin_source"] == "measured on replays" and out["margin"] > 1
+    assert out["needed_bytes"] >= out["peak_bytes"]
     assert out["drive_full_date"] is None
     assert all(p["low_bytes"] <= p["bytes"] <= p["high_bytes"] for p in out["series"])
     (group,) = out["estimate"]["groups"]
@@ -104,6 +106,10 @@ def test_plan_json_and_chart(history):
     assert first.startswith("Buy at least a 1 GB drive: the backups need about ")
     assert first.endswith(" at their peak, around April 2026.")
     assert text.index("how this was estimated:") > text.index("peak:")
+    (drive_line,) = [line for line in text.splitlines() if line.startswith("  drive:")]
+    assert " % measured on replays: " in drive_line and "plan with a margin of " in drive_line
+    given = cli("plan", *policy, "--days", "30", "--margin", "30", "--json").json()
+    assert given["margin"] == 1.3 and given["margin_source"] == "given"
     assert "pass --growth PCT" in text and "MiB" not in text
     assert "<- peak" not in text and "<- peak" in cli("plan", *policy, "--days", "30", "-v").text
     grown = cli("plan", *policy, "--days", "30", "--growth", "2").text

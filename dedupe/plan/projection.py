@@ -33,7 +33,9 @@ The model, stated so that its errors can be judged:
 4. **gc** runs after every nightly forget, as `dedupe gc --max-unused` does: a pack with no
    needed data is deleted; a pack whose unneeded share exceeds `max_unused` is rewritten to its
    needed bytes; otherwise it stays as it is. Each future night's data is its own pack group
-   (a snapshot writes its own packs). Index files and manifests stay at today's size.
+   (a snapshot writes its own packs). A group that is losing data holds half of `max_unused`
+   unused on average (`_collect`). Pack headers, index files and manifests grow with the
+   stored data at today's ratios.
 
 The size reported for a day is after that night's snapshot, forget and gc; the temporary extra
 space a gc repack needs is not included (it is at most one batch of packs). What the history
@@ -43,6 +45,10 @@ the validation against replayed nights and its error.
 The peak is the largest of the forecast days 1..N (today's size, before the first forget, is
 not a forecast). `forecast_band` replays the same nights with each group's nightly level at the
 ends of its 90 % interval: the uncertainty of the measured average, not of future growth.
+What the history cannot show is covered by a margin measured on replayed histories
+(`dedupe.plan.margin`): the drive to buy holds every forecast day times the largest
+under-estimate measured that many nights ahead (`Forecast.needed`), and `margin.widen` spreads
+the band to the replays' errors.
 `past_sizes` gives the history's side of the chart; `dedupe.plan.drive` turns a forecast into
 the day a drive fills and the sentence that says so.
 """
