@@ -77,10 +77,11 @@ TOP_DESCRIPTION = (
 # The order a user needs the commands in; a command missing here is listed under "Other".
 COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Back up", ("init", "snapshot")),
-    ("Look and restore", ("snapshots", "ls", "find", "restore", "cat", "mount", "diff")),
-    ("Keep and clean up", ("forget", "hold", "release", "gc")),
+    ("Look and restore", ("snapshots", "ls", "find", "restore", "cat", "mount", "diff", "ui")),
+    ("Keep and clean up", ("forget", "hold", "release", "gc", "journal")),
     ("Check and repair", ("check", "repair", "unlock")),
     ("Copies and the nightly job", ("copy", "run", "status", "schedule", "alert")),
+    ("Drives taken out of rotation", ("archive", "retire")),
     ("Sizes and forecasts", ("stats", "plan")),
     ("The key", ("key",)),
 )
