@@ -126,9 +126,9 @@ def cmd_copy(ctx: Context) -> int:
         _refuse_if_full(ctx, result)
         return 0
     for snap_id in result.copied:
-        ctx.out(f"copied snapshot {snap_id}")
+        ctx.done(f"copied snapshot {snap_id}")
     if result.held:
-        ctx.out(_held_line(result.held, result.hold_reasons))
+        ctx.done(_held_line(result.held, result.hold_reasons))
     how = "chunks copied as they are" if result.same_ids else "re-chunked for the destination"
     ctx.info(
         f"{len(result.copied)} snapshot(s) copied, {len(result.skipped)} already there; "

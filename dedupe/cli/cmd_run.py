@@ -88,7 +88,7 @@ def cmd_run(ctx: Context) -> int:
                 "warnings": record.warnings,
             }
         )
-    else:
+    elif record.exit != 0 or not ctx.quiet:  # -q: a clean night prints nothing (cron mails none)
         _summary(ctx, profile, night, record.exit, state)
     return record.exit
 
