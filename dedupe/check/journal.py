@@ -66,6 +66,13 @@ def check_journal(
     expected = journal_mod.replay(journal.ordered())
     present = set(manifest_names)
     by_id = {s.id: s for s in snaps}
+    missing = [sid for sid in expected.present if sid not in present]
+    if missing:
+        note(
+            f"if the {len(missing)} missing snapshot(s) were removed on purpose, "
+            f"'dedupe gc --accept-snapshot-count {len(present)}' records in the journal that "
+            "their loss was accepted"
+        )
     for sid, (ref, entry) in sorted(expected.present.items()):
         if sid in present:
             continue

@@ -147,6 +147,10 @@ def describe(entry: Entry) -> list[str]:
         what = f"gc recovered {human_bytes(entry.freed_bytes or 0)} of disk space" + (
             f" ({packs} pack(s) deleted)" if isinstance(packs, int) else ""
         )
+        if refs:
+            what += f"; the loss of {_backups(len(refs))} whose manifests had disappeared was "
+            what += f"{entry.reason or 'accepted'}:"
+            listed = _snapshot_lines(refs, False)
     elif action == "hold":
         reason = f": {entry.reason}" if entry.reason else " (no reason given)"
         what = f"held {_one(refs[0]) if refs else 'a backup'}{reason}"

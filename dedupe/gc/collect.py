@@ -23,6 +23,7 @@ Every gc that finishes (not a dry run) appends a `gc` entry to the retention jou
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from dedupe.errors import OutOfSpace
 from dedupe.gc.execute import execute
@@ -30,6 +31,7 @@ from dedupe.gc.mark import TableMarks, mark_snapshots
 from dedupe.gc.plan import GcPlan, make_plan
 from dedupe.gc.result import GcResult, Progress, no_progress
 from dedupe.gc.survey import Survey, survey_repository
+from dedupe.model.journal import SnapshotRef
 from dedupe.repo import census, journal, manifests
 from dedupe.repo.repository import Repository
 
@@ -54,16 +56,38 @@ def run(
         result = run_gc(
             repo, max_unused, dry_run, progress, allow_empty, accept_snapshot_count, lock.name
         )
-        _journal(repo, result, command)
+        accepted = None
+        if allow_empty:
+            accepted = "accepted as lost with gc --allow-empty"
+        elif accept_snapshot_count is not None:
+            accepted = f"accepted as lost with gc --accept-snapshot-count {accept_snapshot_count}"
+        _journal(repo, result, command, accepted)
         return result
 
 
-def _journal(repo: Repository, result: GcResult, command: str) -> None:
+def _lost(repo: Repository, why: str) -> tuple[SnapshotRef, ...]:
+    """The snapshots the journal says exist whose manifests are gone, as `why` accepted them."""
+    present = set(repo.snapshot_names())
+    expected = journal.replay(journal.load(repo).ordered()).present
+    return tuple(
+        replace(ref, why=why)
+        for sid, (ref, _entry) in sorted(expected.items())
+        if sid not in present
+    )
+
+
+def _journal(repo: Repository, result: GcResult, command: str, accepted: str | None) -> None:
     """The journal entry of a finished gc (after it: gc removes only what nothing uses, so
-    an interrupted gc has nothing the journal must already say)."""
+    an interrupted gc has nothing the journal must already say). When the user accepted a
+    drop in the snapshot count (`--allow-empty`, `--accept-snapshot-count`), the entry names the
+    snapshots whose manifests had disappeared: the journal then records that their loss was
+    accepted, and by whom, instead of `check` reporting them as deleted by hand forever."""
+    lost = _lost(repo, accepted) if accepted is not None else ()
     entry = journal.new_entry(
         "gc",
         command,
+        snapshots=lost,
+        reason=accepted if lost else None,
         freed_bytes=result.freed_bytes,
         details={
             "packs_deleted": result.packs_deleted,

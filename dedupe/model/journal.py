@@ -11,7 +11,9 @@ replays against the manifests and hold records):
 - `hold` / `release`: its snapshots are held with `why` as the reason / no longer held;
 - `copy` / `archive` with `direction` "in": its snapshots now exist here (held when the
   reference says `held`); "out": nothing changes here (the other repository received them);
-- `gc`, `key`, `retire`: nothing changes in the snapshots or holds.
+- `gc`: its snapshots (if any) had lost their manifests and the user accepted it
+  (`gc --allow-empty` / `--accept-snapshot-count`): they are no longer expected;
+- `key`, `retire`: nothing changes in the snapshots or holds.
 The first entries of a journal (those with no predecessor) carry `baseline`: every snapshot
 that existed when the journal started, with its hold, so a repository that had snapshots before
 it had a journal is judged from then on.

@@ -376,6 +376,9 @@ def replay(ordered: Iterable[tuple[str, Entry]]) -> Expected:
                 state.present.pop(ref_.id, None)
                 state.held.pop(ref_.id, None)
                 state.removed[ref_.id] = (ref_, entry)
+            elif action == "gc":  # lost manifests whose loss the user accepted
+                state.present.pop(ref_.id, None)
+                state.held.pop(ref_.id, None)
             elif action == "hold":
                 state.held[ref_.id] = (ref_, entry)
             elif action == "release":
