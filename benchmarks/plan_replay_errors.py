@@ -1,16 +1,20 @@
 """How far `dedupe plan` was off on replayed histories, night by night ahead: the measurements
-behind `dedupe.plan.margin`.
+behind `dedupe.plan.margin`, and the check that its margin covers what really came.
 
 ``python -m benchmarks.plan_replay_errors RUN_DIR:REPORT.json [RUN_DIR:REPORT.json ...]``
 
 Each RUN_DIR is a `benchmarks.size_my_drive --keep --keep-at ...` work folder (repository copies
 ``repo-night-N``, password ``size-my-drive``) and REPORT.json its ``--out`` report (the real
-size after every night). For every copy, the forecast this checkout makes from it is compared
-with the real size on every later night of the run: the ratio real / forecast at each horizon
-(nights ahead). `--json` writes every point; the table shows the worst (largest) ratio per
-horizon bucket, which is what a margin must cover. `--margin` also checks the margin the checkout
-would add (`dedupe.plan.margin`): the largest real size over the nights ahead against the
-forecast's peak with that margin.
+size after every night); the report's file name (``run30m-s1``) names the run. For every copy,
+the forecast this checkout makes from it is compared with the real size on every later night of
+the run.
+
+Printed: per forecast, the error on the run's last night, the likely range there and whether
+the drive size before rounding (the forecast days times the margin) holds the real peak; then
+the ratios per horizon, ready for `dedupe.plan.margin.MEASURED`; then the same coverage with a
+table taken on the *other* runs only (leave one run out), since a margin measured on a run
+covers that run by construction. A checkout without `dedupe.plan.margin` (before it existed) is
+checked with its fixed margin (`Forecast.margin`, 30 %) and its 90 % band.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.plan_decompose import PRACTICE, open_repo
@@ -26,19 +31,35 @@ from dedupe.cli.policy_args import add_policy_arguments, policy_from_args
 from dedupe.plan import projection
 from dedupe.plan.history import history_from_stats
 
-BUCKETS = (10, 20, 30, 45, 60, 90, 120, 150, 200)
+try:
+    from dedupe.plan import margin
+except ImportError:  # a checkout before the measured margin
+    margin = None  # type: ignore[assignment]
+
+BUCKETS = (5, *range(10, 400, 10))
 
 
-def replay_points(run_dir: Path, report_path: Path, policy_flags: list[str]) -> list[dict]:
-    """Every (forecast night, night ahead) of one run: real and forecast size, band ends."""
+@dataclass
+class Replayed:
+    run: str
+    night: int
+    forecast: list[int]
+    """Index = nights ahead (0 = the forecast night)."""
+    se_low: list[int]
+    se_high: list[int]
+    real: list[int]
+    fixed_margin: float | None
+
+
+def replay(run_dir: Path, report_path: Path, policy_flags: list[str]) -> list[Replayed]:
+    """Every forecast of one run, with the real sizes of the nights after it."""
     ap = argparse.ArgumentParser()
     add_policy_arguments(ap)
     policy = policy_from_args(ap.parse_args(policy_flags))
     report = json.loads(report_path.read_text())
     real = {n["night"]: n["stored_bytes"] for n in report["nights"]}
     last = max(real)
-    label = report_path.stem  # e.g. run30m-s1
-    points = []
+    out = []
     for copy in sorted(run_dir.glob("repo-night-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])):
         night = int(copy.name.rsplit("-", 1)[1])
         if night >= last:
@@ -48,64 +69,95 @@ def replay_points(run_dir: Path, report_path: Path, policy_flags: list[str]) -> 
         days = last - night
         result = projection.forecast(history, policy, days, estimates=estimates)
         low, high = projection.forecast_band(history, policy, days, estimates=estimates)
-        for ahead in range(1, days + 1):
-            points.append(
-                {
-                    "run": label,
-                    "night": night,
-                    "ahead": ahead,
-                    "real": real[night + ahead],
-                    "forecast": result.series[ahead].stored_bytes,
-                    "low": low[ahead],
-                    "high": high[ahead],
-                    "peak_real": max(real[night + a] for a in range(1, ahead + 1)),
-                    "peak_forecast": max(p.stored_bytes for p in result.series[1 : ahead + 1]),
-                }
+        out.append(
+            Replayed(
+                run=report_path.stem,
+                night=night,
+                forecast=[p.stored_bytes for p in result.series],
+                se_low=list(low),
+                se_high=list(high),
+                real=[real[night + a] for a in range(days + 1)],
+                fixed_margin=result.margin,
             )
-    return points
+        )
+    return out
+
+
+def measured_table(replays: list[Replayed]) -> tuple[tuple[int, float, float], ...]:
+    """Per horizon H: the largest real peak / forecast peak and the smallest real / forecast
+    over every forecast's first H nights (only horizons some forecast reaches)."""
+    rows = []
+    longest = max(len(r.forecast) - 1 for r in replays)
+    for top in BUCKETS:
+        highs, lows = [], []
+        for r in replays:
+            for ahead in range(1, min(top, len(r.forecast) - 1) + 1):
+                peak = max(r.real[1 : ahead + 1]) / max(r.forecast[1 : ahead + 1])
+                highs.append(max(peak, r.real[ahead] / r.forecast[ahead]))
+                lows.append(r.real[ahead] / r.forecast[ahead])
+        rows.append((min(top, longest), round(max(highs), 3), round(min(lows), 3)))
+        if top >= longest:
+            break
+    return tuple(rows)
+
+
+def needed(r: Replayed, table: tuple[tuple[int, float, float], ...] | None) -> float:
+    """The drive size before rounding: every forecast day times its margin."""
+    if table is None or margin is None:
+        return max(r.forecast[1:]) * (r.fixed_margin or 1.0)
+    return max(size * margin.high(d, table) for d, size in enumerate(r.forecast) if d)
+
+
+def band_top(r: Replayed, table: tuple[tuple[int, float, float], ...] | None) -> int:
+    d = len(r.forecast) - 1
+    if table is None or margin is None:
+        return r.se_high[d]
+    return max(r.se_high[d], round(r.forecast[d] * margin.high(d, table)))
+
+
+def coverage(replays: list[Replayed], tables: dict[str, object]) -> None:
+    print(
+        f"{'run':<12} {'night':>5} {'ahead':>5} {'real':>7} {'forecast':>15} {'band top':>9} "
+        f"{'real peak':>9} {'needed':>8} {'x':>5}  covers"
+    )
+    for r in replays:
+        table = tables.get(r.run)
+        d = len(r.forecast) - 1
+        error = (r.forecast[d] - r.real[d]) / r.real[d]
+        need = needed(r, table)  # type: ignore[arg-type]
+        peak = max(r.real[1:])
+        top = band_top(r, table)  # type: ignore[arg-type]
+        print(
+            f"{r.run:<12} {r.night:>5} {d:>5} {r.real[d] / 1e6:7.1f} "
+            f"{r.forecast[d] / 1e6:7.1f} ({error * 100:+5.1f}%) {top / 1e6:9.1f} "
+            f"{peak / 1e6:9.1f} {need / 1e6:8.1f} {need / max(r.forecast[1:]):5.2f}  "
+            f"{'yes' if need >= peak else 'NO'}{'' if top >= r.real[d] else ' (band misses)'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="plan_replay_errors", description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="RUN_DIR:REPORT.json")
     ap.add_argument("--policy", default=PRACTICE)
-    ap.add_argument("--json", type=Path, help="write every point here")
     args = ap.parse_args(argv)
-    points: list[dict] = []
+    replays: list[Replayed] = []
     for run in args.runs:
         run_dir, report = run.split(":", 1)
-        points += replay_points(Path(run_dir), Path(report), shlex.split(args.policy))
-    if args.json:
-        args.json.write_text(json.dumps(points) + "\n")
-    print(f"{'run':<28} {'night':>5} {'ahead':>5} {'real MB':>8} {'fcst MB':>8} {'error':>7}")
-    for p in points:
-        if p["ahead"] in BUCKETS or p == max(
-            (q for q in points if q["run"] == p["run"] and q["night"] == p["night"]),
-            key=lambda q: q["ahead"],
-        ):
-            error = (p["forecast"] - p["real"]) / p["real"]
-            print(
-                f"{p['run']:<28} {p['night']:>5} {p['ahead']:>5} {p['real'] / 1e6:8.1f} "
-                f"{p['forecast'] / 1e6:8.1f} {error * 100:+6.1f}%"
-                f"  band {p['low'] / 1e6:.1f}-{p['high'] / 1e6:.1f}"
-            )
-    print("\nreal / forecast by horizon (high: worst peak ratio; low: lowest ratio):")
-    rows = []
-    for top in BUCKETS:
-        within = [p for p in points if p["ahead"] <= top]
-        if not within or (rows and max(p["ahead"] for p in within) < top):
-            break
-        worst = max(within, key=lambda p: p["peak_real"] / p["peak_forecast"])
-        ratio = worst["peak_real"] / worst["peak_forecast"]
-        least = min(p["real"] / p["forecast"] for p in within)
-        rows.append((top, round(ratio, 3), round(least, 3)))
-        print(
-            f"  up to {top:3d} nights: high {ratio:.3f} ({worst['run']}, night "
-            f"{worst['night']}), low {least:.3f}"
-        )
-    forecasts = {(p["run"], p["night"]) for p in points}
-    print(f"\nfor dedupe/plan/margin.py ({len(forecasts)} forecasts):")
-    print(f"MEASURED = {tuple(rows)!r}")
+        replays += replay(Path(run_dir), Path(report), shlex.split(args.policy))
+    if margin is None:
+        print("this checkout has no measured margin: its fixed margin and 90 % band\n")
+        coverage(replays, {})
+        return
+    print("with the checkout's margin (dedupe.plan.margin.MEASURED):")
+    coverage(replays, {r.run: margin.MEASURED for r in replays})
+    table = measured_table(replays)
+    print(f"\nmeasured on these {len(replays)} forecasts, for dedupe/plan/margin.py:")
+    print(f"MEASURED = {table!r}")
+    runs = sorted({r.run for r in replays})
+    if len(runs) > 1:
+        print("\nleave one run out (each run checked with the table of the others):")
+        held = {run: measured_table([r for r in replays if r.run != run]) for run in runs}
+        coverage(replays, held)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ measured on replays, not a guessed percentage. `MEASURED` comes from
 runs; docs/PLAN.md lists the runs and their figures.
 
 The error grows with the nights ahead, so the margin does too. `MEASURED` holds, for forecasts
-checked up to H nights ahead, the largest ratio of the real peak over those nights to the
+checked up to H nights ahead, the largest ratio of a real size (or the real peak so far) to the
 forecast's (`high`) and the smallest ratio of a real size to the forecast's (`low`, below 1
-where a forecast was too high). Between the horizons the factors are interpolated linearly from
-1 today (today's size is measured, not forecast); beyond the longest horizon measured nothing
-was checked, and the margin goes on growing at its average measured pace per night
-(`(high - 1) / H` of the last row). The words of `plan` say when that is the case.
+where a forecast was too high). A day d nights ahead takes the row of the first H >= d, so
+every measured day is covered by its own row (a straight line between rows would cut under the
+worst day inside them); today's size is measured, factor 1. Beyond the longest horizon nothing
+was checked: the margin goes on growing at the last row's average pace per night,
+`1 + (high - 1) * d / H`, and the words of `plan` say so.
 """
 
 from __future__ import annotations
@@ -28,28 +29,30 @@ MEASURED_AHEAD = MEASURED[-1][0]
 """The longest horizon the replays checked (nights ahead)."""
 
 
-def _factor(ahead: int, column: int) -> float:
+Table = tuple[tuple[int, float, float], ...]
+
+
+def _factor(ahead: int, column: int, table: Table) -> float:
     if ahead <= 0:
         return 1.0
-    before = (0, 1.0, 1.0)
-    for row in MEASURED:
+    for row in table:
         if ahead <= row[0]:
-            share = (ahead - before[0]) / (row[0] - before[0])
-            return before[column] + share * (row[column] - before[column])
-        before = row
-    return 1.0 + (before[column] - 1.0) * ahead / before[0]
+            return row[column]
+    last = table[-1]
+    return 1.0 + (last[column] - 1.0) * ahead / last[0]
 
 
-def high(ahead: int) -> float:
+def high(ahead: int, table: Table | None = None) -> float:
     """The factor on the forecast `ahead` nights on that covers every under-estimate measured
-    that far ahead: the top of the likely range and the drive to buy. At least 1."""
-    return max(1.0, _factor(ahead, 1))
+    that far ahead: the top of the likely range and the drive to buy. At least 1. `table`
+    replaces `MEASURED` (the benchmark checks a table taken on other replays)."""
+    return max(1.0, _factor(ahead, 1, MEASURED if table is None else table))
 
 
-def low(ahead: int) -> float:
+def low(ahead: int, table: Table | None = None) -> float:
     """The factor for the bottom of the likely range (the largest over-estimate measured that
     far ahead); at most 1, and never below a tenth."""
-    return min(1.0, max(0.1, _factor(ahead, 2)))
+    return min(1.0, max(0.1, _factor(ahead, 2, MEASURED if table is None else table)))
 
 
 def widen(
