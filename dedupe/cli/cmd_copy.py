@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from dedupe.cli import password
 from dedupe.cli.context import Context, Subparsers, human_bytes
 from dedupe.copy.copier import Copier, CopyResult, select
 from dedupe.errors import DestinationFull, NoRepository, WrongPassword
+from dedupe.repo import journal
 from dedupe.repo.repository import Repository
 from dedupe.storage import open_storage
 
@@ -98,6 +100,17 @@ def cmd_copy(ctx: Context) -> int:
             finally:
                 if bar is not None:
                     bar.close()
+            # Both journals say what moved (copies and carried holds), even when a full
+            # destination stopped the copy part-way.
+            journal.record_copy(
+                source,
+                dest,
+                candidates,
+                result.copied + result.held,
+                journal.command_line(sys.argv[1:]),
+                journal.place(ctx.repo_url),
+                journal.place(ctx.args.to),
+            )
     finally:
         dest.storage.close()
     seconds = time.monotonic() - started
