@@ -29,7 +29,18 @@ from dedupe.storage import open_storage
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "copy", parents=[common], help="copy snapshots to another repository (all it lacks)"
+        "copy",
+        parents=[common],
+        help="copy snapshots to another repository (all it lacks)",
+        description="Copy backups to another repository: a rotating drive or the off-site copy. "
+        "Only what the destination lacks is copied; held backups stay held there, with their "
+        "reason. A destination too small for everything gets the oldest backups that fit, "
+        "whole, and the command says how much more room the rest needs (exit 13). The "
+        "destination's password comes from DEDUPE_TO_PASSWORD_FILE, DEDUPE_TO_PASSWORD_COMMAND "
+        "or DEDUPE_TO_PASSWORD, else it is this repository's.",
+        epilog="examples:\n  dedupe copy --to /media/backup-monday/repo\n"
+        "  dedupe copy --to s3://practice-backups/offsite --to-s3-endpoint https://s3.example.net"
+        "\n  dedupe copy --to /media/backup-monday/repo latest",
     )
     p.add_argument("snapshots", nargs="*", metavar="SNAP", help="snapshots to copy (default: all)")
     p.add_argument("--to", required=True, metavar="URL", help="the destination repository")

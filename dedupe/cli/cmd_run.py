@@ -29,7 +29,6 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "does not stop the others. Exit 0: all done; 3: done with warnings (a drive not "
         "plugged in, low disk, unreadable files); otherwise the exit code of the first step "
         "that failed.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  dedupe run\n  dedupe run --profile /etc/dedupe/dedupe.toml "
         "--dry-run\n\nThe profile is found as --profile, $DEDUPE_PROFILE, ./dedupe.toml, "
         "~/.config/dedupe/dedupe.toml, /etc/dedupe/dedupe.toml.\nRun records and the run log "

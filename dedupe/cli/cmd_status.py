@@ -23,6 +23,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "backup and how old it is, overdue or not, free space; and how the last run ended. "
         "A drive that is unplugged is shown from the last run's record. Exit 0 when nothing "
         "is overdue, 3 when something is.",
+        epilog="examples:\n  dedupe status\n  dedupe status --profile /etc/dedupe/dedupe.toml "
+        "--json",
     )
     p.add_argument("--profile", metavar="FILE", help="the profile (dedupe.toml)")
     p.set_defaults(handler=cmd_status)
