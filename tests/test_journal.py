@@ -135,6 +135,14 @@ def test_a_manifest_deleted_by_hand_is_reported(cli, tmp_path):
     assert f"snapshot {lost[:8]}" in result.err and "deleted without dedupe" in result.err
     assert kept[:8] not in result.err
     assert "Traceback" not in result.err
+    assert "dedupe gc --accept-snapshot-count 1" in result.out.decode()
+    # Removed on purpose after all: accepting the loss records it, and check is content.
+    cli("gc", "--accept-snapshot-count", "1")
+    assert cli("check").code == 0
+    (accepted,) = [e for e in cli("journal", "--json").json() if e["action"] == "gc"]
+    assert accepted["snapshots"] == [lost]
+    assert accepted["reason"] == "accepted as lost with gc --accept-snapshot-count 1"
+    assert "the loss of 1 backup whose manifests had disappeared" in cli("journal").text
 
 
 def test_an_older_manifest_put_back_is_reported(cli, tmp_path):
