@@ -49,6 +49,8 @@ class Replayed:
     se_high: list[int]
     real: list[int]
     fixed_margin: float | None
+    data_growth: float = 0.0
+    """Relative growth a day of the backed-up data over the history (oldest to newest)."""
 
 
 def replay(run_dir: Path, report_path: Path, policy_flags: list[str]) -> list[Replayed]:
@@ -64,7 +66,11 @@ def replay(run_dir: Path, report_path: Path, policy_flags: list[str]) -> list[Re
         night = int(copy.name.rsplit("-", 1)[1])
         if night >= last:
             continue
-        history, _left_out = history_from_stats(stats.collect(open_repo(copy)))
+        result_stats = stats.collect(open_repo(copy))
+        history, _left_out = history_from_stats(result_stats)
+        first, newest = result_stats.usage[0], result_stats.usage[-1]
+        span = max(1, (newest.snapshot.time - first.snapshot.time).days)
+        growth = (newest.logical_bytes / max(1, first.logical_bytes)) ** (1 / span) - 1
         estimates = projection.estimate_groups(history)
         days = last - night
         result = projection.forecast(history, policy, days, estimates=estimates)
@@ -78,6 +84,7 @@ def replay(run_dir: Path, report_path: Path, policy_flags: list[str]) -> list[Re
                 se_high=list(high),
                 real=[real[night + a] for a in range(days + 1)],
                 fixed_margin=result.margin,
+                data_growth=growth,
             )
         )
     return out
@@ -118,7 +125,7 @@ def band_top(r: Replayed, table: tuple[tuple[int, float, float], ...] | None) ->
 def coverage(replays: list[Replayed], tables: dict[str, object]) -> None:
     print(
         f"{'run':<12} {'night':>5} {'ahead':>5} {'real':>7} {'forecast':>15} {'band top':>9} "
-        f"{'real peak':>9} {'needed':>8} {'x':>5}  covers"
+        f"{'real peak':>9} {'needed':>8} {'x':>5} {'growth/d':>8} {'err/d/g':>7}  covers"
     )
     for r in replays:
         table = tables.get(r.run)
@@ -130,7 +137,9 @@ def coverage(replays: list[Replayed], tables: dict[str, object]) -> None:
         print(
             f"{r.run:<12} {r.night:>5} {d:>5} {r.real[d] / 1e6:7.1f} "
             f"{r.forecast[d] / 1e6:7.1f} ({error * 100:+5.1f}%) {top / 1e6:9.1f} "
-            f"{peak / 1e6:9.1f} {need / 1e6:8.1f} {need / max(r.forecast[1:]):5.2f}  "
+            f"{peak / 1e6:9.1f} {need / 1e6:8.1f} {need / max(r.forecast[1:]):5.2f} "
+            f"{r.data_growth * 100:7.2f}% "
+            f"{(r.real[d] / r.forecast[d] - 1) / d / max(r.data_growth, 1e-9):7.3f}  "
             f"{'yes' if need >= peak else 'NO'}{'' if top >= r.real[d] else ' (band misses)'}"
         )
 
