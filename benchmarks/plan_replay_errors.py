@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,14 @@ def measured_table(replays: list[Replayed]) -> tuple[tuple[int, float, float], .
                 peak = max(r.real[1 : ahead + 1]) / max(r.forecast[1 : ahead + 1])
                 highs.append(max(peak, r.real[ahead] / r.forecast[ahead]))
                 lows.append(r.real[ahead] / r.forecast[ahead])
-        rows.append((min(top, longest), round(max(highs), 3), round(min(lows), 3)))
+        # Rounded outwards: a table rounded to the nearest would cut under its own worst case.
+        rows.append(
+            (
+                min(top, longest),
+                math.ceil(max(highs) * 1000) / 1000,
+                math.floor(min(lows) * 1000) / 1000,
+            )
+        )
         if top >= longest:
             break
     return tuple(rows)
