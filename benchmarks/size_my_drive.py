@@ -28,6 +28,9 @@ Where the nights come from:
 
 ``--validate N`` keeps going to night N and compares the forecast made after ``--nights`` nights
 with the real size after N nights: the check of issue 7 (the forecast for day N - nights).
+``--keep --keep-at 30,40,60`` also keeps copies of the repository after those nights, for
+``benchmarks.plan_replay_errors`` (forecasts from each copy against every later night: the
+measurements behind ``dedupe.plan.margin``) and ``benchmarks.plan_decompose``.
 
 In a source checkout the temporary repository uses the tests' cheap key derivation
 (``tests/cli_entry.py``) unless ``--real-kdf`` is given: sizes do not depend on it, and a night

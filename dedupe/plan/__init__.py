@@ -2,7 +2,9 @@
 
 `history` turns `dedupe.stats` numbers into a `History`; `estimate` measures what the history
 says (nightly additions, how long a night's data and the shared data stay referenced);
-`projection` replays the policy night by night (`forecast`, `forecast_band`, `past_sizes`);
+`projection` replays the policy night by night (`forecast`, `forecast_band`, `past_sizes`),
+with `gcreplay` deciding what each night's forget and gc leave stored; `margin` holds the margin
+measured on replayed histories (the drive to buy, the likely range);
 `drive` answers the drive question (`parse_drive_size`, `days_until_full`, `headline`);
 `chart` draws it all as SVG. Everything here is pure: no I/O, no clock.
 """

@@ -34,7 +34,7 @@ The model, stated so that its errors can be judged:
    needed data is deleted; a pack whose unneeded share exceeds `max_unused` is rewritten to its
    needed bytes; otherwise it stays as it is. Each future night's data is its own pack group
    (a snapshot writes its own packs). A group that is losing data holds half of `max_unused`
-   unused on average (`_collect`). Pack headers, index files and manifests grow with the
+   unused on average (`gcreplay._collect`). Pack headers, index files and manifests grow with the
    stored data at today's ratios.
 
 The size reported for a day is after that night's snapshot, forget and gc; the temporary extra
@@ -55,7 +55,6 @@ the day a drive fills and the sentence that says so.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -72,6 +71,7 @@ from dedupe.plan.estimate import (
     measure_survival,
     survival_curve,
 )
+from dedupe.plan.gcreplay import PARTS, Night, Pack, gc_existing, gc_nights
 from dedupe.retention import GroupKey, Policy, SnapshotInfo, apply_policy, local_time
 
 ESTIMATE_NIGHTS = 30
@@ -151,17 +151,6 @@ class DayPoint:
     snapshots: int
     parts: tuple[tuple[str, int], ...] = ()
     """The forecast size by source (`PARTS`): what docs/PLAN.md compares with a replay."""
-
-
-PARTS = (
-    "other files (index, manifests)",
-    "pack overhead",
-    "garbage left by gc",
-    "carried: newest night's data (S)",
-    "carried: standing data (R)",
-    "carried: older snapshots only",
-    "new since the forecast",
-)
 
 
 @dataclass(frozen=True)
@@ -325,26 +314,6 @@ def estimate_groups(history: History, tz: tzinfo | None = None) -> tuple[GroupEs
     return tuple(estimates)
 
 
-@dataclass
-class _Night:
-    """A simulated night's data: its own pack group."""
-
-    estimate: int
-    day: int
-    added: float
-    stored: float
-
-
-@dataclass
-class _Pack:
-    """An existing pack: its blob bytes as gc left them, and its groups with their carries."""
-
-    stored: float
-    overhead: int
-    groups: list[tuple[int, int, list[tuple[int, int]]]]
-    """(mask, bytes, [(estimate index, age in days of the data at that group's newest)])."""
-
-
 def forecast(
     history: History,
     policy: Policy,
@@ -370,7 +339,7 @@ def forecast(
     packs = _existing_packs(history, estimates, tz)
     today_blobs = sum(pack.stored for pack in packs)
     overhead_ratio = sum(pack.overhead for pack in packs) / max(1.0, today_blobs)
-    nights: list[_Night] = []
+    nights: list[Night] = []
     night_ids: dict[str, int] = {}
     bit_of = {info.id: i for i, info in enumerate(history.snapshots)}
     alive: list[SnapshotInfo] = list(history.snapshots)
@@ -390,7 +359,7 @@ def forecast(
             )
             night_ids[info.id] = len(nights)
             added = est.added_on(day) * factor
-            nights.append(_Night(e, day, added, added))
+            nights.append(Night(e, day, added, added))
             alive.append(info)
         if prune:
             kept = {d.snapshot.id for d in apply_policy(alive, policy, tz) if d.keep}
@@ -406,8 +375,8 @@ def forecast(
         for found in alive_days:
             found.sort()
         parts = dict.fromkeys(PARTS, 0.0)
-        _gc_existing(packs, alive_bits, alive_days, estimates, day, max_unused, parts)
-        new_stored = _gc_nights(nights, alive_days, estimates, day, max_unused, parts)
+        gc_existing(packs, alive_bits, alive_days, estimates, day, max_unused, parts)
+        new_stored = gc_nights(nights, alive_days, estimates, day, max_unused, parts)
         # Pack headers and index entries come with every blob, manifests with every backup:
         # both grow with the stored data, at today's ratios (held constant, the first version
         # forecast half of what they came to on the replays).
@@ -434,7 +403,7 @@ def _night_time(newest: datetime, day: int, tz: tzinfo | None) -> datetime:
 
 def _existing_packs(
     history: History, estimates: tuple[GroupEstimate, ...], tz: tzinfo | None
-) -> list[_Pack]:
+) -> list[Pack]:
     """Existing packs with, per mask, which groups' future snapshots carry the data on."""
     day_of = [local_day(info.time, tz) for info in history.snapshots]
     group_bits: dict[GroupKey, int] = defaultdict(int)
@@ -452,100 +421,5 @@ def _existing_packs(
                     carries.append((e, day_of[est.newest_bit] - day_of[first]))
             groups.append((mask, size, carries))
         blob_bytes = sum(size for _mask, size in pack.groups)
-        packs.append(_Pack(float(blob_bytes), max(0, pack.size - blob_bytes), groups))
+        packs.append(Pack(float(blob_bytes), max(0, pack.size - blob_bytes), groups))
     return packs
-
-
-def _next_alive(alive_days: list[int], day: int, today: int) -> int:
-    """Days from `day` to the first kept simulated snapshot at or after it; when none is kept,
-    tomorrow's snapshot (which always comes) is the next one that can still reference it."""
-    i = bisect.bisect_left(alive_days, day)
-    return (alive_days[i] if i < len(alive_days) else today + 1) - day
-
-
-def _collect(stored: float, live: float, overhead: int, max_unused: float) -> float:
-    """What gc leaves of a group of packs holding `stored` blob bytes of which `live` are
-    needed.
-
-    gc rewrites a pack once its unused share exceeds `max_unused`, into new packs shared with
-    the survivors of other packs, which then lose data in small steps again: across many packs
-    the unused share is spread evenly between 0 and `max_unused`, so a group that is losing data
-    holds `max_unused / 2` of its size unused on average (4.7 % measured at 10 %, docs/PLAN.md;
-    the first version, which rewrote a group to exactly its needed bytes, forecast 40 % of it).
-    A group that lost less than that keeps exactly what it lost; a group with nothing needed is
-    deleted; `max_unused` 1 (100 %) never rewrites."""
-    live = min(live, stored)
-    if live <= 0:
-        return 0.0
-    if max_unused >= 1.0 or (stored - live) / (stored + overhead) <= max_unused / 2:
-        return stored
-    return live / (1.0 - max_unused / 2)
-
-
-def _gc_existing(
-    packs: list[_Pack],
-    alive_bits: int,
-    alive_days: list[list[int]],
-    estimates: tuple[GroupEstimate, ...],
-    today: int,
-    max_unused: float,
-    parts: dict[str, float],
-) -> None:
-    """gc on the existing packs; their stored bytes go to `parts` by source (`PARTS`)."""
-    carry_gap = [_next_alive(found, 0, today) for found in alive_days]
-    newest_bits = 0
-    for est in estimates:
-        newest_bits |= 1 << est.newest_bit
-    for pack in packs:
-        if pack.stored <= 0:
-            continue
-        live = [0.0, 0.0, 0.0]  # newest night's data, standing data, older snapshots only
-        for mask, size, carries in pack.groups:
-            if not mask & newest_bits:
-                kind = 2
-            else:
-                kind = 0 if any(age == 0 for _e, age in carries) else 1
-            if mask & alive_bits:
-                live[kind] += size
-            elif carries:
-                live[kind] += size * max(
-                    _carry(estimates[e], age, carry_gap[e]) for e, age in carries
-                )
-        needed = sum(live)
-        pack.stored = _collect(pack.stored, needed, pack.overhead, max_unused)
-        if pack.stored > 0:
-            parts[PARTS[1]] += pack.overhead
-            parts[PARTS[2]] += pack.stored - min(needed, pack.stored)
-            scale = min(1.0, pack.stored / needed)
-            for kind, value in enumerate(live):
-                parts[PARTS[3 + kind]] += value * scale
-
-
-def _carry(estimate: GroupEstimate, age: int, gap: int) -> float:
-    """The share of data the group's newest snapshot references, `age` days old there (first
-    referenced `age` days before it), that the kept snapshot `gap` days on still references:
-    the newest night's data along the nightly curve, older (standing) data along R."""
-    return estimate.survive(gap) if age == 0 else estimate.stand(gap)
-
-
-def _gc_nights(
-    nights: list[_Night],
-    alive_days: list[list[int]],
-    estimates: tuple[GroupEstimate, ...],
-    today: int,
-    max_unused: float,
-    parts: dict[str, float],
-) -> float:
-    """gc on the simulated nights' packs; their stored bytes go to `parts` (`PARTS`) and their
-    total is returned."""
-    total = 0.0
-    for night in nights:
-        if night.stored <= 0:
-            continue
-        gap = _next_alive(alive_days[night.estimate], night.day, today)
-        live = estimates[night.estimate].survive(gap) * night.added
-        night.stored = _collect(night.stored, live, 0, max_unused)
-        parts[PARTS[6]] += min(live, night.stored)
-        parts[PARTS[2]] += night.stored - min(live, night.stored)
-        total += night.stored
-    return total
