@@ -156,6 +156,10 @@ def test_init_refuses_a_folder_that_holds_files(tmp_path):
     hidden.mkdir()
     (hidden / ".git").mkdir()
     assert Cli(str(hidden), str(tmp_path / "cache"))("init", check=False).code == 2
+    # --force: the office means it; the letter stays where it is.
+    cli("init", "--force")
+    assert (documents / "letter.docx").read_bytes() == b"x"
+    assert "config" in os.listdir(documents)
 
 
 def test_init_accepts_an_empty_folder_and_a_drive_with_lost_and_found(tmp_path):

@@ -73,6 +73,12 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compression", default="zstd:3", help="zstd[:LEVEL] or none (default zstd:3)")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="create the repository even though the folder holds other files (never over "
+        "another tool's repository or a dedupe one)",
+    )
+    p.add_argument(
         "--copy-chunker-params-from",
         "--copy-params-from",
         dest="copy_params_from",
@@ -147,7 +153,7 @@ def cmd_init(ctx: Context) -> int:
         raise UsageError("the password is empty")
     template = _template(ctx, template_url, secret) if template_url else None
     storage = ctx.storage(create=True)
-    _refuse_occupied(storage)
+    _refuse_occupied(storage, force=ctx.args.force)
     chunk_avg = parse_size(ctx.args.chunk_size or str(DEFAULT_AVG))
     share_key = template is not None and bool(ctx.args.same_key_as)
     repo = Repository.init(
@@ -175,7 +181,7 @@ def cmd_init(ctx: Context) -> int:
     return 0
 
 
-def _refuse_occupied(storage: Storage) -> None:
+def _refuse_occupied(storage: Storage, force: bool = False) -> None:
     """A repository goes into an empty folder only: not into another tool's repository, nor
     into a folder of files (the folder being backed up, a drive's documents), nor over a
     dedupe repository (which `Repository.init` names)."""
@@ -185,11 +191,12 @@ def _refuse_occupied(storage: Storage) -> None:
     if other is not None:
         raise UsageError(other.message(storage.url) + " Nothing was created.")
     found = foreign.occupant(storage, storage.root if isinstance(storage, LocalStorage) else None)
-    if found is not None:
+    if found is not None and not force:
         raise UsageError(
             f"the folder {storage.url} is not empty (it holds {found!r}): a repository needs "
             "an empty or new folder of its own, outside the folders that are backed up. "
-            "Choose another folder; nothing was created."
+            "Choose another folder (or add --force if this folder is meant to hold it); "
+            "nothing was created."
         )
 
 
