@@ -7,8 +7,9 @@ import os
 import stat
 from pathlib import Path
 
+from dedupe.repo import manifests
 from tests.clitools import Cli
-from tests.support import PASSWORD
+from tests.support import PASSWORD, open_repo
 
 REASON = "fiscal year 2026, keep 10 years"
 
@@ -60,9 +61,14 @@ def test_archive_copies_verifies_holds_there_and_journals_both_sides(cli, tmp_pa
     assert f"archived 1 backup to {archive.repo} ({REASON})" in page
     assert cli("check").code == 0 and archive("check", "--read-data").code == 0
 
-    # The archive's hold is guarded there like any other: removing it by hand is reported.
+    # The archive's hold is guarded there like any other: an unheld manifest written in its
+    # place and the hold record deleted (a hold removed behind dedupe's back) is reported.
+    repo = open_repo(archive.repo)
+    manifests.save(repo, manifests.load(repo, sid).with_hold(False, None))
     os.unlink(os.path.join(archive.repo, "holds", sid))
-    assert archive("check", check=False).code == 14
+    lost = archive("check", check=False)
+    assert lost.code == 14 and f"the hold on snapshot {sid[:8]}" in lost.err
+    assert REASON in lost.err
 
 
 def damage_every_pack(repo: str) -> int:
