@@ -212,10 +212,6 @@ def test_carried_settings_take_both_sets_from_the_template():
     assert config_mod.carried(new, old_template).stream_chunker is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Repository.init must call config.carried (report of the stream-chunking change)",
-)
 def test_a_drive_of_an_older_server_cuts_streams_like_the_server(tmp_path):
     server = initialized_cli(tmp_path)
     make_old(server.repo)

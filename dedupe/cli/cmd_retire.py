@@ -32,7 +32,8 @@ from dedupe.crypto import export
 from dedupe.errors import NoRepository, UsageError, WrongPassword
 from dedupe.model.snapshot import Snapshot
 from dedupe.repo import journal, manifests
-from dedupe.repo.repository import Repository, finish_retirement, retired_on
+from dedupe.repo.repository import Repository
+from dedupe.repo.retire import finish_retirement, retired_on
 from dedupe.storage import open_storage
 
 CANNOT_BE_UNDONE = (

@@ -24,6 +24,7 @@ from dedupe.crypto import export, keys
 from dedupe.errors import DedupeError, NoRepository, ObjectNotFound, UsageError, WrongPassword
 from dedupe.repo import config as config_mod
 from dedupe.repo import keyshare
+from dedupe.repo.retire import refuse_retired
 
 
 def add_subcommands(key_sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -84,6 +85,7 @@ def cmd_key_import(ctx: Context) -> int:
     text = _read_text(ctx.args.file)
     exported = export.decode_paper(text) if ctx.args.paper else export.decode_any(text)
     storage = ctx.storage()
+    refuse_retired(storage)  # its key was destroyed on purpose: say so, not "truncated"
     try:
         repo_id, box = config_mod.read_envelope(storage.get("config"))
     except ObjectNotFound:

@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
-from dedupe import codec
 from dedupe.cachedir import default_cache_dir
 from dedupe.chunker import Chunker, ChunkerParams
 from dedupe.crypto import keys
@@ -32,6 +31,7 @@ from dedupe.errors import (
 from dedupe.repo import config as config_mod
 from dedupe.repo import indexcache, journal, keyshare, reserve
 from dedupe.repo import lock as lock_mod
+from dedupe.repo import retire as retire_mod
 from dedupe.repo.blob import BlobCodec, parse_compression
 from dedupe.repo.index import (
     BaseDamaged,
@@ -52,53 +52,6 @@ PasswordSource = Callable[[], bytes]
 # name; see `load_index` and the "gc" section of docs/FORMAT.md. Zero bytes, so it can be written
 # on a full disk.
 GC_PENDING = "gc-pending"
-
-
-# Present once a repository was retired (`dedupe retire`): plaintext {v, repo, time}; its key
-# files and sealed settings are gone, and `Repository.open` refuses it by this marker.
-RETIRED = "retired"
-
-
-def retired_on(storage: Storage) -> datetime | None:
-    """When the repository at `storage` was retired, or None if it was not. A marker that
-    cannot be decoded still means retired (its time is then unknown: the epoch)."""
-    try:
-        data = storage.get(RETIRED)
-    except ObjectNotFound:
-        return None
-    try:
-        obj = codec.check_version(codec.unpack(data, "retirement marker"), "retirement marker")
-        return datetime.fromisoformat(codec.field(obj, "time", str, "retirement marker"))
-    except (DedupeError, ValueError):
-        return datetime.fromtimestamp(0).astimezone()
-
-
-def refuse_retired(storage: Storage) -> None:
-    when = retired_on(storage)
-    if when is not None:
-        raise WrongPassword(
-            f"the repository at {storage.url} was retired on {when:%Y-%m-%d %H:%M} ('dedupe "
-            "retire'): its keys were destroyed on purpose, so no password opens it and its "
-            "backups cannot be restored"
-        )
-
-
-def finish_retirement(storage: Storage) -> None:
-    """The destructive part of `Repository.retire`, also what completes an interrupted one:
-    every key file deleted, then the config rewritten as its plaintext envelope with an empty
-    sealed part. Needs no key."""
-    for info in storage.list("keys/"):
-        try:
-            storage.delete(info.name)
-        except ObjectNotFound:
-            pass
-    try:
-        repo_id, _box = config_mod.read_envelope(storage.get("config"))
-    except ObjectNotFound:
-        return
-    except DedupeError:
-        repo_id = bytes(16)  # a damaged envelope: nothing in it is worth keeping
-    storage.put("config", codec.pack({"v": codec.FORMAT_VERSION, "repo": repo_id, "box": b""}))
 
 
 def pack_name(pack_id: bytes) -> str:
@@ -182,9 +135,7 @@ class Repository:
             )
             if share_key:
                 key = keyshare.shared_key(template.key, repo_id)
-            settings = dataclasses.replace(
-                settings, chunker=template.settings.chunker, pack_size=template.settings.pack_size
-            )
+            settings = config_mod.carried(settings, template.settings)
         key_name = f"keys/{secrets.token_hex(8)}"
         # Key file first: a repository "exists" once config is there, and must then be openable.
         storage.put(key_name, keys.encode_key_file(key, password), exclusive=True)
@@ -205,7 +156,7 @@ class Repository:
             raw_config = storage.get("config")
         except ObjectNotFound:
             raise NoRepository(f"there is no dedupe repository at {storage.url}") from None
-        refuse_retired(storage)
+        retire_mod.refuse_retired(storage)
         repo_id, box = config_mod.read_envelope(raw_config)
         key_names = [info.name for info in storage.list("keys/")]
         if not key_names:
@@ -292,18 +243,8 @@ class Repository:
         return new_name
 
     def retire(self, when: datetime) -> None:
-        """Make this repository unreadable on purpose (`dedupe retire`): the marker `retired`,
-        then every key file deleted, then the config's sealed settings. The caller has
-        journalled it in the source repository first and holds the exclusive lock here.
-
-        Order: the marker first, so an interrupted retirement already refuses to open with a
-        clear message and `finish_retirement` completes it without a password; the key files
-        next (without them no password derives the key); the sealed settings last."""
-        marker = codec.pack(
-            {"v": codec.FORMAT_VERSION, "repo": self.settings.repo_id, "time": when.isoformat()}
-        )
-        self.storage.put(RETIRED, marker)
-        finish_retirement(self.storage)
+        """Make this repository unreadable on purpose (`dedupe retire`); see `repo.retire`."""
+        retire_mod.retire(self.storage, self.settings.repo_id, when)
 
     def chunker(self) -> Chunker:
         return Chunker(self.settings.chunker, self.key.chunker_seed)
