@@ -110,7 +110,8 @@ def commit(repo: Repository, lock: Lock, snapshot: Snapshot) -> int:
     try:
         command = journal.command_line(["snapshot", *snapshot.display_paths()])
         entry = journal.new_entry("snapshot", command, snapshots=(journal.ref(snapshot),))
-        journal.append(repo, entry)
+        name = journal.append(repo, entry)
+        size += repo.storage.stat(journal.JOURNAL_FOLDER + name).size  # the repository grew by it
     except DedupeError:
         pass  # the snapshot is saved and must not be reported as failed; `check` notes a
         # snapshot the journal does not know
