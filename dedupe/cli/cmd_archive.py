@@ -26,19 +26,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from dedupe.check.readback import ReadBack, read_back
 from dedupe.cli import password
 from dedupe.cli.context import Context, Subparsers, human_bytes
+from dedupe.cli.destination import open_destination, remembered
 from dedupe.copy.copier import Copier, CopyResult, select
-from dedupe.errors import DamageError, NoRepository, UsageError, WrongPassword
+from dedupe.errors import DamageError, UsageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.repo import journal, manifests
 from dedupe.repo.repository import Repository
-from dedupe.storage import open_storage
-from dedupe.storage.base import redact_url
 
 MAX_REASON_LENGTH = 500
 
@@ -80,51 +78,12 @@ def _reason(text: str) -> str:
     return reason
 
 
-def _remembered(source: Callable[[], bytes]) -> Callable[[], bytes]:
-    cache: list[bytes] = []
-
-    def get() -> bytes:
-        if not cache:
-            cache.append(source())
-        return cache[0]
-
-    return get
-
-
-def _open_destination(ctx: Context, source_secret: Callable[[], bytes]) -> Repository:
-    url = ctx.args.to
-    storage = open_storage(url, s3_endpoint=ctx.args.to_s3_endpoint or ctx.args.s3_endpoint)
-
-    def secret() -> bytes:
-        found = password.from_environment("DEDUPE_TO_", "destination repository")
-        return source_secret() if found is None else found
-
-    try:
-        return Repository.open(storage, secret)
-    except NoRepository:
-        storage.close()
-        raise NoRepository(
-            f"there is no dedupe repository at the archive destination {redact_url(url)} (if it "
-            "is a drive: is it mounted? create it once with 'dedupe init'); nothing was done"
-        ) from None
-    except WrongPassword as exc:
-        storage.close()
-        raise WrongPassword(
-            f"archive destination {redact_url(url)}: {exc} (its password comes from "
-            "DEDUPE_TO_PASSWORD_FILE, DEDUPE_TO_PASSWORD_COMMAND or DEDUPE_TO_PASSWORD, else "
-            "this repository's password)"
-        ) from None
-    except BaseException:
-        storage.close()
-        raise
-
-
 def cmd_archive(ctx: Context) -> int:
     reason = _reason(ctx.args.reason)
-    source_secret = _remembered(password.source())
+    source_secret = remembered(password.source())
     source = Repository.open(ctx.storage(), source_secret)
     ctx._repo = source  # the CLI reports the source's skipped index files as usual
-    dest = _open_destination(ctx, source_secret)
+    dest = open_destination(ctx, source_secret, "archive destination")
     command = journal.command_line(sys.argv[1:])
     here, there = journal.place(ctx.repo_url), journal.place(ctx.args.to)
     try:

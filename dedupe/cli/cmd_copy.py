@@ -16,15 +16,14 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
 
 from dedupe.cli import password
 from dedupe.cli.context import Context, Subparsers, human_bytes
+from dedupe.cli.destination import open_destination, remembered
 from dedupe.copy.copier import Copier, CopyResult, select
-from dedupe.errors import DestinationFull, NoRepository, WrongPassword
+from dedupe.errors import DestinationFull
 from dedupe.repo import journal
 from dedupe.repo.repository import Repository
-from dedupe.storage import open_storage
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -52,51 +51,11 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_copy)
 
 
-def _remembered(source: Callable[[], bytes]) -> Callable[[], bytes]:
-    """The password source, asked at most once (the destination may fall back to it)."""
-    cache: list[bytes] = []
-
-    def get() -> bytes:
-        if not cache:
-            cache.append(source())
-        return cache[0]
-
-    return get
-
-
-def _open_destination(ctx: Context, source_secret: Callable[[], bytes]) -> Repository:
-    url = ctx.args.to
-    storage = open_storage(url, s3_endpoint=ctx.args.to_s3_endpoint or ctx.args.s3_endpoint)
-
-    def secret() -> bytes:
-        found = password.from_environment("DEDUPE_TO_", "destination repository")
-        return source_secret() if found is None else found
-
-    try:
-        return Repository.open(storage, secret)
-    except NoRepository:
-        storage.close()
-        raise NoRepository(
-            f"there is no dedupe repository at the destination {url} (if it is a drive: is "
-            "it mounted? a new destination is created once with 'dedupe init', or 'dedupe "
-            "init --copy-chunker-params-from SOURCE' for cheap copies)"
-        ) from None
-    except WrongPassword as exc:
-        storage.close()
-        raise WrongPassword(
-            f"destination {url}: {exc} (its password comes from DEDUPE_TO_PASSWORD_FILE, "
-            "DEDUPE_TO_PASSWORD_COMMAND or DEDUPE_TO_PASSWORD, else the source's password)"
-        ) from None
-    except BaseException:
-        storage.close()
-        raise
-
-
 def cmd_copy(ctx: Context) -> int:
-    source_secret = _remembered(password.source())
+    source_secret = remembered(password.source())
     source = Repository.open(ctx.storage(), source_secret)
     ctx._repo = source  # so the CLI reports the source's skipped index files as usual
-    dest = _open_destination(ctx, source_secret)
+    dest = open_destination(ctx, source_secret)
     started = time.monotonic()
     try:
         with source.lock(exclusive=False), dest.lock(exclusive=False):

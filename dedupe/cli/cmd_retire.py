@@ -28,6 +28,7 @@ from datetime import datetime
 
 from dedupe.cli import password
 from dedupe.cli.context import Context, Subparsers
+from dedupe.cli.destination import remembered
 from dedupe.crypto import export
 from dedupe.errors import NoRepository, UsageError, WrongPassword
 from dedupe.model.snapshot import Snapshot
@@ -66,17 +67,6 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--reason", metavar="TEXT", help="why, e.g. 'drive failed its check'")
     p.set_defaults(handler=cmd_retire)
-
-
-def _remembered(source: Callable[[], bytes]) -> Callable[[], bytes]:
-    cache: list[bytes] = []
-
-    def get() -> bytes:
-        if not cache:
-            cache.append(source())
-        return cache[0]
-
-    return get
 
 
 def _drive_url(ctx: Context) -> str:
@@ -122,7 +112,7 @@ def cmd_retire(ctx: Context) -> int:
             f"{when:%Y-%m-%d %H:%M}; whatever of its keys was left is deleted now"
         )
         return 0
-    drive_secret = _remembered(password.source())
+    drive_secret = remembered(password.source())
     drive = Repository.open(storage, drive_secret)
     ctx._repo = drive
     source = _open_source(ctx, source_url, drive_secret)

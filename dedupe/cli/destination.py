@@ -1,0 +1,59 @@
+"""What the commands that open a second repository share (`copy`, `archive`, `retire`): a
+password asked at most once, and the destination opened with its own password or this one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dedupe.cli import password
+from dedupe.cli.context import Context
+from dedupe.errors import NoRepository, WrongPassword
+from dedupe.repo.repository import Repository
+from dedupe.storage import open_storage
+from dedupe.storage.base import redact_url
+
+
+def remembered(source: Callable[[], bytes]) -> Callable[[], bytes]:
+    """The password source, asked at most once (the destination may fall back to it)."""
+    cache: list[bytes] = []
+
+    def get() -> bytes:
+        if not cache:
+            cache.append(source())
+        return cache[0]
+
+    return get
+
+
+def open_destination(
+    ctx: Context, source_secret: Callable[[], bytes], what: str = "destination"
+) -> Repository:
+    """The repository named by `--to` (with `--to-s3-endpoint`), unlocked with
+    DEDUPE_TO_PASSWORD_FILE / _COMMAND / DEDUPE_TO_PASSWORD, else with `source_secret`. `what`
+    names it in messages ("destination", "archive destination")."""
+    url = ctx.args.to
+    shown = redact_url(url)
+    storage = open_storage(url, s3_endpoint=ctx.args.to_s3_endpoint or ctx.args.s3_endpoint)
+
+    def secret() -> bytes:
+        found = password.from_environment("DEDUPE_TO_", "destination repository")
+        return source_secret() if found is None else found
+
+    try:
+        return Repository.open(storage, secret)
+    except NoRepository:
+        storage.close()
+        raise NoRepository(
+            f"there is no dedupe repository at the {what} {shown} (if it is a drive: is it "
+            "mounted? a new destination is created once with 'dedupe init --same-key-as "
+            "SOURCE', so that copies move only what is missing); nothing was done"
+        ) from None
+    except WrongPassword as exc:
+        storage.close()
+        raise WrongPassword(
+            f"{what} {shown}: {exc} (its password comes from DEDUPE_TO_PASSWORD_FILE, "
+            "DEDUPE_TO_PASSWORD_COMMAND or DEDUPE_TO_PASSWORD, else this repository's password)"
+        ) from None
+    except BaseException:
+        storage.close()
+        raise
