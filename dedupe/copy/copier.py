@@ -190,37 +190,27 @@ class Copier:
         beyond the space that is free now."""
         remaining = left + self._left_out
         self.result.not_copied = [s.id for s in remaining]
-        need = sum(self._needs(remaining)) if self.result.same_ids else self._upper_bound(remaining)
+        need = sum(self._needs(remaining, lacking_only=self.result.same_ids))
         free = self.dest.storage.free_space()
         self.result.short_bytes = max(1, need - usable_space(free or 0))
 
-    def _needs(self, todo: list[Snapshot]) -> list[int]:
-        """For each snapshot in order, the stored bytes of the blobs it adds that neither the
-        destination nor an earlier snapshot of `todo` has (shared ids only)."""
+    def _needs(self, todo: list[Snapshot], lacking_only: bool = True) -> list[int]:
+        """For each snapshot in order, the stored bytes of the blobs it adds that no earlier
+        snapshot of `todo` has and (with `lacking_only`, right when ids are shared) that the
+        destination lacks; without it, an upper bound when ids differ (the destination may
+        already hold some of it under other ids)."""
         seen_trees: set[bytes] = set()
         counted: set[bytes] = set()
         needs = []
         for snap in todo:
             size = 0
             for blob_id in self._unseen_blobs(snap.tree, seen_trees):
-                if blob_id not in counted and blob_id not in self.dest.index:
-                    counted.add(blob_id)
-                    size += self.source.locate(blob_id).raw_length
+                if blob_id in counted or (lacking_only and blob_id in self.dest.index):
+                    continue
+                counted.add(blob_id)
+                size += self.source.locate(blob_id).raw_length
             needs.append(size)
         return needs
-
-    def _upper_bound(self, todo: list[Snapshot]) -> int:
-        """What the snapshots could add at most when ids differ: their stored size in the
-        source (the destination may already hold some of it)."""
-        seen_trees: set[bytes] = set()
-        counted: set[bytes] = set()
-        size = 0
-        for snap in todo:
-            for blob_id in self._unseen_blobs(snap.tree, seen_trees):
-                if blob_id not in counted:
-                    counted.add(blob_id)
-                    size += self.source.locate(blob_id).raw_length
-        return size
 
     # --- holds -------------------------------------------------------------------------------
 
