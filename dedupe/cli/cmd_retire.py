@@ -28,14 +28,13 @@ from datetime import datetime
 
 from dedupe.cli import password
 from dedupe.cli.context import Context, Subparsers
-from dedupe.cli.destination import remembered
+from dedupe.cli.destination import open_second, remembered
 from dedupe.crypto import export
-from dedupe.errors import NoRepository, UsageError, WrongPassword
+from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.repo import journal, manifests
 from dedupe.repo.repository import Repository
 from dedupe.repo.retire import finish_retirement, retired_on
-from dedupe.storage import open_storage
 
 CANNOT_BE_UNDONE = (
     "This cannot be undone: afterwards no password opens it and none of its backups can be "
@@ -147,30 +146,18 @@ def cmd_retire(ctx: Context) -> int:
 
 
 def _open_source(ctx: Context, url: str, drive_secret: Callable[[], bytes]) -> Repository:
-    storage = open_storage(url, s3_endpoint=ctx.args.s3_endpoint)
-
-    def secret() -> bytes:
-        found = password.from_environment("DEDUPE_FROM_", "source repository")
-        return drive_secret() if found is None else found
-
-    try:
-        return Repository.open(storage, secret)
-    except NoRepository:
-        storage.close()
-        raise NoRepository(
-            f"there is no dedupe repository at the source {journal.place(url)}, whose journal "
-            "must record the retirement; nothing was done"
-        ) from None
-    except WrongPassword as exc:
-        storage.close()
-        raise WrongPassword(
-            f"source {journal.place(url)}: {exc} (its password comes from "
-            "DEDUPE_FROM_PASSWORD_FILE, DEDUPE_FROM_PASSWORD_COMMAND or DEDUPE_FROM_PASSWORD, "
-            "else the drive's password); nothing was done"
-        ) from None
-    except BaseException:
-        storage.close()
-        raise
+    place = journal.place(url)
+    return open_second(
+        url,
+        ctx.args.s3_endpoint,
+        "DEDUPE_FROM_",
+        drive_secret,
+        missing=f"there is no dedupe repository at the source {place}, whose journal must "
+        "record the retirement; nothing was done",
+        wrong=f"source {place}: {{}} (its password comes from DEDUPE_FROM_PASSWORD_FILE, "
+        "DEDUPE_FROM_PASSWORD_COMMAND or DEDUPE_FROM_PASSWORD, else the drive's password); "
+        "nothing was done",
+    )
 
 
 def _export_key(drive: Repository, target: str) -> None:

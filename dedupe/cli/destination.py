@@ -33,27 +33,46 @@ def open_destination(
     names it in messages ("destination", "archive destination")."""
     url = ctx.args.to
     shown = redact_url(url)
-    storage = open_storage(url, s3_endpoint=ctx.args.to_s3_endpoint or ctx.args.s3_endpoint)
+    return open_second(
+        url,
+        ctx.args.to_s3_endpoint or ctx.args.s3_endpoint,
+        "DEDUPE_TO_",
+        source_secret,
+        missing=f"there is no dedupe repository at the {what} {shown} (if it is a drive: is it "
+        "mounted? a new destination is created once with 'dedupe init --same-key-as "
+        "SOURCE', so that copies move only what is missing); nothing was done",
+        wrong=f"{what} {shown}: {{}} (its password comes from DEDUPE_TO_PASSWORD_FILE, "
+        "DEDUPE_TO_PASSWORD_COMMAND or DEDUPE_TO_PASSWORD, else this repository's password)",
+    )
+
+
+def open_second(
+    url: str,
+    s3_endpoint: str | None,
+    prefix: str,
+    fallback: Callable[[], bytes],
+    *,
+    missing: str,
+    wrong: str,
+) -> Repository:
+    """A second repository at `url`, unlocked with the password from `prefix`PASSWORD_FILE /
+    _COMMAND / `prefix`PASSWORD, else with `fallback`. `missing` is the whole message when there
+    is no repository (exit 10); `wrong` the message for a wrong password, `{}` standing for the
+    reason (exit 12). The storage is closed on any failure."""
+    storage = open_storage(url, s3_endpoint=s3_endpoint)
 
     def secret() -> bytes:
-        found = password.from_environment("DEDUPE_TO_", "destination repository")
-        return source_secret() if found is None else found
+        found = password.from_environment(prefix, "second repository")
+        return fallback() if found is None else found
 
     try:
         return Repository.open(storage, secret)
     except NoRepository:
         storage.close()
-        raise NoRepository(
-            f"there is no dedupe repository at the {what} {shown} (if it is a drive: is it "
-            "mounted? a new destination is created once with 'dedupe init --same-key-as "
-            "SOURCE', so that copies move only what is missing); nothing was done"
-        ) from None
+        raise NoRepository(missing) from None
     except WrongPassword as exc:
         storage.close()
-        raise WrongPassword(
-            f"{what} {shown}: {exc} (its password comes from DEDUPE_TO_PASSWORD_FILE, "
-            "DEDUPE_TO_PASSWORD_COMMAND or DEDUPE_TO_PASSWORD, else this repository's password)"
-        ) from None
+        raise WrongPassword(wrong.format(exc)) from None
     except BaseException:
         storage.close()
         raise
