@@ -22,6 +22,7 @@ from dedupe.run import media as media_mod
 from dedupe.run.children import Children, ChildResult, Password
 from dedupe.run.media import DRIVE, OFFSITE, Medium
 from dedupe.run.state import MediumRecord, RunRecord, State
+from dedupe.run.status import newest_live
 from dedupe.run.verdict import (
     WEEKDAY_NAMES,
     StepResult,
@@ -232,12 +233,8 @@ class Job:
 
     def _newest(self, medium: Medium) -> None:
         """The time of the repository's newest backup (what a copy brings to a drive)."""
-        args = ["snapshots", "--json", "--repo", medium.url]
-        result = self.children.run(args, {"DEDUPE_": self.repo_password})
-        data = result.json() if result.code == 0 else None
-        if isinstance(data, list) and data:
-            times = [str(item.get("time")) for item in data if isinstance(item, dict)]
-            newest = max(times, key=lambda t: datetime.fromisoformat(t))
+        newest = newest_live(medium, self.children, self.repo_password)
+        if isinstance(newest, str):  # None: no backup yet; a tuple: it could not be read
             self.night.newest_snapshot = newest
             self._remember(medium, last_snapshot=newest)
 

@@ -83,7 +83,7 @@ def _row(
 ) -> Destination:
     last_snapshot, note, reachable = None, "", False
     if medium.attached and not medium.new:
-        live = _newest_live(medium, children, passwords[medium.name])
+        live = newest_live(medium, children, passwords[medium.name])
         if isinstance(live, str) or live is None:
             reachable = True
             last_snapshot, note = live, "checked now"
@@ -131,7 +131,7 @@ def _row(
     )
 
 
-def _newest_live(
+def newest_live(
     medium: Medium, children: Children, password: Password
 ) -> str | None | tuple[int, str]:
     """The ISO time of the newest backup in `medium` (None: it holds none), or (exit code,
