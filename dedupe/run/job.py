@@ -82,7 +82,7 @@ class Job:
     # --- the night ----------------------------------------------------------------------
 
     def run(self) -> Night:
-        self.state.append_log(f"=== dedupe run {self.night.when.isoformat()} {self.profile.path}")
+        self.state.start_log(f"=== dedupe run {self.night.when.isoformat()} {self.profile.path}")
         media = media_mod.profile_media(self.profile, {}, self.records)
         repository = media[0]
         for source in self.profile.sources:

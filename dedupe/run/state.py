@@ -24,6 +24,7 @@ from typing import Any
 from dedupe.errors import DedupeError, RepositoryLocked
 
 RUNS_KEPT = 60  # run records kept: two months of nights
+LOG_LIMIT = 8 << 20  # a run log past this size is moved to `.1` at the start of the next run
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
@@ -126,6 +127,22 @@ class State:
             if newest is None or when >= datetime.fromisoformat(newest.time):
                 newest = record
         return newest
+
+    def start_log(self, header: str) -> None:
+        """Begin a run's part of the log. A log past `LOG_LIMIT` is first moved to `<log>.1`
+        (replacing the older one), so a nightly job never fills the server's disk with its own
+        log, and the last night or two stay readable whole (the alert names the log)."""
+        try:
+            if self.log_file.stat().st_size > LOG_LIMIT:
+                os.replace(self.log_file, self.log_file.with_name(self.log_file.name + ".1"))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StateError(
+                f"cannot rotate the run log {self.log_file}: {exc.strerror}. Check that the "
+                f"state folder ({self.root}) is writable"
+            ) from None
+        self.append_log(header)
 
     def append_log(self, text: str) -> None:
         """Add to the run log (what each step printed), for the office's IT person."""
