@@ -1,5 +1,10 @@
 """Tree blobs: one folder's entries, sorted by name, encoded with the fixed codec.
 
+Two formats (docs/FORMAT.md, docs/FORMAT-trees.md): format 1, a map per entry, which every
+repository may hold and which stays readable; and format 2, columns compressed with a built-in
+dictionary (`treecols.py`), which `encode_tree` writes. A repository may mix them freely: a tree's
+id is its own bytes, and an unchanged folder keeps the tree it had.
+
 Decoding validates every entry: names are single path components (no '/', NUL, '.', '..'),
 unique within the folder, types and fields are what they claim to be. A hostile tree therefore
 cannot name a path outside its folder; the restorer relies on that and checks again.
@@ -11,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from dedupe import codec
-from dedupe.errors import FormatError
+from dedupe.errors import FormatError, UnsupportedVersion
+from dedupe.model import treecols
 
 FILE = "f"
 DIR = "d"
@@ -65,8 +71,14 @@ def valid_name(name: bytes) -> bool:
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
+    """The tree of `nodes` in the current format (2)."""
+    return treecols.encode(sorted(nodes, key=lambda n: n.name))
+
+
+def encode_tree_v1(nodes: list[Node]) -> bytes:
+    """The tree of `nodes` in format 1, as dedupe wrote it before format 2 (test fixtures)."""
     ordered = sorted(nodes, key=lambda n: n.name)
-    return codec.pack({"v": codec.FORMAT_VERSION, "e": [n.to_map() for n in ordered]})
+    return codec.pack({"v": 1, "e": [n.to_map() for n in ordered]})
 
 
 def _int(value: object, low: int, high: int) -> TypeGuard[int]:
@@ -119,8 +131,18 @@ def _node_from_map(item: object, what: str) -> Node:
 
 
 def decode_tree(data: bytes, what: str = "tree") -> list[Node]:
-    obj = codec.check_version(codec.unpack(data, what), what)
-    nodes = [_node_from_map(item, what) for item in codec.field(obj, "e", list, what)]
+    """The validated entries of a tree of either format; FormatError if it is malformed."""
+    obj = codec.unpack(data, what)
+    version = codec.field(obj, "v", int, what)
+    if version == treecols.VERSION:
+        items = treecols.rows(treecols.inflate(obj, what), what)
+    elif version == 1:
+        items = codec.field(obj, "e", list, what)
+    else:
+        raise UnsupportedVersion(
+            f"{what} has tree format {version}; this dedupe reads tree formats 1 and 2"
+        )
+    nodes = [_node_from_map(item, what) for item in items]
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise FormatError(f"{what}: duplicate names")
