@@ -16,14 +16,19 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 
 from dedupe.cli import password
-from dedupe.cli.context import Context, Subparsers, human_bytes
+from dedupe.cli.context import Context, ProgressBar, Subparsers, human_bytes
 from dedupe.cli.destination import open_destination, remembered
-from dedupe.copy.copier import Copier, CopyResult, select
-from dedupe.errors import DestinationFull
+from dedupe.copy.copier import Copier, CopyResult, select, shares_blob_ids
+from dedupe.errors import DamageError, DestinationFull
+from dedupe.model.snapshot import Snapshot
+from dedupe.model.tree import FILE
 from dedupe.repo import journal
 from dedupe.repo.repository import Repository
+from dedupe.repo.treewalk import TREE, load_tree, traverse
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -60,11 +65,13 @@ def cmd_copy(ctx: Context) -> int:
     try:
         with source.lock(exclusive=False), dest.lock(exclusive=False):
             candidates = select(source, dest, ctx.args.snapshots)
-            bar = ctx.progress_bar(None, "copy")
+            present = set(dest.snapshot_names())
+            todo = [s for s in candidates if s.id not in present]
+            bar = ctx.progress_bar(None, "copy", note="measuring") if todo else None
             workers = max(2, min(8, os.cpu_count() or 2))
-            copier = Copier(
-                source, dest, workers=workers, progress=bar.update if bar is not None else None
-            )
+            copier = Copier(source, dest, workers=workers)
+            if bar is not None:  # the total costs a walk over the trees: only for a bar
+                copier.progress = _bar_progress(bar, copier, source, dest, todo)
             try:
                 result = copier.run(candidates)
             finally:
@@ -120,6 +127,67 @@ def cmd_copy(ctx: Context) -> int:
     )
     _refuse_if_full(ctx, result)
     return 0
+
+
+def _bar_progress(
+    bar: ProgressBar,
+    copier: Copier,
+    source: Repository,
+    dest: Repository,
+    todo: list[Snapshot],
+) -> Callable[[int], None]:
+    """Set the bar's totals (bytes and snapshots to copy) and return the copier's progress
+    callback, which also counts the snapshots copied so far."""
+    bar.total = _bytes_to_read(source, dest, todo)
+    bar.note = f"0/{len(todo)} snapshots"
+    bar.refresh()
+
+    def progress(n: int) -> None:
+        bar.note = f"{len(copier.result.copied)}/{len(todo)} snapshots"
+        bar.update(n)
+
+    return progress
+
+
+def _bytes_to_read(source: Repository, dest: Repository, todo: list[Snapshot]) -> int | None:
+    """The plaintext bytes the copy reads, or None when that is not known beforehand.
+
+    With shared blob ids the copier reads each blob (tree or data) that the destination lacks,
+    once: their sizes are in the source's index, and the trees walked here are the ones the
+    copier walks next (from the tree cache). Re-chunking reads every file that an earlier copy
+    does not pair up, which only the copy itself finds out: no total then (bytes, rate and
+    snapshots only). A damaged tree leaves the total unknown; the copy reports the damage."""
+    if not todo or not shares_blob_ids(source, dest):
+        return None
+    seen: set[bytes] = set()
+    counted: set[bytes] = set()
+    total = 0
+
+    def first_visit(tree_id: bytes) -> bool:
+        if tree_id in seen:
+            return False
+        seen.add(tree_id)
+        return True
+
+    try:
+        walk = traverse(
+            partial(load_tree, source),
+            [s.tree for s in todo],
+            first_visit=first_visit,
+            entries=False,
+        )
+        for visit in walk:
+            if visit.kind != TREE:
+                continue
+            blobs = [visit.tree_id]
+            blobs += [b for node in visit.nodes if node.type == FILE for b in node.content]
+            for blob_id in blobs:
+                if blob_id not in counted and blob_id not in dest.index:
+                    counted.add(blob_id)
+                    total += source.locate(blob_id).raw_length
+    except DamageError:
+        return None
+    return total
 
 
 def _refuse_if_full(ctx: Context, result: CopyResult) -> None:
