@@ -8,6 +8,7 @@ import os
 import sys
 
 from dedupe.cli.context import Context, Subparsers, printable
+from dedupe.cli.readlock import shared_lock
 from dedupe.mount import SnapshotFS, check_mount_point, serve
 from dedupe.repo import manifests
 
@@ -60,6 +61,7 @@ def cmd_mount(ctx: Context) -> int:
         print(f"warning: {printable(message)}", file=sys.stderr, flush=True)
 
     fs = SnapshotFS(repo, snaps, report, on_mounted=mounted)
-    serve(fs, mount_point, fsname=f"dedupe:{repo.settings.repo_id.hex()[:8]}")
+    with shared_lock(repo, ctx.warn, "the mount"):  # a gc meanwhile would delete packs it reads
+        serve(fs, mount_point, fsname=f"dedupe:{repo.settings.repo_id.hex()[:8]}")
     ctx.out(f"unmounted {ctx.args.mount_point}")
     return 0

@@ -16,6 +16,7 @@ from typing import Any
 from dedupe.backup.walkparts import Excluder
 from dedupe.cli import selection
 from dedupe.cli.context import Context, Subparsers, human_bytes
+from dedupe.cli.readlock import shared_lock
 from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.restore.dryrun import DryRunTotals, Planned, preview
@@ -155,7 +156,8 @@ def cmd_restore(ctx: Context) -> int:
     )
     incomplete: RestoreIncomplete | RestoreBlocked | None = None
     try:
-        stats = restorer.restore(snap.tree, includes)
+        with shared_lock(repo, ctx.warn, "the restore"):
+            stats = restorer.restore(snap.tree, includes)
     except (RestoreIncomplete, RestoreBlocked) as exc:  # the rest was restored: report, raise
         incomplete, stats = exc, exc.stats
     finally:

@@ -12,7 +12,7 @@ proxy stands in front. The socket is bound before the line "open http://..." is 
 script (or a test) that reads that line can connect at once. The web server's access log is
 off: URLs carry file names, which are patient data in a practice.
 
-The web framework is the optional `ui` extra (`pip install 'dedupe[ui]'`): it is imported only
+The web framework is the optional `ui` extra (`pip install 'dedupe-backup[ui]'`): it is imported only
 when this command runs, so the rest of the CLI works without it.
 """
 
@@ -148,7 +148,7 @@ def cmd_ui(ctx: Context) -> int:
     except ImportError as exc:
         raise DedupeError(
             "the web page needs the optional 'ui' packages, which are not installed: run "
-            f"pip install 'dedupe[ui]' (missing: {exc.name})"
+            f"pip install 'dedupe-backup[ui]' (missing: {exc.name})"
         ) from None
     if not is_loopback(host):
         ctx.warn(

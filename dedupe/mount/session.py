@@ -23,7 +23,7 @@ from dedupe.mount.fs import SnapshotFS
 
 INSTALL_HINT = (
     "install FUSE (on Debian or Ubuntu: apt-get install fuse3) and the FUSE support of dedupe "
-    "(pip install 'dedupe[mount]')"
+    "(pip install 'dedupe-backup[mount]' in dedupe's environment)"
 )
 
 
