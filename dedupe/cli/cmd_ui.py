@@ -12,8 +12,8 @@ proxy stands in front. The socket is bound before the line "open http://..." is 
 script (or a test) that reads that line can connect at once. The web server's access log is
 off: URLs carry file names, which are patient data in a practice.
 
-The web framework is the optional `ui` extra (`pip install 'dedupe-backup[ui]'`): it is imported only
-when this command runs, so the rest of the CLI works without it.
+The web framework is the optional `ui` extra (`pip install 'dedupe-backup[ui]'`): it is imported
+only when this command runs, so the rest of the CLI works without it.
 """
 
 from __future__ import annotations
