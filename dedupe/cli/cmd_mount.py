@@ -8,9 +8,9 @@ import os
 import sys
 
 from dedupe.cli.context import Context, Subparsers, printable
-from dedupe.cli.readlock import shared_lock
 from dedupe.mount import SnapshotFS, check_mount_point, serve
 from dedupe.repo import manifests
+from dedupe.repo.readlock import shared_lock
 
 EPILOG = """\
 The folder shows:

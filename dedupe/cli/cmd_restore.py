@@ -16,9 +16,9 @@ from typing import Any
 from dedupe.backup.walkparts import Excluder
 from dedupe.cli import selection
 from dedupe.cli.context import Context, Subparsers, human_bytes
-from dedupe.cli.readlock import shared_lock
 from dedupe.errors import UsageError
 from dedupe.model.snapshot import Snapshot
+from dedupe.repo.readlock import shared_lock
 from dedupe.restore.dryrun import DryRunTotals, Planned, preview
 from dedupe.restore.existing import DEFAULT_MODE, MODES, UNCHANGED
 from dedupe.restore.outcome import RestoreStats

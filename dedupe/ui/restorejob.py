@@ -22,6 +22,7 @@ from typing import Any
 from dedupe.errors import DedupeError, UsageError
 from dedupe.model.snapshot import Snapshot
 from dedupe.plan.drive import format_bytes
+from dedupe.repo.readlock import shared_lock
 from dedupe.repo.repository import Repository
 from dedupe.restore.dryrun import DryRunTotals, preview
 from dedupe.restore.existing import DEFAULT_MODE, MODES, UNCHANGED
@@ -164,7 +165,8 @@ def _run(job: RestoreJob, repo: Repository, owner: Any) -> None:
             overwrite=job.mode,
         )
         try:
-            job.stats = restorer.restore(job.snapshot.tree, includes)
+            with shared_lock(repo, job.warnings.append, "the restore"):
+                job.stats = restorer.restore(job.snapshot.tree, includes)
             job.ok = True
             job.message = _done_words(job, job.stats)
         except (RestoreIncomplete, RestoreBlocked) as exc:
