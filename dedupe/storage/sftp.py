@@ -1,17 +1,19 @@
-"""SFTP backend (`sftp://user@host[:port]/path`) on paramiko.
+"""SFTP backend (`sftp://user@host[:port]/path`) over the system's OpenSSH client.
 
-How to log in, which keys and known_hosts are used, and how tests point it at a private sshd
-without touching `~/.ssh` (`DEDUPE_SFTP_IDENTITY`, `DEDUPE_SFTP_KNOWN_HOSTS`, or a temporary HOME
-with a `.ssh/config`): see `dedupe.storage.sshconn`.
+ssh connects (`ssh -s host sftp`, as restic and Borg do: config, agent, keys, known_hosts and
+jump hosts are OpenSSH's own; see `dedupe.storage.sftpssh`), and `dedupe.storage.sftpwire`
+speaks SFTP over its pipes. Tests point it at a private sshd without touching `~/.ssh` with
+`DEDUPE_SFTP_IDENTITY`, `DEDUPE_SFTP_KNOWN_HOSTS` and `DEDUPE_SSH_COMMAND` (`ssh -F FILE`).
 
 Guarantees (the protocol's, see `dedupe.storage.base`):
 - `put` uploads to a hidden `.tmp-<random>` name in the object's folder (folders are created as
   needed), asks the server to fsync it (`fsync@openssh.com`, when offered), then renames it over
-  the final name with `posix-rename@openssh.com`, so readers see the whole object or nothing. An
-  exclusive put renames with the plain SFTP rename, which OpenSSH implements with link(2): it fails
-  if the name exists, atomically. A dropped connection leaves at most a `.tmp-` file, never listed.
-- Writes and reads are pipelined with every reply checked (`dedupe.storage.sftpio` says why
-  paramiko's own pipelining is not used): 100+ MiB/s on a fast link.
+  the final name with `posix-rename@openssh.com` (when offered), so readers see the whole object
+  or nothing. An exclusive put renames with the plain SFTP rename, which OpenSSH implements with
+  link(2): it fails if the name exists, atomically. A dropped connection leaves at most a
+  `.tmp-` file, never listed.
+- Writes and reads are pipelined with every reply checked, in requests as large as the server's
+  `limits@openssh.com` allows (`dedupe.storage.sftpwire`).
 - Connections come from a small pool (one SFTP session per thread at a time). A dropped
   connection is replaced and the operation retried once (`reconnect_attempts`); after that, or
   when the outcome of an exclusive rename is unknown, `TransientStorageError` is raised for
@@ -23,17 +25,14 @@ Guarantees (the protocol's, see `dedupe.storage.base`):
 from __future__ import annotations
 
 import errno
+import os
 import posixpath
 import secrets
-import socket
 import stat as stat_mod
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
-
-import paramiko
-from paramiko.sftp import CMD_EXTENDED
 
 from dedupe.errors import (
     ObjectExists,
@@ -53,12 +52,22 @@ from dedupe.storage.base import (
     short_read,
     validate_name,
 )
-from dedupe.storage.sshconn import Connection, SSHTarget, connect, parse_sftp_url
+from dedupe.storage.sftpssh import Connection, Resolved, SSHTarget, connect, parse_sftp_url, resolve
+from dedupe.storage.sftpwire import (
+    CREAT,
+    EXCL,
+    READ,
+    WRITE,
+    Attrs,
+    ConnectionLost,
+    SFTPError,
+    SFTPSession,
+)
 
 TEMP_PREFIX = ".tmp-"
 
 T = TypeVar("T")
-_Entries = list[paramiko.SFTPAttributes]  # (`list` is a method name inside SFTPStorage)
+_Entries = list[Attrs]  # (`list` is a method name inside SFTPStorage)
 
 
 class _Pool:
@@ -130,7 +139,6 @@ class SFTPStorage:
         reconnect_attempts: int = 1,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        sftpio.check_paramiko()  # before any connection: a clear message, not a retry loop
         self.target = target
         self.url = redact_url(url or f"sftp://{target.display}/{target.path.lstrip('/')}")
         self.max_connections = connections
@@ -139,8 +147,8 @@ class SFTPStorage:
         self._root = target.path or "."
         self._environ = environ
         self._pool = _Pool(self._connect, connections)
-        self._can_fsync = True
-        self._can_posix_rename = True
+        self._resolved: Resolved | None = None
+        self._resolving = threading.Lock()
 
     @classmethod
     def from_url(
@@ -160,22 +168,18 @@ class SFTPStorage:
         storage = cls(target, url=url, **kwargs)  # type: ignore[arg-type]
         if create:
             storage._run(
-                "creating the repository folder", lambda c: sftpio.makedirs(c, storage._root)
+                "creating the repository folder", lambda c: sftpio.makedirs(c.sftp, storage._root)
             )
         return storage
 
     # --- plumbing ------------------------------------------------------------------------------
 
     def _connect(self) -> Connection:
-        conn = connect(self.target, self.timeout, self._environ)
-        try:
-            sftpio.negotiate_limits(conn)
-        except Exception as exc:
-            conn.close()
-            raise TransientStorageError(
-                f"SFTP session with {self.target.display} failed: {exc}"
-            ) from None
-        return conn
+        env = os.environ if self._environ is None else self._environ
+        with self._resolving:  # ssh -G once per storage: what the config says for this host
+            if self._resolved is None:
+                self._resolved = resolve(self.target, env)
+        return connect(self.target, self._resolved, self.timeout, env)
 
     def _path(self, name: str) -> str:
         return posixpath.join(self._root, validate_name(name))
@@ -193,6 +197,11 @@ class SFTPStorage:
                 if conn is not None:
                     self._pool.discard(conn)
                 last = exc
+                continue
+            except ConnectionLost as exc:
+                assert conn is not None
+                self._pool.discard(conn)
+                last = TransientStorageError(f"{what}: connection lost ({_lost(conn, exc)})")
                 continue
             except _Dropped as exc:
                 assert conn is not None
@@ -227,15 +236,18 @@ class SFTPStorage:
         path = self._path(name)
 
         def op(conn: Connection) -> bytes:
+            sftp = conn.sftp
+            handle = sftp.open(path, READ)
             try:
-                with conn.sftp.open(path, "rb") as f:
-                    end = f.stat().st_size if length is None else offset + length
-                    data = sftpio.read_range(conn, f.handle, offset, max(0, end - offset))
-            except OSError as exc:
+                end = (sftp.fstat(handle).st_size or 0) if length is None else offset + length
+                data = sftp.read_range(handle, offset, max(0, end - offset))
+            except SFTPError as exc:
+                _close_quietly(sftp, handle)
                 # OpenSSH opens a folder for reading and fails the read with a bare "Failure".
-                if exc.errno is None and conn.alive() and not sftpio.is_file(conn.sftp, path):
+                if exc.errno is None and not sftpio.is_file(sftp, path):
                     raise ObjectNotFound(f"not found: {name}") from None
                 raise
+            sftp.close(handle)
             if length is not None and len(data) != length:
                 raise short_read(name, offset, length)
             return data
@@ -253,18 +265,24 @@ class SFTPStorage:
         sftp = conn.sftp
         folder = posixpath.dirname(path)
         tmp = posixpath.join(folder, TEMP_PREFIX + secrets.token_hex(8))
+        flags = WRITE | CREAT | EXCL
         try:
-            f = sftp.open(tmp, "wbx")
-        except OSError as exc:
+            handle = sftp.open(tmp, flags)
+        except SFTPError as exc:
             if exc.errno != errno.ENOENT:
                 raise
-            sftpio.makedirs(conn, folder)
-            f = sftp.open(tmp, "wbx")
+            sftpio.makedirs(sftp, folder)
+            handle = sftp.open(tmp, flags)
         renaming = False
         try:
-            with f:
-                sftpio.write_all(conn, f.handle, data)
-                self._fsync(sftp, f.handle)
+            try:
+                sftp.write_all(handle, data)
+                if "fsync@openssh.com" in sftp.extensions:  # else the server's ack it is
+                    sftp.fsync(handle)
+            except SFTPError:
+                _close_quietly(sftp, handle)
+                raise
+            sftp.close(handle)
             renaming = True
             if exclusive:
                 self._rename_exclusive(sftp, tmp, path, name)
@@ -274,8 +292,8 @@ class SFTPStorage:
             if conn.alive():
                 # Ask about space while our temporary still holds what it got: that is when a
                 # full disk shows. OpenSSH reports ENOSPC only as a bare "Failure".
-                full = isinstance(exc, OSError) and exc.errno is None
-                full = full and sftpio.too_full(conn, folder, len(data))
+                full = isinstance(exc, SFTPError) and exc.errno is None
+                full = full and sftpio.too_full(sftp, folder, len(data))
                 sftpio.remove_quietly(sftp, tmp)
                 if full:
                     raise OutOfSpace(f"the SFTP server ran out of space writing {name}") from None
@@ -285,36 +303,21 @@ class SFTPStorage:
                 raise _Dropped(f"outcome of the exclusive rename of {name} unknown") from None
             raise
 
-    def _fsync(self, sftp: paramiko.SFTPClient, handle: bytes) -> None:
-        if not self._can_fsync:
+    def _replace(self, sftp: SFTPSession, tmp: str, path: str) -> None:
+        if "posix-rename@openssh.com" in sftp.extensions:
+            sftp.posix_rename(tmp, path)
             return
-        try:
-            sftp._request(CMD_EXTENDED, "fsync@openssh.com", handle)
-        except OSError as exc:
-            if exc.errno is not None:
-                raise
-            self._can_fsync = False  # not offered (a non-OpenSSH server): the server's ack it is
-
-    def _replace(self, sftp: paramiko.SFTPClient, tmp: str, path: str) -> None:
-        if self._can_posix_rename:
-            try:
-                sftp.posix_rename(tmp, path)
-                return
-            except OSError as exc:
-                if "unsupported" not in str(exc).lower():
-                    raise
-                self._can_posix_rename = False
         # Without posix-rename an overwrite cannot be atomic; objects are rarely overwritten.
         try:
             sftp.rename(tmp, path)
-        except OSError:
+        except SFTPError:
             sftp.remove(path)
             sftp.rename(tmp, path)
 
-    def _rename_exclusive(self, sftp: paramiko.SFTPClient, tmp: str, path: str, name: str) -> None:
+    def _rename_exclusive(self, sftp: SFTPSession, tmp: str, path: str, name: str) -> None:
         try:
             sftp.rename(tmp, path)
-        except OSError as exc:
+        except SFTPError as exc:
             if exc.errno is None and sftpio.is_file(sftp, path):
                 raise ObjectExists(f"{name} exists already") from None
             raise
@@ -336,7 +339,7 @@ class SFTPStorage:
         entries = self._listdir(rel, start, start_folder=True)
         if entries is None:
             return
-        seen = {self._run(f"listing {rel or '/'}", lambda c: c.sftp.normalize(start))}
+        seen = {self._run(f"listing {rel or '/'}", lambda c: c.sftp.realpath(start))}
         pending = [(rel, start, entries, next(iter(seen)))]
         while pending:
             folder, path, entries, real = pending.pop()
@@ -346,7 +349,7 @@ class SFTPStorage:
                     continue  # temporaries and anything else hidden
                 name = f"{folder}/{entry.filename}" if folder else entry.filename
                 full = posixpath.join(path, entry.filename)
-                attrs: paramiko.SFTPAttributes | None = entry
+                attrs: Attrs | None = entry
                 sub_real = posixpath.join(real, entry.filename)
                 if stat_mod.S_ISLNK(entry.st_mode or 0):
                     attrs = self._follow(name, full)
@@ -371,14 +374,14 @@ class SFTPStorage:
                 assert listed is not None
                 pending.append((name, full, listed, sub_real))
 
-    def _follow(self, name: str, path: str) -> paramiko.SFTPAttributes | None:
+    def _follow(self, name: str, path: str) -> Attrs | None:
         """What a symlink points to, or None if it dangles."""
 
-        def op(conn: Connection) -> paramiko.SFTPAttributes | None:
+        def op(conn: Connection) -> Attrs | None:
             try:
                 return conn.sftp.stat(path)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT and conn.alive():
+            except SFTPError as exc:
+                if exc.errno == errno.ENOENT:
                     return None
                 raise
 
@@ -386,7 +389,7 @@ class SFTPStorage:
 
     def _normalize(self, name: str, path: str) -> str:
         """The server's real path of `path` (symlinks resolved)."""
-        return str(self._run(f"listing {name}", lambda conn: conn.sftp.normalize(path)))
+        return str(self._run(f"listing {name}", lambda conn: conn.sftp.realpath(path)))
 
     def _listdir(self, rel: str, path: str, *, start_folder: bool) -> _Entries | None:
         """A folder's entries. None only for a start folder that does not exist; every other
@@ -395,11 +398,11 @@ class SFTPStorage:
 
         def op(conn: Connection) -> _Entries | None:
             try:
-                entries: _Entries = conn.sftp.listdir_attr(path)
+                entries: _Entries = conn.sftp.listdir(path)
                 return entries
-            except OSError as exc:
-                if not conn.alive() or exc.errno not in (None, errno.ENOENT, errno.EACCES):
-                    raise  # the connection is in trouble: _run makes it transient
+            except SFTPError as exc:
+                if exc.errno not in (None, errno.ENOENT, errno.EACCES):
+                    raise
                 kind = sftpio.kind(conn.sftp, path)
                 if kind == "missing" and start_folder:
                     return None
@@ -468,30 +471,42 @@ class SFTPStorage:
 
     def free_space(self) -> int | None:
         return self._run(
-            "asking for free space", lambda conn: sftpio.statvfs_free(conn, self._root)
+            "asking for free space", lambda conn: sftpio.statvfs_free(conn.sftp, self._root)
         )
 
     def close(self) -> None:
         self._pool.close()
 
 
-def _mtime(attrs: paramiko.SFTPAttributes) -> float | None:
+def _mtime(attrs: Attrs) -> float | None:
     """The server's modification time (whole seconds by its clock), None if it sent none."""
     return float(attrs.st_mtime) if attrs.st_mtime is not None else None
 
 
+def _close_quietly(sftp: SFTPSession, handle: bytes) -> None:
+    """Close a handle after a failed request (the session is still fine after an error status)."""
+    try:
+        sftp.close(handle)
+    except SFTPError:
+        pass
+
+
+def _lost(conn: Connection, exc: ConnectionLost) -> str:
+    """Why a session ended: ssh's own last words if it said any, else what the pipe showed."""
+    if conn.alive():
+        return str(exc)
+    conn.proc.wait()
+    return conn.ssh_said() or str(exc)
+
+
 def _map_error(exc: Exception, conn: Connection, what: str) -> StorageError:
-    """paramiko's exceptions -> the protocol's. A dead transport means transient, always."""
-    if not conn.alive() or isinstance(
-        exc, paramiko.SSHException | EOFError | socket.timeout | ConnectionError
-    ):
+    """The session's errors -> the protocol's. A dead ssh means transient, always."""
+    if not conn.alive() or isinstance(exc, ConnectionLost | ConnectionError):
         return TransientStorageError(f"{what}: connection problem: {exc}")
-    if isinstance(exc, OSError):
+    if isinstance(exc, SFTPError):
         if exc.errno == errno.ENOENT:
             return ObjectNotFound(f"not found: {what}")
         if exc.errno == errno.EACCES:
             return StorageError(f"{what}: permission denied on the SFTP server")
-        if exc.errno is not None:  # a socket-level errno: the connection is in trouble
-            return TransientStorageError(f"{what}: {exc.strerror or exc}")
         return StorageError(f"{what}: the SFTP server said: {exc}")
     return StorageError(f"{what}: {exc}")
