@@ -17,13 +17,19 @@ Stored bytes are then grouped by (pack, mask); from those groups follow:
   first stored by an already forgotten snapshot against the next one that kept it;
 - what gc can free now: blobs in the index that no snapshot references (mask 0).
 
+`unusual_nights` flags a night that added far more than its group's nights usually do (a
+ransomware re-encryption, a scanner dumping its archive): above the median plus 5 robust
+standard deviations (1.4826 MAD) of the group's nights, the bound `plan` caps such a night at
+(`dedupe.plan.estimate`), and at least twice the median (identical nights have no spread).
+
 The (pack, mask) groups are also what `dedupe.plan.projection` replays a retention policy on.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -226,3 +232,45 @@ def reference_masks(
         # Content-addressed trees cannot form a cycle honestly; only a hostile repository can.
         raise FormatError("snapshot trees refer to each other in a cycle (hostile or damaged)")
     return masks
+
+
+UNUSUAL_SPREADS = 5.0
+"""A night is unusual above median + this many robust standard deviations (as `plan` caps)."""
+UNUSUAL_MIN_NIGHTS = 3
+"""Fewer nights than this in a group (its first backup excluded) say nothing about usual."""
+
+
+@dataclass(frozen=True)
+class Unusual:
+    """Per snapshot (in `usage` order): whether it added unusually much, and its group's bound
+    (None for a group's first backup or a group with too few nights to judge)."""
+
+    flags: tuple[bool, ...]
+    bounds: tuple[float | None, ...]
+
+
+def unusual_bound(added: Sequence[int]) -> float | None:
+    """The bound above which a night is unusual, from a group's nights (first backup excluded):
+    max(median + 5 * 1.4826 * MAD, 2 * median); None with fewer than `UNUSUAL_MIN_NIGHTS`."""
+    if len(added) < UNUSUAL_MIN_NIGHTS:
+        return None
+    middle = statistics.median(added)
+    spread = 1.4826 * statistics.median(abs(a - middle) for a in added)
+    return max(middle + UNUSUAL_SPREADS * spread, 2.0 * middle)
+
+
+def unusual_nights(usage: Sequence[SnapshotUsage]) -> Unusual:
+    """Which snapshots added unusually much for their group (host and paths, as forget groups):
+    each group's first snapshot is its full first backup, never unusual nor counted."""
+    groups: dict[tuple[str, tuple[str, ...]], list[int]] = defaultdict(list)
+    for i, u in enumerate(usage):
+        groups[(u.snapshot.host, tuple(u.snapshot.display_paths()))].append(i)
+    flags = [False] * len(usage)
+    bounds: list[float | None] = [None] * len(usage)
+    for members in groups.values():
+        nights = members[1:]
+        bound = unusual_bound([usage[i].added_bytes for i in nights])
+        for i in nights:
+            bounds[i] = bound
+            flags[i] = bound is not None and usage[i].added_bytes > bound
+    return Unusual(tuple(flags), tuple(bounds))

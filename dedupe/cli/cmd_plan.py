@@ -16,8 +16,9 @@ chart alike.
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from dedupe import stats
 from dedupe.cli.context import Context, Subparsers
 from dedupe.cli.policy_args import add_policy_arguments, parse_max_unused, policy_from_args
 from dedupe.errors import DamageError, DedupeError, UsageError
-from dedupe.plan import chart, drive, projection
+from dedupe.plan import chart, drive, projection, simulate
 from dedupe.plan import margin as plan_margin
 from dedupe.plan.drive import format_bytes
+from dedupe.plan.estimate import History
 from dedupe.plan.history import PLAN_FIRST, PLAN_LAST, history_from_stats
 from dedupe.retention import Policy
 
@@ -76,8 +78,22 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--chart",
-        metavar="FILE.svg",
-        help="draw the history, the forecast with its likely range and the drive as an SVG file",
+        metavar="FILE",
+        help="draw the history, the forecast with its likely range and the drive: a picture "
+        "(FILE.png) or a web page's drawing (FILE.svg)",
+    )
+    p.add_argument(
+        "--simulate",
+        metavar="FOLDER",
+        help="no history yet: measure what a first backup of FOLDER would store (read once, "
+        "nothing written) and how much of it changes a night (from the files' modification "
+        "times in the last 30 days, or --change-rate), and forecast from that",
+    )
+    p.add_argument(
+        "--change-rate",
+        metavar="PCT",
+        help="with --simulate: the share of the folder that changes a night and is kept, "
+        "instead of the share measured from the modification times",
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="also print the forecast day by day (a table)"
@@ -222,32 +238,43 @@ def cmd_plan(ctx: Context) -> int:
             drive_bytes = drive.parse_drive_size(args.drive_size)
         except drive.SizeError as exc:
             raise UsageError(f"--drive-size: {exc}") from None
-    if args.chart and Path(args.chart).suffix.lower() != ".svg":
-        raise UsageError("--chart writes SVG: give a file name ending in .svg")
-    repo = ctx.repo()
+    chart_fmt = _chart_target(args.chart) if args.chart else None
+    if args.change_rate is not None and args.simulate is None:
+        raise UsageError("--change-rate goes with --simulate FOLDER (a history measures its own)")
     damaged: list[str] = []
-    result = stats.collect(repo, damaged)
-    history, left_out = history_from_stats(result)
-    for snap in left_out:
-        ctx.warn(
-            f"snapshot {snap.short_id()} is left out of the forecast: its time "
-            f"{snap.time.isoformat()} is outside {PLAN_FIRST.year}..{PLAN_LAST.year - 1} "
-            "(its data is counted as staying); 'dedupe forget' can remove it"
-        )
-    if not history.snapshots:
-        raise DedupeError("the repository has no snapshots yet: a forecast needs a history")
-    estimates = projection.estimate_groups(history)
+    measured: tuple[simulate.FolderMeasure, simulate.NightlyChange] | None = None
+    if args.simulate is not None:
+        rate = None if args.change_rate is None else _percent(args.change_rate, "--change-rate", 0)
+        history, estimates, measured = _simulated(ctx, Path(args.simulate), rate)
+    else:
+        history, left_out = history_from_stats(stats.collect(ctx.repo(), damaged))
+        for snap in left_out:
+            ctx.warn(
+                f"snapshot {snap.short_id()} is left out of the forecast: its time "
+                f"{snap.time.isoformat()} is outside {PLAN_FIRST.year}..{PLAN_LAST.year - 1} "
+                "(its data is counted as staying); 'dedupe forget' can remove it"
+            )
+        if not history.snapshots:
+            raise DedupeError(
+                "the repository has no snapshots yet: a forecast needs a history; "
+                "'dedupe plan --simulate FOLDER' forecasts from the folder itself"
+            )
+        estimates = projection.estimate_groups(history)
     options: dict[str, Any] = {"growth_per_month": growth, "max_unused": max_unused}
     forecast = projection.forecast(
         history, policy, args.days, margin=margin, estimates=estimates, **options
     )
     band = projection.forecast_band(history, policy, args.days, estimates=estimates, **options)
     band = plan_margin.widen(tuple(p.stored_bytes for p in forecast.series), band)
-    plan = Plan(forecast, band, drive_bytes, policy, growth)
-    if args.chart:
-        _write_chart(args.chart, plan, projection.past_sizes(history))
+    plan = Plan(forecast, band, drive_bytes, policy, growth, measured)
+    if args.chart and chart_fmt is not None:
+        past = () if measured else projection.past_sizes(history)
+        _write_chart(args.chart, chart_fmt, plan, past)
     if ctx.json:
-        ctx.emit_json(forecast_json(forecast, policy, growth, max_unused, band, drive_bytes))
+        out = forecast_json(forecast, policy, growth, max_unused, band, drive_bytes)
+        if measured is not None:
+            out["simulated"] = _simulated_json(*measured)
+        ctx.emit_json(out)
     else:
         _print(ctx, plan, args.verbose)
     for text in damaged:
@@ -269,6 +296,7 @@ class Plan:
     drive_bytes: int | None
     policy: Policy
     growth: float
+    simulated: tuple[simulate.FolderMeasure, simulate.NightlyChange] | None = None
 
     @property
     def days(self) -> int:
@@ -322,23 +350,83 @@ def chart_title(policy: Policy, pruned: bool, days: int) -> str:
     return f"Backup disk, {span}, policy: {drive.policy_words(policy, pruned)}"
 
 
-def _write_chart(path: str, plan: Plan, past: tuple[tuple[date, int], ...]) -> None:
+def _chart_target(path: str) -> str:
+    """The chart's format, checked with its folder before any work (wrong usage: exit 2)."""
+    try:
+        return chart.check_target(path)
+    except chart.ChartError as exc:
+        raise UsageError(f"--chart: {exc}") from None
+
+
+def _write_chart(path: str, fmt: str, plan: Plan, past: tuple[tuple[date, int], ...]) -> None:
     forecast = plan.forecast
-    svg = chart.render_svg(
-        [(p.day, p.stored_bytes) for p in forecast.series],
-        chart_title(plan.policy, forecast.pruned, plan.days),
-        plan.headline(),
-        plan.drive_bytes if plan.drive_bytes is not None else forecast.drive_bytes,
+    data = chart.ForecastData(
+        series=[(p.day, p.stored_bytes) for p in forecast.series],
+        title=chart_title(plan.policy, forecast.pruned, plan.days),
+        subtitle=plan.headline(),
+        drive_bytes=plan.drive_bytes if plan.drive_bytes is not None else forecast.drive_bytes,
+        drive_label="your drive" if plan.drive_bytes is not None else "drive to buy",
         band=plan.band,
         past=past,
-        drive_label="your drive" if plan.drive_bytes is not None else "drive to buy",
     )
+    write_file(path, chart.forecast_chart(data, fmt))
+
+
+def write_file(path: str, content: bytes) -> None:
     try:
-        Path(path).write_text(svg, encoding="utf-8")
+        Path(path).write_bytes(content)
     except OSError as exc:
-        raise DedupeError(
+        raise UsageError(
             f"cannot write the chart to {path}: {exc.strerror}; choose a folder you can write to"
         ) from None
+
+
+def _simulated(
+    ctx: Context, folder: Path, rate: float | None
+) -> tuple[History, tuple[projection.GroupEstimate, ...], tuple[Any, Any]]:
+    if not folder.exists():
+        raise UsageError(f"--simulate {folder}: no such folder; give the folder to back up")
+    try:
+        measure = simulate.measure_folder(folder, time.time())
+    except simulate.SimulateError as exc:
+        raise UsageError(f"--simulate: {exc}") from None
+    for problem in measure.unreadable:
+        ctx.warn(f"could not read {problem}: left out of the measurement")
+    change = simulate.nightly_change(measure, rate)
+    when = simulate.night_of(datetime.now().astimezone())
+    history, estimates = simulate.simulated_history(measure, change, when)
+    return history, estimates, (measure, change)
+
+
+def _simulated_json(
+    measure: simulate.FolderMeasure, change: simulate.NightlyChange
+) -> dict[str, Any]:
+    return {
+        "folder": measure.folder,
+        "files": measure.files,
+        "file_bytes": measure.raw_bytes,
+        "first_backup_bytes": measure.stored_bytes,
+        "nightly_bytes": round(change.nightly_bytes),
+        "nightly_rewritten_bytes": round(change.rewritten_bytes),
+        "nightly_kept_bytes": round(change.kept_bytes),
+        "nightly_source": change.source,
+        "changed_bytes_by_days": list(measure.changed),
+    }
+
+
+def simulation_words(measure: simulate.FolderMeasure, change: simulate.NightlyChange) -> list[str]:
+    """What --simulate measured, for "how this was estimated"."""
+    return [
+        f"  simulated: no history, so {measure.folder} was read once ({measure.files} files, "
+        f"{format_bytes(measure.raw_bytes)}): a first backup would store "
+        f"{format_bytes(measure.stored_bytes)} (deduplicated and compressed as a repository "
+        "does; nothing was written)",
+        f"  a night adds about {format_bytes(change.nightly_bytes)} ({change.source}): "
+        f"{format_bytes(change.rewritten_bytes)} rewritten every night (gone the next night) "
+        f"and {format_bytes(change.kept_bytes)} changed and kept; a file modified counts whole",
+        "  once nightly backups exist, run plan without --simulate: it measures the same from "
+        "the repository's own history",
+    ]
 
 
 def _print(ctx: Context, plan: Plan, verbose: bool) -> None:
@@ -379,8 +467,12 @@ def _print(ctx: Context, plan: Plan, verbose: bool) -> None:
         "range spans the 90 % interval of the nightly average and the errors measured on "
         "replayed histories (docs/PLAN.md)"
     )
-    for estimate in forecast.estimates:
-        ctx.out(f"  {describe_estimate(estimate)}")
+    if plan.simulated is not None:
+        for line in simulation_words(*plan.simulated):
+            ctx.out(line)
+    else:
+        for estimate in forecast.estimates:
+            ctx.out(f"  {describe_estimate(estimate)}")
     if plan.growth:
         ctx.out(
             f"  growth: the nightly additions grow {plan.growth * 100:g} % a month (compounded)"

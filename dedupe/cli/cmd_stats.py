@@ -8,11 +8,12 @@ damage message about a missing tree rather than print wrong numbers.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from dedupe import stats
 from dedupe.cli.context import Context, Subparsers, human_bytes
-from dedupe.errors import DamageError
+from dedupe.errors import DamageError, DedupeError, UsageError
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -25,14 +26,25 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "was made and what forgetting it alone would free (its unique bytes).",
         epilog="examples:\n"
         "  dedupe stats                 how big the repository is and what each backup costs\n"
-        "  dedupe stats --json          the same for a script\n",
+        "  dedupe stats --json          the same for a script\n"
+        "  dedupe stats --chart n.png   a bar a night: what each backup added, unusual nights "
+        "in red\n",
+    )
+    p.add_argument(
+        "--chart",
+        metavar="FILE",
+        help="draw what each backup added, one bar a backup, unusually large nights (a "
+        "ransomware re-encryption, a scanner dumping its archive) in red and labelled: a "
+        "picture (FILE.png) or a web page's drawing (FILE.svg)",
     )
     p.set_defaults(handler=cmd_stats)
 
 
-def stats_json(result: stats.RepoStats) -> dict[str, Any]:
+def stats_json(result: stats.RepoStats, unusual: stats.Unusual | None = None) -> dict[str, Any]:
     """The contract's `stats` object (`stored_bytes`, `logical_bytes`, `snapshots`, `chunks`)
-    plus ratios and the per-snapshot array."""
+    plus ratios and the per-snapshot array (`unusual`: it added far more than its group's
+    nights usually do, `stats.unusual_nights`)."""
+    unusual = stats.unusual_nights(result.usage) if unusual is None else unusual
     return {
         "stored_bytes": result.stored_bytes,
         "logical_bytes": result.logical_bytes,
@@ -55,20 +67,25 @@ def stats_json(result: stats.RepoStats) -> dict[str, Any]:
                 "added_bytes": u.added_bytes,
                 "added_source": u.added_source,
                 "unique_bytes": u.unique_bytes,
+                "unusual": flag,
             }
-            for u in result.usage
+            for u, flag in zip(result.usage, unusual.flags, strict=True)
         ],
     }
 
 
 def cmd_stats(ctx: Context) -> int:
+    chart_fmt = _chart_target(ctx.args.chart) if ctx.args.chart else None
     repo = ctx.repo()
     damaged: list[str] = []
     result = stats.collect(repo, damaged)
+    unusual = stats.unusual_nights(result.usage)
+    if chart_fmt is not None:
+        _write_chart(ctx.args.chart, chart_fmt, result, unusual)
     if ctx.json:
-        ctx.emit_json(stats_json(result))
+        ctx.emit_json(stats_json(result, unusual))
     else:
-        _print(ctx, result)
+        _print(ctx, result, unusual)
     for text in damaged:
         ctx.warn(text)
     if damaged:
@@ -76,7 +93,42 @@ def cmd_stats(ctx: Context) -> int:
     return 0
 
 
-def _print(ctx: Context, result: stats.RepoStats) -> None:
+def _chart_target(path: str) -> str:
+    """The chart's format, checked with its folder before any work (wrong usage: exit 2)."""
+    from dedupe.plan import chart  # the drawing code only when a chart is asked for
+
+    try:
+        return chart.check_target(path)
+    except chart.ChartError as exc:
+        raise UsageError(f"--chart: {exc}") from None
+
+
+def _write_chart(path: str, fmt: str, result: stats.RepoStats, unusual: stats.Unusual) -> None:
+    from dedupe.plan import chart
+
+    if not result.usage:
+        raise DedupeError("the repository has no snapshots yet: there is nothing to draw")
+    bounds = {b for b in unusual.bounds if b is not None}
+    picture = chart.nightly_bars(
+        [
+            (u.snapshot.time, u.added_bytes, flag)
+            for u, flag in zip(result.usage, unusual.flags, strict=True)
+        ],
+        f"What each backup added, {len(result.usage)} backups",
+        fmt,
+        unit_format=human_bytes,
+        threshold=bounds.pop() if len(bounds) == 1 else None,
+        binary=True,
+    )
+    try:
+        Path(path).write_bytes(picture)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write the chart to {path}: {exc.strerror}; choose a folder you can write to"
+        ) from None
+
+
+def _print(ctx: Context, result: stats.RepoStats, unusual: stats.Unusual) -> None:
     ctx.out(
         f"stored:      {human_bytes(result.stored_bytes)} ({result.stored_bytes} bytes; "
         f"packs {human_bytes(result.pack_bytes)}, space reserve "
@@ -93,8 +145,8 @@ def _print(ctx: Context, result: stats.RepoStats) -> None:
         return
     ctx.out("")
     ctx.out(f"{'ID':<8}  {'TIME':<25}  {'LOGICAL':>10}  {'ADDED':>10}  {'UNIQUE':>10}  PATHS")
-    for u in result.usage:
-        marker = "" if u.added_source == "manifest" else "*"
+    for u, flag in zip(result.usage, unusual.flags, strict=True):
+        marker = ("" if u.added_source == "manifest" else "*") + ("!" if flag else "")
         ctx.out(
             f"{u.snapshot.short_id():<8}  {u.snapshot.time.isoformat(timespec='seconds'):<25}  "
             f"{human_bytes(u.logical_bytes):>10}  {human_bytes(u.added_bytes) + marker:>10}  "
@@ -102,4 +154,10 @@ def _print(ctx: Context, result: stats.RepoStats) -> None:
         )
     if any(u.added_source != "manifest" for u in result.usage):
         ctx.out("* added bytes derived from the index (the manifest predates the record)")
+    if any(unusual.flags):
+        ctx.out(
+            "! an unusually large night: far more than this folder's nights usually add (a "
+            "mass change such as ransomware encrypting files, or an archive dumped in); look "
+            "at what changed that night"
+        )
     ctx.out("unique: what forgetting that snapshot alone frees after 'gc --max-unused 0'")

@@ -1,57 +1,104 @@
-"""The forecast chart, written as a standalone SVG file by hand.
+"""The charts of `dedupe plan --chart` and `dedupe stats --chart`, drawn with matplotlib.
 
-What it shows, in one picture: the past (sizes the history tells, `projection.past_sizes`), the
-forecast with its uncertainty band, the peak of the forecast days, and the drive line whenever a
-drive size is given (the axis stretches to it, however far above the peak it is). Month labels
-are short ("Apr", "Jan 2027" where the year turns) and thinned so they never overlap; sizes are
-decimal (MB, GB, TB) as in `plan`'s text and on the drive's label.
-
-Why by hand and not matplotlib: measured, matplotlib and what it pulls in (Pillow, fontTools,
-kiwisolver, contourpy) take about 98 MB installed and 0.5 s to import, for a picture of one line,
-a band, two axes and a few labels, on a backup server that needs neither. This SVG has no
-scripts, fonts or external references, any browser shows it, and it is deterministic (the same
-forecast gives the same bytes), so tests read it as XML. Pure: returns the text.
+Guarantees:
+- matplotlib is imported here, inside the functions, and only when a chart is asked for: `plan`
+  without `--chart`, every other command and the rest of the package never import it (it costs
+  about half a second). The Agg canvas is used directly (no pyplot, no global figure state), so
+  drawing is safe in a server thread (`dedupe ui`).
+- Pure: a function takes the numbers and returns the file's bytes (PNG or SVG); nothing here
+  writes a file or reads a clock.
+- SVG output is deterministic (fixed id salt, no date) and valid XML; its text is text (not
+  glyph paths), so the title and labels can be searched and read by a screen reader. Its style
+  attributes are turned into plain SVG attributes and the drawing's parts carry classes
+  (`past`, `series`, `band`, `drive`, `peak`, `title`, `bars`, `unusual`): the page of
+  `dedupe ui` places it inline under a Content-Security-Policy that forbids inline styles.
+- One unit system with the text: the forecast chart labels sizes with `drive.format_bytes`
+  (decimal: MB, GB, TB, as drives are sold and as `plan` prints them); the nightly bars take
+  the formatter of the text they go with (`stats` prints binary units).
+- Readable at a glance: a plain title shrunk (then wrapped) until it fits, month labels thinned
+  until none overlap (one a month up to a year, every second or third month beyond), the drive
+  line always drawn when a drive size is given (the axis stretches to it).
 """
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Sequence
-from datetime import date
-from xml.sax.saxutils import escape
+import os
+import re
+import textwrap
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dedupe.plan.drive import format_bytes
 
-__all__ = ["format_bytes", "nice_step", "render_svg", "month_ticks"]
+if TYPE_CHECKING:  # only for the type hints: the import itself happens inside the functions
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-WIDTH = 960
-HEIGHT = 500
-LEFT, RIGHT, TOP, BOTTOM = 90, 30, 84, 76
-CHAR_WIDTH = 0.6
-"""Average glyph width of a sans-serif font, in font sizes: what label spacing is judged by."""
-MIN_LABEL_GAP = 12
+__all__ = [
+    "FORMATS",
+    "ChartError",
+    "chart_format",
+    "check_target",
+    "forecast_chart",
+    "month_ticks",
+    "nightly_bars",
+    "render_svg",
+]
+
+FORMATS = {".png": "png", ".svg": "svg"}
+SIZE_INCHES = (10.0, 5.6)
+DPI = 110
+MAX_MONTH_LABELS = 13
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_SVG = "http://www.w3.org/2000/svg"
+BLUE, GREY, RED, ORANGE = "#1f6fb2", "#555555", "#c0392b", "#e67e22"
 
 
-def nice_step(span: float, ticks: int = 6) -> float:
-    """A 1, 2 or 5 times a power of ten step giving about `ticks` ticks over `span`."""
-    if span <= 0:
-        return 1.0
-    raw = span / ticks
-    power = 10.0 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 5, 10):
-        if factor * power >= raw:
-            return factor * power
-    return 10 * power  # pragma: no cover
+class ChartError(ValueError):
+    """A chart that cannot be drawn as asked (an unknown file type); the message says why."""
+
+
+def chart_format(name: str) -> str:
+    """ "png" or "svg" by the file name's suffix; ChartError for any other."""
+    suffix = name[name.rfind(".") :].lower() if "." in name.rsplit("/", 1)[-1] else ""
+    if suffix not in FORMATS:
+        raise ChartError(
+            f"cannot draw a chart as {suffix or 'a file without a suffix'!r}: "
+            "give a file name ending in .png (a picture) or .svg (for a web page)"
+        )
+    return FORMATS[suffix]
+
+
+def check_target(path: str) -> str:
+    """The format of a chart to be written at `path`, checked before any work is done: the
+    suffix, and that its folder exists and can be written (the one look at the file system
+    here). ChartError says what is wrong and what to do."""
+    fmt = chart_format(path)
+    target = Path(path)
+    if target.is_dir():
+        raise ChartError(f"{path} is a folder: give a file name ending in .png or .svg")
+    folder = target.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ChartError(
+            f"cannot write {path}: the folder {folder} does not exist or is not writable; "
+            "choose a folder you can write to"
+        )
+    return fmt
 
 
 def month_ticks(first: date, last: date) -> list[tuple[date, str]]:
-    """Tick dates and their labels between `first` and `last`: month starts ("Apr", with the
-    year on the first label and on every January) for spans over 75 days, Mondays for a few
-    weeks ("6 Apr"), days for shorter ones."""
+    """Month starts between `first` and `last` ("Apr", with the year on the first label and on
+    every January), every k-th month so that at most `MAX_MONTH_LABELS` remain; for spans under
+    75 days, Mondays ("6 Apr") or, under 15 days, every day."""
     span = (last - first).days
-    ticks: list[tuple[date, str]] = []
     if span > 75:
+        months = []
         year, month = first.year, first.month - (first.day == 1)  # a 1st is a tick itself
         while True:
             month += 1
@@ -59,33 +106,262 @@ def month_ticks(first: date, last: date) -> list[tuple[date, str]]:
                 year, month = year + 1, 1
             tick = date(year, month, 1)
             if tick > last:
-                return ticks
-            label = _MONTHS[month - 1]
-            if not ticks or month == 1:
-                label += f" {year}"
+                break
+            months.append(tick)
+        step = 1
+        while len(months[::step]) > MAX_MONTH_LABELS:
+            step += 1
+        ticks: list[tuple[date, str]] = []
+        for tick in months[::step]:
+            label = _MONTHS[tick.month - 1]
+            if not ticks or tick.year != ticks[-1][0].year:
+                label += f" {tick.year}"
             ticks.append((tick, label))
+        return ticks
     step = 7 if span > 14 else 1
     ordinal = first.toordinal()
     if step == 7:
         ordinal += (7 - first.weekday()) % 7
+    days = []
     while ordinal <= last.toordinal():
         day = date.fromordinal(ordinal)
-        ticks.append((day, f"{day.day} {_MONTHS[day.month - 1]}"))
+        days.append((day, f"{day.day} {_MONTHS[day.month - 1]}"))
         ordinal += step
-    return ticks
+    return days
 
 
-def _thin(ticks: list[tuple[float, str]], font: float) -> list[tuple[float, str]]:
-    """Every k-th label, the smallest k at which no two labels overlap (at least MIN_LABEL_GAP
-    pixels apart)."""
-    for k in range(1, len(ticks) + 1):
-        kept = ticks[::k]
-        if all(
-            b[0] - a[0] >= CHAR_WIDTH * font * (len(a[1]) + len(b[1])) / 2 + MIN_LABEL_GAP
-            for a, b in zip(kept, kept[1:], strict=False)
-        ):
-            return kept
-    return ticks[:1]  # pragma: no cover - one label always fits
+@dataclass(frozen=True)
+class ForecastData:
+    """What the forecast chart shows (dates are local days; sizes in bytes)."""
+
+    series: Sequence[tuple[date, int]]
+    """The forecast, one point a day; the first is today."""
+    title: str
+    subtitle: str = ""
+    drive_bytes: int | None = None
+    drive_label: str = "drive"
+    band: tuple[Sequence[int], Sequence[int]] | None = None
+    """Low and high ends of the likely range, one per forecast day."""
+    past: Sequence[tuple[date, int]] = ()
+
+
+def _figure() -> tuple[Figure, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=SIZE_INCHES, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.canvas
+
+
+def forecast_figure(data: ForecastData) -> Figure:
+    """The forecast drawn on a figure (the tests measure its labels)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    if not data.series:
+        raise ValueError("nothing to draw: the series is empty")
+    fig, _canvas = _figure()
+    ax = fig.add_axes((0.1, 0.2, 0.86, 0.6))
+    dates = [d for d, _b in data.series]
+    days = [_x(d) for d in dates]
+    sizes = [b for _d, b in data.series]
+    if data.band:
+        low, high = data.band
+        band = ax.fill_between(
+            days, low, high, color=BLUE, alpha=0.18, linewidth=0, label="likely range"
+        )
+        band.set_gid("band")
+    if data.past:
+        (past,) = ax.plot(
+            [_x(d) for d, _b in data.past],
+            [b for _d, b in data.past],
+            color=GREY,
+            linewidth=2,
+            marker="o" if len(data.past) < 40 else None,
+            markersize=3,
+            label="measured (what the kept backups need)",
+        )
+        past.set_gid("past")
+    (line,) = ax.plot(
+        days, sizes, color=BLUE, linewidth=2, label="forecast (each night: backup, forget, gc)"
+    )
+    line.set_gid("series")
+    today = ax.axvline(days[0], color="#999999", linestyle=":", linewidth=1)
+    today.set_gid("today")
+    forecast_days = data.series[1:] or data.series
+    peak_day, peak_bytes = max(forecast_days, key=lambda p: (p[1], -p[0].toordinal()))
+    (peak,) = ax.plot([_x(peak_day)], [peak_bytes], "o", color=RED, markersize=6)
+    peak.set_gid("peak")
+    first_day = min([dates[0], *(d for d, _b in data.past)])
+    first = _x(first_day)
+    top = max([*sizes, *(b for _d, b in data.past), *(data.band[1] if data.band else ()), 1])
+    if data.drive_bytes is not None:
+        top = max(top, data.drive_bytes)
+        drive = ax.axhline(data.drive_bytes, color=RED, linestyle="--", linewidth=1.5)
+        drive.set_gid("drive")
+        label = ax.text(
+            first,
+            data.drive_bytes,
+            f" {data.drive_label}: {format_bytes(data.drive_bytes)}",
+            color=RED,
+            va="bottom",
+            ha="left",
+            fontsize=10,
+        )
+        label.set_gid("drive-label")
+    ax.set_ylim(0, top * 1.12)
+    pad = max(1.0, round((days[-1] - first) * 0.015))
+    ax.set_xlim(first, days[-1] + pad)  # the peak's marker on the last day stays whole
+    ax.text(days[0], top * 1.1, " today", color="#777777", fontsize=8, va="top", ha="left")
+    right = _x(peak_day) - first > 0.7 * max(1.0, days[-1] - first)
+    note = ax.annotate(
+        f"peak {format_bytes(peak_bytes)} on {peak_day.isoformat()}",
+        (_x(peak_day), peak_bytes),
+        xytext=(-8 if right else 8, -16),
+        textcoords="offset points",
+        ha="right" if right else "left",
+        fontsize=10,
+        fontweight="bold",
+        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+    )
+    note.set_gid("peak-label")
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_bytes(v) if v else "0"))
+    _date_axis(ax, first_day, dates[-1])
+    ax.grid(axis="y", color="#e4e4e4")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False, fontsize=9)
+    _titles(fig, data.title, data.subtitle)
+    return fig
+
+
+def _date_axis(ax: Axes, first: date, last: date) -> None:
+    ticks = month_ticks(first, last)
+    ax.set_xticks([_x(d) for d, _l in ticks], [label for _d, label in ticks], fontsize=9)
+
+
+def _x(day: date) -> float:
+    """A day's place on the time axis: its ordinal (ticks and labels are set by hand)."""
+    return float(day.toordinal())
+
+
+def _titles(fig: Figure, title: str, subtitle: str) -> None:
+    """The title shrunk from 15 to 11 points, then wrapped, until it fits the figure; the
+    subtitle (plan's sentence) wrapped under it."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    width = fig.bbox.width * 0.96
+    text = fig.text(0.02, 0.97, title, fontsize=15, fontweight="bold", va="top", ha="left")
+    text.set_gid("title")
+    size = 15.0
+    while text.get_window_extent(renderer).width > width and size > 11:
+        size -= 0.5
+        text.set_fontsize(size)
+    if text.get_window_extent(renderer).width > width:
+        text.set_text(
+            textwrap.fill(
+                title, width=int(len(title) * width / text.get_window_extent(renderer).width)
+            )
+        )
+    if subtitle:
+        sub = fig.text(
+            0.02, 0.89, textwrap.fill(subtitle, 130), fontsize=9, color="#444444", va="top"
+        )
+        sub.set_gid("subtitle")
+
+
+def nightly_bars(
+    nights: Sequence[tuple[datetime, int, bool]],
+    title: str,
+    fmt: str = "png",
+    unit_format: Callable[[float], str] = format_bytes,
+    threshold: float | None = None,
+    binary: bool = False,
+) -> bytes:
+    """Bytes each backup added, one bar a backup (time, added bytes, unusual?). Unusual nights
+    are red and labelled with their size and date; the threshold, when given, is a dashed line.
+    The first backup (the base) is drawn grey: it is not a night's change. `binary`: ticks
+    at round numbers of KiB, MiB, GiB (for a `unit_format` in binary units)."""
+    from matplotlib.ticker import FuncFormatter
+
+    if not nights:
+        raise ValueError("nothing to draw: there are no backups")
+    fig, _canvas = _figure()
+    ax = fig.add_axes((0.1, 0.2, 0.86, 0.62))
+    positions = list(range(len(nights)))
+    colours = [
+        GREY if i == 0 else RED if unusual else BLUE for i, (_t, _b, unusual) in enumerate(nights)
+    ]
+    bars = ax.bar(positions, [b for _t, b, _u in nights], color=colours, width=0.8)
+    for i, bar in enumerate(bars):
+        bar.set_gid(f"bar-{i}")
+    for i, (when, added, unusual) in enumerate(nights):
+        if unusual and i:
+            mark = ax.annotate(
+                f"{unit_format(added)}\n{when:%d %b}",
+                (i, added),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+                color=RED,
+                fontweight="bold",
+            )
+            mark.set_gid("unusual")
+    if threshold is not None:
+        line = ax.axhline(threshold, color=ORANGE, linestyle="--", linewidth=1)
+        line.set_gid("threshold")
+        ax.text(
+            len(nights) - 0.5,
+            threshold,
+            "unusual above this ",
+            color=ORANGE,
+            ha="right",
+            va="bottom",
+            fontsize=9,
+        )
+    top = max([b for _t, b, _u in nights[1:]] or [b for _t, b, _u in nights])
+    if len(nights) > 1:
+        ax.set_ylim(0, max(top, threshold or 0, 1) * 1.25)  # the base may stick out: it is cut
+    step = max(1, len(nights) // 12)
+    ticks = positions[::step]
+    ax.set_xticks(ticks, [f"{nights[i][0]:%d %b}" for i in ticks], fontsize=9)
+    ax.set_xlim(-0.6, len(nights) - 0.4)
+    ax.set_yticks(_nice_ticks(ax.get_ylim()[1], 1024 if binary else 1000))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: unit_format(v) if v else "0"))
+    ax.grid(axis="y", color="#e4e4e4")
+    ax.spines[["top", "right"]].set_visible(False)
+    from matplotlib.patches import Patch
+
+    ax.legend(
+        handles=[
+            Patch(color=GREY, label="first backup (everything)"),
+            Patch(color=BLUE, label="a night's new data"),
+            Patch(color=RED, label="unusually large night"),
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.1),
+        ncol=3,
+        frameon=False,
+        fontsize=9,
+    )
+    _titles(fig, title, "")
+    return _save(fig, fmt)
+
+
+def _nice_ticks(top: float, base: int) -> list[float]:
+    """0 and about five round steps (1, 2, 2.5, 5 times a power of ten of the unit) up to `top`,
+    the unit being the largest power of `base` below it (round MiB for binary labels)."""
+    unit = float(base) ** max(0, math.floor(math.log(max(top, 1.0), base)))
+    raw = top / unit / 5
+    power = 10.0 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(f * power for f in (1, 2, 2.5, 5, 10) if f * power >= raw) * unit
+    return [i * step for i in range(int(top // step) + 1)]
+
+
+def forecast_chart(data: ForecastData, fmt: str = "png") -> bytes:
+    """The forecast chart as the bytes of a PNG or SVG file."""
+    return _save(forecast_figure(data), fmt)
 
 
 def render_svg(
@@ -98,130 +374,82 @@ def render_svg(
     past: Sequence[tuple[date, int]] = (),
     drive_label: str = "drive",
 ) -> str:
-    """The chart of the forecast `series` (date, stored bytes; the first point is today).
+    """The forecast chart as SVG text (what `dedupe ui` places in its page)."""
+    data = ForecastData(series, title, subtitle, drive_bytes, drive_label, band, past)
+    return forecast_chart(data, "svg").decode("utf-8")
 
-    Elements carry classes a test or a stylesheet can find: `series` (the forecast polyline, one
-    point a day), `past` (the history's polyline), `band` (the uncertainty polygon: high ends
-    left to right, low ends back), `peak` (a circle on the first largest forecast day, today
-    excluded), `drive` (the drive line, always when `drive_bytes` is given), `axis`, `tick`,
-    `month` (the date labels).
-    """
-    if not series:
-        raise ValueError("nothing to draw: the series is empty")
-    forecast_days = series[1:] or series
-    peak_day, peak_bytes = max(forecast_days, key=lambda p: (p[1], -p[0].toordinal()))
-    first = min([series[0][0], *(d for d, _b in past)])
-    last = series[-1][0]
-    values = [v for _d, v in series] + [v for _d, v in past]
-    if band:
-        values += list(band[1])
-    if drive_bytes is not None:
-        values.append(drive_bytes)
-    top_value = max(max(values), 1)
-    step = nice_step(top_value * 1.05)
-    y_max = step * math.ceil(top_value * 1.05 / step)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    days = max(1, (last - first).days)
-    title_size = min(18.0, (WIDTH - 2 * 16) / (CHAR_WIDTH * max(1, len(title))))
 
-    def x(day: date) -> float:
-        return LEFT + plot_w * (day - first).days / days
+def _save(fig: Figure, fmt: str) -> bytes:
+    import matplotlib
 
-    def y(value: float) -> float:
-        return TOP + plot_h * (1 - value / y_max)
+    out = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "dedupe-plan", "svg.fonttype": "none"}):
+        if fmt == "svg":
+            fig.savefig(out, format="svg", metadata={"Date": None})
+            return _plain_svg(out.getvalue())
+        if fmt == "png":
+            fig.savefig(out, format="png", metadata={"Software": None})
+            return out.getvalue()
+    raise ChartError(f"unknown chart format {fmt!r}: png or svg")
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">',
-        f"<title>{escape(title)}</title>",
-        f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-        f'<text class="title" x="16" y="28" font-size="{title_size:.1f}" font-weight="bold">'
-        f"{escape(title)}</text>",
-    ]
-    if subtitle:
-        out.append(f'<text class="subtitle" x="16" y="52" fill="#444">{escape(subtitle)}</text>')
-    tick = 0.0
-    while tick <= y_max + step / 2:
-        ty = y(tick)
-        out.append(
-            f'<line class="tick" x1="{LEFT}" y1="{ty:.1f}" x2="{WIDTH - RIGHT}" y2="{ty:.1f}" '
-            'stroke="#e4e4e4"/>'
-        )
-        out.append(
-            f'<text x="{LEFT - 8}" y="{ty + 4:.1f}" text-anchor="end">'
-            f"{format_bytes(tick) if tick else '0'}</text>"
-        )
-        tick += step
-    labels = _thin([(x(day), text) for day, text in month_ticks(first, last)], 12)
-    for tx, text in labels:
-        out.append(
-            f'<line class="tick" x1="{tx:.1f}" y1="{TOP + plot_h}" x2="{tx:.1f}" '
-            f'y2="{TOP + plot_h + 5}" stroke="#333"/>'
-        )
-        out.append(
-            f'<text class="month" x="{tx:.1f}" y="{TOP + plot_h + 20}" text-anchor="middle">'
-            f"{escape(text)}</text>"
-        )
-    out.append(
-        f'<polyline class="axis" points="{LEFT},{TOP} {LEFT},{TOP + plot_h} '
-        f'{WIDTH - RIGHT},{TOP + plot_h}" fill="none" stroke="#333"/>'
-    )
-    if band:
-        low, high = band
-        upper = [f"{x(d):.1f},{y(v):.1f}" for (d, _v), v in zip(series, high, strict=True)]
-        lower = [f"{x(d):.1f},{y(v):.1f}" for (d, _v), v in zip(series, low, strict=True)]
-        out.append(
-            f'<polygon class="band" points="{" ".join(upper + lower[::-1])}" '
-            'fill="#1f6fb2" fill-opacity="0.15" stroke="none"/>'
-        )
-    if past:
-        points = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in past)
-        out.append(
-            f'<polyline class="past" points="{points}" fill="none" stroke="#555" stroke-width="2"/>'
-        )
-    today = series[0][0]
-    out.append(
-        f'<line class="today" x1="{x(today):.1f}" y1="{TOP}" x2="{x(today):.1f}" '
-        f'y2="{TOP + plot_h}" stroke="#999" stroke-dasharray="2 3"/>'
-    )
-    if drive_bytes is not None:
-        dy = y(drive_bytes)
-        out.append(
-            f'<line class="drive" x1="{LEFT}" y1="{dy:.1f}" x2="{WIDTH - RIGHT}" y2="{dy:.1f}" '
-            'stroke="#c0392b" stroke-dasharray="6 4"/>'
-        )
-        out.append(
-            f'<text class="drive-label" x="{LEFT + 6}" y="{dy - 6:.1f}" fill="#c0392b">'
-            f"{escape(drive_label)}: {format_bytes(drive_bytes)}</text>"
-        )
-    points = " ".join(f"{x(day):.1f},{y(value):.1f}" for day, value in series)
-    out.append(
-        f'<polyline class="series" points="{points}" fill="none" stroke="#1f6fb2" '
-        'stroke-width="2"/>'
-    )
-    px, py = x(peak_day), y(peak_bytes)
-    anchor = "end" if px > LEFT + plot_w * 0.7 else "start"
-    offset = -10 if anchor == "end" else 10
-    out.append(f'<circle class="peak" cx="{px:.1f}" cy="{py:.1f}" r="5" fill="#c0392b"/>')
-    label_y = py - 10
-    if drive_bytes is not None and abs(y(drive_bytes) - label_y) < 16 or label_y < TOP + 12:
-        label_y = py + 20  # below the point: clear of the drive line and the top
-    label = f"peak {format_bytes(peak_bytes)} on {peak_day.isoformat()}"
-    where = f'x="{px + offset:.1f}" y="{label_y:.1f}" text-anchor="{anchor}" font-weight="bold"'
-    out.append(  # a white halo first, then the label: readable over the lines in any viewer
-        f'<text {where} fill="white" stroke="white" stroke-width="4">{escape(label)}</text>'
-    )
-    out.append(f'<text class="peak-label" {where}>{escape(label)}</text>')
-    legend = [("#555", "past")] if past else []
-    legend.append(("#1f6fb2", "forecast (after each night's backup, forget and gc)"))
-    if band:
-        legend.append(("#a5c5e0", "likely range (measured on replays)"))
-    lx = LEFT
-    for color, text in legend:
-        out.append(
-            f'<rect x="{lx}" y="{HEIGHT - 22}" width="14" height="8" fill="{color}"/>'
-            f'<text x="{lx + 18}" y="{HEIGHT - 14}" fill="#444">{escape(text)}</text>'
-        )
-        lx += 18 + int(CHAR_WIDTH * 12 * len(text)) + 24
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+
+_CLASSED = {
+    "past",
+    "series",
+    "band",
+    "drive",
+    "drive-label",
+    "peak",
+    "peak-label",
+    "title",
+    "subtitle",
+    "today",
+    "bars",
+    "unusual",
+    "threshold",
+}
+
+
+def _plain_svg(svg: bytes) -> bytes:
+    """matplotlib's SVG with style attributes turned into presentation attributes (a page's
+    Content-Security-Policy blocks inline styles, not attributes), its <style> element dropped,
+    and `class` on the groups whose gid names a part of the chart."""
+    ET.register_namespace("", _SVG)
+    ET.register_namespace("xlink", "http://www.w3.org/1999/xlink")
+    root = ET.fromstring(svg)
+    for parent in list(root.iter()):
+        for child in list(parent):
+            if child.tag == f"{{{_SVG}}}style":
+                parent.remove(child)
+    for element in root.iter():
+        gid = element.get("id")
+        if gid is not None and gid in _CLASSED:
+            element.set("class", gid)
+        style = element.attrib.pop("style", None)
+        if style:
+            for name, value in _declarations(style):
+                element.set(name, value)
+    body = ET.tostring(root, encoding="unicode")
+    return ('<?xml version="1.0" encoding="utf-8"?>\n' + body + "\n").encode("utf-8")
+
+
+_FONT = re.compile(r"(?:(bold|normal|italic)\s+)*([\d.]+)px\s+(.+)")
+
+
+def _declarations(style: str) -> list[tuple[str, str]]:
+    out = []
+    for part in style.split(";"):
+        name, _sep, value = part.partition(":")
+        name, value = name.strip(), value.strip()
+        if not name:
+            continue
+        if name == "font":  # the shorthand is no attribute: size and family apart
+            match = _FONT.fullmatch(value)
+            if match:
+                if match.group(1) == "bold":
+                    out.append(("font-weight", "bold"))
+                out.append(("font-size", f"{match.group(2)}px"))
+                out.append(("font-family", f"{match.group(3)}, sans-serif"))
+            continue
+        out.append((name, value))
+    return out
