@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from dedupe.cli.cmd_completion import man_page
+from dedupe.cli.main import build_parser
 from tests.clitools import Cli
 
 
@@ -188,8 +190,7 @@ def test_man_writes_the_page_into_a_new_folder(cli, tmp_path):
     page = (target / "dedupe.1").read_text()
     assert result.out == b"" and f"wrote {target / 'dedupe.1'}" in result.err
     assert page.startswith(".TH DEDUPE 1 ") and ".SS completion\n" in page
-    checked_in = Path(__file__).resolve().parent.parent / "docs" / "dedupe.1"
-    assert page == checked_in.read_text()  # tools/make-man.py writes the same page
+    assert page == man_page(build_parser())  # what tools/make-man.py writes to docs/dedupe.1
     if shutil.which("groff") is not None:
         shown = subprocess.run(
             ["groff", "-man", "-Tutf8", "-ww", str(target / "dedupe.1")],

@@ -7,7 +7,7 @@ from dedupe's own parser.
 
 The texts are what `dedupe completion bash|zsh|fish` and `dedupe completion --man DIR` produce
 (dedupe/cli/cmd_completion.py), so a checkout and an installed dedupe offer the same thing, and
-`--check` (run by tests/test_cli_polish.py) says when the copies in the checkout are due.
+`--check` (for CI, on committed files) says when the copies in the checkout are due.
 """
 
 from __future__ import annotations
