@@ -1,14 +1,17 @@
 """Nightly backups of a source tree of thousands of small files: dedupe vs restic vs BorgBackup.
 
-``python -m benchmarks.smalltree [--source DIR] [--nights 4] [--changes 300]
-[--tools dedupe,restic,borg] [--baseline [NAME=]DIR] [--workdir W] [--out F]``
+``python -m benchmarks.smalltree [--source DIR] [--nights 4] [--changes 300] [--touch-all]
+[--releases DIR,DIR,...] [--tools dedupe,restic,borg] [--baseline [NAME=]DIR] [--workdir W]
+[--out F]``
 
 The tree is a copy of `--source` (default: this Python's standard library without `__pycache__`
 and `site-packages`: a real source tree of thousands of small text files). Before every night
 after the first, `--changes` text files picked at random (seeded by the night) get a line
 inserted at a random place, as a day's edits would; 1 in 30 of that number of files is added
 and as many deleted; with `--touch-all` every file also gets a new mtime (a new release
-unpacked over the old one, as the issue's Django sdists were). Every tool backs up the same live
+unpacked over the old one, as the issue's Django sdists were). With `--releases`, night N backs
+up the N-th folder instead (each replaces the live tree, mtimes kept: successive releases
+unpacked as they were, e.g. five Django 4.2.x sdists). Every tool backs up the same live
 tree each night (order rotated), and the growth of its repository (apparent bytes) is printed
 per night with the ratio dedupe/Borg (the issue's target: <= 1).
 
@@ -155,16 +158,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     live = work / "live" / "src"
-    files = copy_source(args.source, live)
+    releases = [Path(r) for r in args.releases.split(",")] if args.releases else []
+    if releases:
+        args.nights = len(releases)
+    files = copy_source(releases[0] if releases else args.source, live)
     result: dict[str, Any] = {
         "config": {
-            "source": str(args.source),
+            "source": args.releases or str(args.source),
             "files": files,
             "bytes": dir_usage(live)[1],
             "nights": args.nights,
             "changes": args.changes,
             "touch_all": args.touch_all,
             "tools": [t.name for t in tools],
+            "baselines": [t.name for t in tools if isinstance(t, DedupeAt)],
         },
         "loadavg_start": os.getloadavg(),
         "notes": notes,
@@ -179,7 +186,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"{tool.name} init failed: {m.stderr_tail}")
     for night in range(args.nights):
         rec: dict[str, Any] = {"night": night, "tools": {}}
-        if night:
+        if night and releases:
+            shutil.rmtree(live)
+            rec["mutation"] = {"files": copy_source(releases[night], live)}
+        elif night:
             rec["mutation"] = mutate(live, night, args.changes, args.touch_all)
         order = tools[night % len(tools) :] + tools[: night % len(tools)]
         for tool in order:
@@ -195,7 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             if m.rc != 0:
                 one["error"] = m.stderr_tail
-            if isinstance(tool, Dedupe) and night and m.rc == 0 and tool.name == "dedupe":
+            if isinstance(tool, Dedupe) and night and m.rc == 0:
                 one["breakdown"] = where_bytes_went(ws.repo)
             rec["tools"][tool.name] = one
         result["nights"].append(rec)
@@ -218,39 +228,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def format_report(result: dict[str, Any]) -> str:
     tools = result["config"]["tools"]
     cfg = result["config"]
+    dedupes = [t for t in tools if t.startswith("dedupe") or t in cfg.get("baselines", [])]
     lines = [
         f"{cfg['files']} files, {cfg['bytes'] / 1e6:.1f} MB; {cfg['changes']} files edited a "
         f"night (load {result['loadavg_start'][0]:.1f} -> {result['loadavg_end'][0]:.1f})",
         "",
-        "| night | " + " | ".join(f"{t} kB added" for t in tools) + " | dedupe / borg |",
-        "| --- " * (len(tools) + 2) + "|",
+        "| night | "
+        + " | ".join(f"{t} kB added" for t in tools)
+        + "".join(f" | {t} / borg" for t in dedupes)
+        + " |",
+        "| --- " * (len(tools) + len(dedupes) + 1) + "|",
     ]
     for rec in result["nights"]:
         added = [rec["tools"][t]["added_bytes"] / 1e3 for t in tools]
-        ratio = ""
-        if "dedupe" in tools and "borg" in tools:
+        ratios = ""
+        if "borg" in tools:
             borg = max(1, rec["tools"]["borg"]["added_bytes"])
-            ratio = f"{rec['tools']['dedupe']['added_bytes'] / borg:.2f}"
+            ratios = "".join(f" | {rec['tools'][t]['added_bytes'] / borg:.2f}" for t in dedupes)
+        lines.append(f"| {rec['night']} | " + " | ".join(f"{a:.0f}" for a in added) + ratios + " |")
+    for name in dedupes:
+        lines += [
+            "",
+            f"{name}, where a night's bytes went (blobs new since the previous snapshot):",
+        ]
         lines.append(
-            f"| {rec['night']} | " + " | ".join(f"{a:.0f}" for a in added) + f" | {ratio} |"
+            "| night | added kB | file data: blobs, kB stored | trees: blobs (of all), kB stored, "
+            "kB raw | packs + index + manifest kB |"
         )
-    lines += ["", "dedupe, where a night's bytes went (blobs new since the previous snapshot):"]
-    lines.append(
-        "| night | added kB | file data: blobs, kB stored | trees: blobs (of all), kB stored, "
-        "kB raw | packs + index + manifest kB |"
-    )
-    lines.append("| --- | --- | --- | --- | --- |")
-    for rec in result["nights"][1:]:
-        one = rec["tools"].get("dedupe", {})
-        b = one.get("breakdown")
-        if not b:
-            continue
-        rest = one["added_bytes"] - b["data_stored"] - b["tree_stored"]
-        lines.append(
-            f"| {rec['night']} | {one['added_bytes'] / 1e3:.0f} | {b['data_blobs']}, "
-            f"{b['data_stored'] / 1e3:.0f} | {b['tree_blobs']} ({b['trees_total']}), "
-            f"{b['tree_stored'] / 1e3:.0f}, {b['tree_raw'] / 1e3:.0f} | {rest / 1e3:.0f} |"
-        )
+        lines.append("| --- | --- | --- | --- | --- |")
+        for rec in result["nights"][1:]:
+            one = rec["tools"].get(name, {})
+            b = one.get("breakdown")
+            if not b:
+                continue
+            rest = one["added_bytes"] - b["data_stored"] - b["tree_stored"]
+            lines.append(
+                f"| {rec['night']} | {one['added_bytes'] / 1e3:.0f} | {b['data_blobs']}, "
+                f"{b['data_stored'] / 1e3:.0f} | {b['tree_blobs']} ({b['trees_total']}), "
+                f"{b['tree_stored'] / 1e3:.0f}, {b['tree_raw'] / 1e3:.0f} | {rest / 1e3:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -265,6 +281,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--touch-all",
         action="store_true",
         help="every file gets a new mtime each night (a new release unpacked over the tree)",
+    )
+    ap.add_argument(
+        "--releases",
+        default="",
+        metavar="DIR,DIR,...",
+        help="back up these folders on successive nights instead of editing --source",
     )
     ap.add_argument("--tools", default="dedupe,restic,borg")
     ap.add_argument("--baseline", action="append", default=[], metavar="[NAME=]DIR")

@@ -86,14 +86,34 @@ def _int(value: object, low: int, high: int) -> TypeGuard[int]:
 
 
 def _node_from_map(item: object, what: str) -> Node:
-    """One validated entry. Written with direct checks, not `codec.field`: restores and gc
-    decode every entry of every tree, so this is a hot path."""
+    """One validated format 1 entry."""
     if type(item) is not dict:
         raise FormatError(f"{what}: malformed entry")
     get = item.get
-    name, kind, mode = get("n"), get("t"), get("m")
-    mtime_ns, uid, gid = get("mt"), get("u"), get("g")
-    user, group = get("un"), get("gn")
+    return _node(
+        get("n"), get("t"), get("m"), get("mt"), get("u"), get("g"), get("un"), get("gn"),
+        get("s"), get("c"), get("st"), get("lt"), what=what,
+    )  # fmt: skip
+
+
+def _node(
+    name: object,
+    kind: object,
+    mode: object,
+    mtime_ns: object,
+    uid: object,
+    gid: object,
+    user: object,
+    group: object,
+    size: object,
+    content: object,
+    subtree: object,
+    target: object,
+    *,
+    what: str,
+) -> Node:
+    """One validated entry of either format. Written with direct checks, not `codec.field`:
+    restores and gc decode every entry of every tree, so this is a hot path."""
     # Restore hands these to utime/chown: out of the kernel's ranges they would raise there.
     if not (
         type(name) is bytes
@@ -110,7 +130,6 @@ def _node_from_map(item: object, what: str) -> Node:
         raise FormatError(f"{what}: invalid file name {name!r}")
     mode &= 0o7777
     if kind == FILE:
-        size, content = get("s"), get("c")
         if not _int(size, 0, 2**63) or type(content) is not list:
             raise FormatError(f"{what}: malformed file entry or size out of range")
         for blob in content:
@@ -118,12 +137,10 @@ def _node_from_map(item: object, what: str) -> Node:
                 raise FormatError(f"{what}: invalid id")
         return Node(name, kind, mode, mtime_ns, uid, gid, user, group, size, tuple(content))
     if kind == DIR:
-        subtree = get("st")
         if type(subtree) is not bytes or len(subtree) != 32:
             raise FormatError(f"{what}: invalid id")
         return Node(name, kind, mode, mtime_ns, uid, gid, user, group, subtree=subtree)
     if kind == SYMLINK:
-        target = get("lt")
         if type(target) is not bytes or not target or b"\0" in target:
             raise FormatError(f"{what}: invalid symlink target")
         return Node(name, kind, mode, mtime_ns, uid, gid, user, group, target=target)
@@ -135,14 +152,14 @@ def decode_tree(data: bytes, what: str = "tree") -> list[Node]:
     obj = codec.unpack(data, what)
     version = codec.field(obj, "v", int, what)
     if version == treecols.VERSION:
-        items = treecols.rows(treecols.inflate(obj, what), what)
+        cols = treecols.inflate(obj, what)
+        nodes = [_node(*fields, what=what) for fields in treecols.rows(cols, what)]
     elif version == 1:
-        items = codec.field(obj, "e", list, what)
+        nodes = [_node_from_map(item, what) for item in codec.field(obj, "e", list, what)]
     else:
         raise UnsupportedVersion(
             f"{what} has tree format {version}; this dedupe reads tree formats 1 and 2"
         )
-    nodes = [_node_from_map(item, what) for item in items]
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise FormatError(f"{what}: duplicate names")

@@ -127,9 +127,9 @@ def _list(cols: dict[str, Any], key: str, length: int, what: str) -> list[Any]:
     return value
 
 
-def rows(cols: dict[str, Any], what: str) -> list[dict[str, Any]]:
-    """The entries of a column map as format 1 entry maps (validated by the caller, as format
-    1 entries are: one validation for both formats)."""
+def rows(cols: dict[str, Any], what: str) -> list[tuple[Any, ...]]:
+    """The entries of a column map as field tuples (name, type, mode, mtime, uid, gid, user,
+    group, size, ids, subtree, target), validated by the caller as format 1 entries are."""
     kinds, names = cols.get("t"), cols.get("n")
     if type(kinds) is not str or type(names) is not bytes:
         raise FormatError(f"{what}: malformed tree")
@@ -157,31 +157,34 @@ def rows(cols: dict[str, Any], what: str) -> list[dict[str, Any]]:
         raise FormatError(f"{what}: malformed tree (ids)")
     if sum(counts) * ID != len(content):
         raise FormatError(f"{what}: malformed tree (ids)")
-    out: list[dict[str, Any]] = []
+    out: list[tuple[Any, ...]] = []
+    append = out.append
     mtime = 0
     f = d = link = chunk = 0
-    for i, kind in enumerate(kinds):
-        which = owner_of[i]
-        delta = deltas[i]
-        if type(which) is not int or not 0 <= which < len(owners) or type(delta) is not int:
+    n_owners = len(owners)
+    for name, kind, mode, delta, which in zip(split, kinds, modes, deltas, owner_of, strict=True):
+        if type(which) is not int or not 0 <= which < n_owners or type(delta) is not int:
             raise FormatError(f"{what}: malformed entry")
         mtime += delta
         uid, gid, user, group = owners[which]
-        item: dict[str, Any] = {"n": split[i], "t": kind, "m": modes[i], "mt": mtime}
-        item.update(u=uid, g=gid, un=user, gn=group)
         if kind == "f":
             n = counts[f]
-            item["s"] = sizes[f]
-            item["c"] = [content[(chunk + k) * ID : (chunk + k + 1) * ID] for k in range(n)]
-            chunk += n
+            end = chunk + n * ID
+            if n == 1:
+                ids = [content[chunk:end]]
+            else:
+                ids = [content[k : k + ID] for k in range(chunk, end, ID)]
+            append((name, kind, mode, mtime, uid, gid, user, group, sizes[f], ids, None, None))
+            chunk = end
             f += 1
         elif kind == "d":
-            item["st"] = subtrees[d * ID : (d + 1) * ID]
+            subtree = subtrees[d * ID : (d + 1) * ID]
+            append((name, kind, mode, mtime, uid, gid, user, group, None, None, subtree, None))
             d += 1
-        elif kind == "l":
-            if link >= len(links):
+        else:
+            if kind == "l" and link >= len(links):
                 raise FormatError(f"{what}: malformed tree (links)")
-            item["lt"] = links[link]
+            target = links[link] if kind == "l" else None
+            append((name, kind, mode, mtime, uid, gid, user, group, None, None, None, target))
             link += 1
-        out.append(item)
     return out
