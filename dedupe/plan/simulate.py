@@ -17,7 +17,8 @@ What it does, and why this way:
    is rewritten every night (a dump, a mailbox: gone from the next night's backup), the slope s
    what the folder gains or changes a day and keeps (scans, letters). A file modified once
    counts whole (a backup stores only its changed chunks: the safe side). Both are stored at
-   the folder's measured compression ratio. With `--change-rate PCT` the night adds PCT % of
+   the compression the recently modified files measured (not the whole folder's: old letters
+   compress, new scans do not). With `--change-rate PCT` the night adds PCT % of
    the folder's stored bytes instead, all of it kept (the safe side again).
 3. **The forecast is `plan`'s own**: the measurement becomes a one-snapshot `History` (the
    base) and one `GroupEstimate` (the nightly level D + s, of which s / (D + s) survives a
@@ -82,11 +83,21 @@ class FolderMeasure:
     unreadable: tuple[str, ...]
     changed: tuple[int, ...]
     """changed[d - 1] = B(d): bytes of the files modified within the last d days."""
+    changed_stored_bytes: int = 0
+    """What the files modified within the measured days store (their own compression)."""
 
     @property
     def stored_ratio(self) -> float:
         """Stored bytes per file byte (deduplication and compression together)."""
         return self.stored_bytes / self.raw_bytes if self.raw_bytes else 1.0
+
+    @property
+    def changed_ratio(self) -> float:
+        """Stored bytes per byte of the recently modified files: how the nightly change
+        compresses (a folder of text with new scans each night compresses, its nights do
+        not); the folder's ratio when nothing was modified."""
+        recent = self.changed[-1] if self.changed else 0
+        return self.changed_stored_bytes / recent if recent else self.stored_ratio
 
 
 @dataclass(frozen=True)
@@ -121,13 +132,14 @@ def measure_folder(
     chunker = Chunker(ChunkerParams.for_average(DEFAULT_AVG), secrets.randbits(63))
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     seen: set[bytes] = set()
-    files = raw = unique_raw = stored = chunks = 0
+    files = raw = unique_raw = stored = chunks = changed_stored = 0
     unreadable: list[str] = []
     changed = [0] * days
     for top, dirs, names in os.walk(folder, onerror=lambda e: unreadable.append(str(e.filename))):
         dirs.sort()
         for name in sorted(names):
             path = os.path.join(top, name)
+            before = stored
             try:
                 info = os.lstat(path)
                 if not _regular(info.st_mode):
@@ -151,6 +163,8 @@ def measure_folder(
             age = (now - info.st_mtime) / 86400
             for d in range(max(1, math.ceil(age)), days + 1):
                 changed[d - 1] += info.st_size
+            if age <= days:
+                changed_stored += stored - before
             if on_file is not None:
                 on_file(files)
     if files == 0:
@@ -167,6 +181,7 @@ def measure_folder(
         chunks=chunks,
         unreadable=tuple(unreadable),
         changed=tuple(changed),
+        changed_stored_bytes=changed_stored,
     )
 
 
@@ -191,7 +206,7 @@ def nightly_change(measure: FolderMeasure, change_rate: float | None = None) -> 
     if intercept < 0:  # a line through 0: all of the change is kept
         intercept = 0.0
         slope = sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs)
-    ratio = measure.stored_ratio
+    ratio = measure.changed_ratio
     return NightlyChange(
         intercept * ratio,
         slope * ratio,
