@@ -1,8 +1,10 @@
-"""An open repository: unlocked keys, settings, the index, blob reads and object names.
+"""An open repository: unlocked keys, settings, the index, blob reads and snapshot manifests.
 
 `Repository.init` creates one; `Repository.open` unlocks one. Writing blobs goes through
 `dedupe.repo.writer.BlobWriter`; snapshot manifests are stored here as sealed bytes whose
-structure belongs to `dedupe.model.snapshot`.
+structure belongs to `dedupe.model.snapshot`. Which index files count and how the chunk index is
+loaded from them is `dedupe.repo.indexload`; object names are `dedupe.repo.names` (re-exported
+here for the callers that import them from this module).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import dataclasses
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 from dedupe.cachedir import default_cache_dir
@@ -29,45 +31,19 @@ from dedupe.errors import (
     WrongPassword,
 )
 from dedupe.repo import config as config_mod
-from dedupe.repo import indexcache, journal, keyshare, reserve
+from dedupe.repo import journal, keyshare, reserve
 from dedupe.repo import lock as lock_mod
 from dedupe.repo import retire as retire_mod
 from dedupe.repo.blob import BlobCodec, parse_compression
-from dedupe.repo.index import (
-    BaseDamaged,
-    ChunkIndex,
-    Generation,
-    IndexFile,
-    Location,
-    decode_index,
-    encode_index,
-    judge,
-)
+from dedupe.repo.index import ChunkIndex, Location
+from dedupe.repo.indexload import IndexFiles
+from dedupe.repo.names import GC_PENDING as GC_PENDING
+from dedupe.repo.names import pack_id_from_name as pack_id_from_name
+from dedupe.repo.names import pack_name as pack_name
 from dedupe.repo.pack import BlobEntry
 from dedupe.storage.base import Storage
 
 PasswordSource = Callable[[], bytes]
-
-# Present while a gc has deleted (or may be deleting) garbage packs that older index files still
-# name; see `load_index` and the "gc" section of docs/FORMAT.md. Zero bytes, so it can be written
-# on a full disk.
-GC_PENDING = "gc-pending"
-
-
-def pack_name(pack_id: bytes) -> str:
-    hexid = pack_id.hex()
-    return f"data/{hexid[:2]}/{hexid}"
-
-
-def pack_id_from_name(name: str) -> bytes | None:
-    """The pack id of a `data/xx/<64 hex>` name, or None for anything else."""
-    parts = name.split("/")
-    if len(parts) != 3 or parts[0] != "data" or len(parts[2]) != 64 or parts[1] != parts[2][:2]:
-        return None
-    try:
-        return bytes.fromhex(parts[2])
-    except ValueError:
-        return None
 
 
 class Repository:
@@ -88,13 +64,8 @@ class Repository:
             raise FormatError(f"repository config: {exc}") from None
         self.blobs = BlobCodec(self.sealer, self.hash, level)
         self._index: ChunkIndex | None = None
-        self.index_names: list[str] = []
-        self.index_errors: list[str] = []
-        # The index floor seen when the index was loaded (`dedupe.repo.index.judge`): the
-        # generation this process writes its index files with. Every index file listed at load
-        # time, current or not, is in `_index_seen` (`current_index_floor` skips them).
-        self.index_floor = 0
-        self._index_seen: set[str] = set()
+        # Which index files count, as this process saw them when it loaded the index.
+        self.index_files = IndexFiles(storage, self.sealer, key, settings.repo_id)
         # Where the local index cache lives (None: no cache); the files cache's folder.
         self.cache_dir: str | None = default_cache_dir()
 
@@ -291,123 +262,23 @@ class Repository:
         and ones below the floor, put back from an old copy, are skipped): the local cache plus
         the files newer than it when a cache may be used (`dedupe.repo.indexcache`), else every
         file decoded into memory."""
-        self.index_errors = []
-        sizes = {info.name.split("/")[-1]: info.size for info in self.storage.list("index/")}
-        total = sum(sizes.values())
-        if (
-            not self.cache_dir
-            or not indexcache.usable()
-            or total < indexcache.MIN_INDEX_BYTES
-            # While gc-pending exists, entries of deleted packs must be filtered out, and gc's
-            # next step supersedes every index file a cache could cover anyway.
-            or self.storage.exists(GC_PENDING)
-        ):
-            return self._load_uncached()
-        key = indexcache.cache_key(self.key.enc_key, self.key.id_key, self.key.repo_id)
-        folder = os.path.join(self.cache_dir, self.settings.repo_id.hex())
-        cache = indexcache.IndexCache(folder, key, self.settings.repo_id)
-        table = cache.open()
-        index = self._index_over_cache(cache, table, sizes) if table is not None else None
-        if index is not None:
-            return index
-        try:  # no usable cache: build one (~44 bytes of index file per entry)
-            table, self.index_names = cache.build(self._decode_each(sizes), total // 44)
-        except OSError:
-            return self._load_uncached()  # an unwritable cache folder: do without
-        self.index_floor, self._index_seen = table.floor, set(sizes)
-        return ChunkIndex(table, self._recover_index)
+        return self.index_files.load(self.cache_dir)
 
-    def _decode_each(self, names: Iterable[str]) -> Iterator[tuple[str, IndexFile]]:
-        """Decode index files one at a time; damaged ones go to `index_errors`."""
-        for name in names:
-            try:
-                yield name, decode_index(self.storage.get(f"index/{name}"), self.sealer, name)
-            except ObjectNotFound:
-                continue
-            except DamageError as exc:
-                # One damaged index file must not lock users out of everything else: its blobs
-                # look absent (a snapshot stores them again; a restore needing them fails
-                # loudly) and `check` reports it as damage.
-                self.index_errors.append(str(exc))
+    @property
+    def index_names(self) -> list[str]:
+        """The current index files (and the ones this process wrote since loading)."""
+        return self.index_files.names
 
-    def _index_over_cache(
-        self, cache: indexcache.IndexCache, table: indexcache.CacheTable, sizes: dict[str, int]
-    ) -> ChunkIndex | None:
-        """The cache plus the index files newer than it, or None if the cache is stale: a file
-        it covers is gone or superseded, or a newer file raised the floor (gc), so it may name
-        packs that no longer exist. A new file below the cache's floor was put back from an old
-        copy and is ignored."""
-        if not table.covered <= sizes.keys():
-            return None
-        new = [n for n in sizes if n not in table.covered and n not in table.superseded]
-        files = dict(self._decode_each(new))
-        if any(f.floor > table.floor for f in files.values()):
-            return None
-        below = {n for n, f in files.items() if f.gen < table.floor}
-        superseded = {s for n, f in files.items() if n not in below for s in f.supersedes}
-        if superseded & table.covered:
-            return None
-        current = [n for n in files if n not in superseded and n not in below]
-        index = ChunkIndex(table, self._recover_index)
-        for name in current:
-            for column in files[name].columns:
-                if len(column.ids):
-                    index.add_bulk(column.pack_id, column.ids, column.fields)
-        files.clear()
-        index.merge()
-        self.index_names = sorted(table.covered) + current
-        self.index_floor, self._index_seen = table.floor, set(sizes)
-        if index.base is table and (
-            len(current) >= indexcache.REWRITE_FILES
-            or len(index.own_entries()[0]) >= indexcache.REWRITE_ROWS
-        ):
-            try:
-                table = cache.rewrite(
-                    table,
-                    index.own_entries(),
-                    index.pack_ids(),
-                    self.index_names,
-                    table.superseded | superseded | below,
-                )
-            except BaseDamaged:
-                return None
-            except OSError:
-                return index
-            return ChunkIndex(table, self._recover_index)
-        return index
+    @property
+    def index_errors(self) -> list[str]:
+        """What was wrong with the damaged index files met by the last load."""
+        return self.index_files.errors
 
-    def _recover_index(self) -> ChunkIndex:
-        """The index files in memory, replacing a cache that failed verification mid-command.
-        What this process loaded first stays its view (`index_floor`, the files seen): a gc
-        since then must still show in `index_changed_since_load`."""
-        floor, seen = self.index_floor, self._index_seen
-        try:
-            return self._load_uncached()
-        finally:
-            self.index_floor, self._index_seen = floor, seen
-
-    def _load_uncached(self) -> ChunkIndex:
-        """Read every index file into memory (no local cache)."""
-        self.index_errors = []
-        names = [info.name.split("/")[-1] for info in self.storage.list("index/")]
-        files = dict(self._decode_each(names))
-        verdict = judge({name: f.generation for name, f in files.items()})
-        present: set[bytes | None] | None = None
-        if self.storage.exists(GC_PENDING):
-            # An interrupted gc deleted garbage packs that these files still name. Their blobs
-            # are referenced by no snapshot, but a writer trusting the entries would dedupe
-            # against chunks that are gone (borg#9748), so packs that are absent are dropped.
-            present = {pack_id_from_name(i.name) for i in self.storage.list("data/")}
-        index = ChunkIndex()
-        self.index_names = list(verdict.current)
-        self.index_floor, self._index_seen = verdict.floor, set(names)
-        for name in verdict.current:
-            for column in files[name].columns:
-                if len(column.ids) and (present is None or column.pack_id in present):
-                    index.add_bulk(column.pack_id, column.ids, column.fields)
-        files.clear()  # the bulk entries are views of these; merging copies and frees them
-        index.merge()
-        return index
+    @property
+    def index_floor(self) -> int:
+        """The index floor seen when the index was loaded: the generation this process writes
+        its index files with (`dedupe.repo.index.judge`)."""
+        return self.index_files.floor
 
     def write_index(
         self, packs: list[tuple[bytes, list[BlobEntry]]], supersedes: Sequence[str] = ()
@@ -417,39 +288,15 @@ class Repository:
         Its generation is the floor seen when the index was loaded: if a gc raised the floor
         since, the file counts for nothing, and `index_changed_since_load` tells the snapshot
         before it writes a manifest that would reference it."""
-        from dedupe.crypto.seal import content_hash
-
         _ = self.index  # the floor is known once the index is loaded
-        floor = self.index_floor
-        data = encode_index(packs, list(supersedes), self.sealer, gen=floor, floor=floor)
-        name = content_hash(data).hex()
-        self.storage.put(f"index/{name}", data)
-        self.index_names.append(name)
-        self._index_seen.add(name)
-        return name, len(data)
-
-    def _new_index_files(self) -> list[Generation]:
-        """The generations of index files listed now that were not listed at load time (nor
-        written by this process); damaged or vanished ones are skipped."""
-        found = []
-        for info in self.storage.list("index/"):
-            name = info.name.split("/")[-1]
-            if name in self._index_seen:
-                continue
-            try:
-                found.append(
-                    decode_index(self.storage.get(info.name), self.sealer, name).generation
-                )
-            except (ObjectNotFound, DamageError):
-                continue
-        return found
+        return self.index_files.write(packs, supersedes)
 
     def current_index_floor(self) -> int:
         """The index floor now: at least `index_floor`, higher once a gc (or `repair index`)
         has replaced the whole index since this process loaded it. Only files not listed at
         load time are decoded."""
         _ = self.index
-        return max([self.index_floor, *(g.floor for g in self._new_index_files())])
+        return self.index_files.current_floor()
 
     def index_changed_since_load(self) -> bool:
         """True if a gc or repair wrote an index file since the index was loaded: it raised
@@ -457,7 +304,7 @@ class Repository:
         writer of this floor uses. Either way it may have deleted a blob this process took as
         present, so a snapshot must not commit a manifest now."""
         _ = self.index
-        return any(max(g.gen, g.floor) > self.index_floor for g in self._new_index_files())
+        return self.index_files.changed_since_load()
 
     # --- blobs -------------------------------------------------------------------------------
 
