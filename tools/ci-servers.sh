@@ -41,6 +41,15 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     fi
 fi
 
+# zsh and fish for the completion tests (tests/test_completion.py).
+if ! command -v zsh >/dev/null 2>&1 || ! command -v fish >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends zsh fish; then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends zsh fish
+    fi
+fi
+
 # Debian's openssh-server may try to start a system sshd on port 22 at install; the tests never
 # use it, and a container without systemd simply does not start it.
 

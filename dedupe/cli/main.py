@@ -84,6 +84,7 @@ COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Drives taken out of rotation", ("archive", "retire")),
     ("Sizes and forecasts", ("stats", "plan")),
     ("The key", ("key",)),
+    ("Shell and manual", ("completion",)),
 )
 
 TOP_EPILOG = """\
