@@ -10,8 +10,8 @@ Output discipline (what `-q` and `-v` mean, for every command):
   went wrong;
 - `warn` and errors: stderr, always;
 - `verbose`: true with `-v`, for commands that can say more (each file's decision).
-Progress bars appear only on a terminal's stderr and never with `-q`; sizes are in KiB, MiB,
-GiB as in every summary (`human_bytes`), with %, counts and an ETA whenever a total is known.
+Progress bars appear only on a terminal's stderr and never with `-q`; sizes are in kB, MB,
+GB as in every summary (`human_bytes`), with %, counts and an ETA whenever a total is known.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dedupe.profile import Profile, find_profile, load_profile
 from dedupe.repo import foreign
 from dedupe.repo.repository import PasswordSource, Repository
 from dedupe.storage import Storage, open_storage
+from dedupe.units import format_bytes
 
 
 class Context:
@@ -166,8 +167,8 @@ def open_repository(storage: Storage, secret: PasswordSource) -> Repository:
 class ProgressBar(tqdm):  # type: ignore[misc]
     """tqdm with our units and layout.
 
-    Bytes are shown as `human_bytes` shows them everywhere else (MiB, not tqdm's MB). With a
-    total: '3.1 GiB of 12.0 GiB 26%, 45.2 MiB/s, ETA 03:12' (or 'files 120/4000'); without:
+    Bytes are shown as `human_bytes` (dedupe.units) shows them everywhere else. With a
+    total: '3.1 GB of 12.0 GB 26%, 45.2 MB/s, ETA 03:12' (or 'files 120/4000'); without:
     what was done, the rate and the time. `note` (set any time) is added at the end, e.g. the
     bytes read beside a file count. A terminal that reports 0 columns or 0 rows (some ptys,
     `docker exec -t`) gets an 80-column line instead of nothing."""
@@ -264,12 +265,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+human_bytes = format_bytes  # the package's one byte formatter (dedupe.units): decimal, as drives
 
 
 Handler = Callable[[Context], int]

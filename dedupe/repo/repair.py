@@ -42,6 +42,7 @@ from dedupe.repo.indexfile import (
 )
 from dedupe.repo.pack import TRAILER, BlobEntry, decode_header, header_span
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
+from dedupe.units import format_bytes
 
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): phase "headers" (packs read)."""
@@ -253,7 +254,7 @@ class _Writer:
             self._undo()
             raise OutOfSpace(
                 "there is not enough free space to write the new index (a file of "
-                f"{len(data) // 1024 + 1} KiB did not fit), so the index was left as it was "
+                f"{format_bytes(len(data))} did not fit), so the index was left as it was "
                 "(only index files that nothing reads were removed). Free some space on the disk "
                 "that holds the repository, then run 'dedupe repair index' again"
             ) from None

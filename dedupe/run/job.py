@@ -32,6 +32,7 @@ from dedupe.run.verdict import (
     run_exit_code,
     weekday_list,
 )
+from dedupe.units import format_bytes
 
 
 @dataclass
@@ -147,7 +148,7 @@ class Job:
         result = self._child("snapshot", source.name, args, {"DEDUPE_": self.repo_password})
         data = result.json() if result.code in (0, 3) else None
         if isinstance(data, dict) and "id" in data:
-            added = _human(int(data.get("bytes_added", 0)))
+            added = format_bytes(int(data.get("bytes_added", 0)))
             message = (
                 f"saved backup {str(data['id'])[:8]}, {data.get('files', 0)} files, added {added}"
             )
@@ -174,7 +175,7 @@ class Job:
         args = ["gc", "--json", "--repo", medium.url, *self._endpoint(medium)]
         result = self._child("gc", medium.name, args, {"DEDUPE_": self._password(medium)})
         data = result.json() if result.code == 0 else None
-        freed = _human(int(data.get("freed_bytes", 0))) if isinstance(data, dict) else "?"
+        freed = format_bytes(int(data.get("freed_bytes", 0))) if isinstance(data, dict) else "?"
         self._add("gc", medium.name, result, f"freed {freed} ({why})")
 
     def _low_disk(self, medium: Medium) -> bool:
@@ -191,7 +192,8 @@ class Job:
         if percent < limit:
             self.night.warnings.append(
                 f"{medium.name}: the backup disk has only {percent:.1f} % free "
-                f"({_human(usage.free)} of {_human(usage.total)}, warning below {limit:g} %); "
+                f"({format_bytes(usage.free)} of {format_bytes(usage.total)}, "
+                f"warning below {limit:g} %); "
                 "old backups were cleaned up where the policy allows. Plan a larger disk "
                 "('dedupe plan' says how large)"
             )
@@ -226,7 +228,7 @@ class Job:
                 self.night.warnings.append(
                     f"{medium.name}: the backup disk fills in about {night} nights (around "
                     f"{point.get('date')}) at the rate the backups grow, with "
-                    f"{_human(free)} free now. Plan a larger disk before then ('dedupe plan "
+                    f"{format_bytes(free)} free now. Plan a larger disk before then ('dedupe plan "
                     f"--profile {self.profile.path} --drive-size SIZE' says which size lasts)"
                 )
                 return
@@ -302,7 +304,7 @@ class Job:
                 self._overdue(medium, self.records.get(medium.name))
             return
         copied, held = len(data.get("copied", [])), len(data.get("held", []))
-        message = f"copied {copied} backups, added {_human(int(data.get('bytes_added', 0)))}"
+        message = f"copied {copied} backups, added {format_bytes(int(data.get('bytes_added', 0)))}"
         if held:
             message += f", {held} holds carried"
         self._add("copy", medium.name, result, message)
@@ -392,14 +394,6 @@ def _existing(folder: str) -> str:
     while not os.path.exists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)
     return folder
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 __all__ = ["Job", "Night", "OFFSITE"]
