@@ -13,7 +13,7 @@ import pytest
 from benchmarks.index_scale import write_fake_index
 from dedupe.crypto.seal import content_hash
 from dedupe.gc import collect
-from dedupe.repo import indexcache
+from dedupe.repo import cacheformat, indexcache
 from dedupe.repo.index import ChunkIndex, IndexFile, PackColumns, encode_index
 from dedupe.repo.pack import BlobEntry
 from dedupe.repo.repository import GC_PENDING, Repository
@@ -381,9 +381,9 @@ def cache_table_floor(repo: Repository) -> int:
 
 def test_a_version_1_cache_is_rebuilt(repo_path, tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
-    monkeypatch.setattr(indexcache, "VERSION", 1)
+    monkeypatch.setattr(cacheformat, "VERSION", 1)
     open_repo(repo_path, cache).load_index()
-    monkeypatch.setattr(indexcache, "VERSION", 2)
+    monkeypatch.setattr(cacheformat, "VERSION", 2)
     repo = open_repo(repo_path, cache)
     key = indexcache.cache_key(repo.key.enc_key, repo.key.id_key, repo.key.repo_id)
     folder = os.path.dirname(cache_file(repo))

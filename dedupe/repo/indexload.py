@@ -19,6 +19,7 @@ from dedupe.crypto import keys
 from dedupe.crypto.seal import Sealer, content_hash
 from dedupe.errors import DamageError, ObjectNotFound
 from dedupe.repo import indexcache
+from dedupe.repo.cachetable import CacheTable
 from dedupe.repo.index import (
     BaseDamaged,
     ChunkIndex,
@@ -95,7 +96,7 @@ class IndexFiles:
                 self.errors.append(str(exc))
 
     def _index_over_cache(
-        self, cache: indexcache.IndexCache, table: indexcache.CacheTable, sizes: dict[str, int]
+        self, cache: indexcache.IndexCache, table: CacheTable, sizes: dict[str, int]
     ) -> ChunkIndex | None:
         """The cache plus the index files newer than it, or None if the cache is stale: a file
         it covers is gone or superseded, or a newer file raised the floor (gc), so it may name
