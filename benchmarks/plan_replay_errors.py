@@ -15,6 +15,12 @@ the ratios per horizon, ready for `dedupe.plan.margin.MEASURED`; then the same c
 table taken on the *other* runs only (leave one run out), since a margin measured on a run
 covers that run by construction. A checkout without `dedupe.plan.margin` (before it existed) is
 checked with its fixed margin (`Forecast.margin`, 30 %) and its 90 % band.
+
+``--simulate FOLDER [--change-rate PCT]`` also replays `dedupe plan --simulate`: the forecast
+made from FOLDER alone (the run's night 0, before any history; `dedupe.plan.simulate`) against
+the real size of every night of each run, so the two can be compared on the same nights. For a
+``size_my_drive --folder`` run, give the run's ``--change-rate``: its nights rewrite random
+regions minutes apart, so the modification times say nothing of a night's change.
 """
 
 from __future__ import annotations
@@ -152,15 +158,73 @@ def coverage(replays: list[Replayed], tables: dict[str, object]) -> None:
         )
 
 
+def simulated(
+    folder: Path, rate: float | None, report_path: Path, policy_flags: list[str]
+) -> Replayed:
+    """`plan --simulate` as it would have answered before night 0 of a run, with that run's
+    real sizes."""
+    from datetime import datetime
+
+    from benchmarks.size_my_drive import night_time
+    from dedupe.plan import simulate
+
+    ap = argparse.ArgumentParser()
+    add_policy_arguments(ap)
+    policy = policy_from_args(ap.parse_args(policy_flags))
+    report = json.loads(report_path.read_text())
+    real = {n["night"]: n["stored_bytes"] for n in report["nights"]}
+    last = max(real)
+    start = datetime.fromisoformat(night_time(0)).astimezone()
+    measure = simulate.measure_folder(folder, start.timestamp())
+    change = simulate.nightly_change(measure, None if rate is None else rate / 100)
+    history, estimates = simulate.simulated_history(measure, change, start)
+    result = projection.forecast(history, policy, last, estimates=estimates)
+    low, high = projection.forecast_band(history, policy, last, estimates=estimates)
+    return Replayed(
+        run=f"{report_path.stem} (simulate)",
+        night=0,
+        forecast=[p.stored_bytes for p in result.series],
+        se_low=list(low),
+        se_high=list(high),
+        real=[real[a] for a in range(last + 1)],
+        fixed_margin=result.margin,
+    )
+
+
+def errors(replays: list[Replayed]) -> None:
+    """Per forecast: the error on the run's last night, the largest on any night checked, and
+    the mean absolute error over the nights checked ((forecast - real) / real)."""
+    head = f"{'run':<24} {'night':>5} {'ahead':>5} {'last night':>10} {'max |err|':>9}"
+    print(f"{head} {'mean |err|':>10}")
+    for r in replays:
+        errs = [(f - x) / x for f, x in zip(r.forecast[1:], r.real[1:], strict=True)]
+        print(
+            f"{r.run:<24} {r.night:>5} {len(errs):>5} {errs[-1] * 100:+9.1f}% "
+            f"{max(abs(e) for e in errs) * 100:8.1f}% "
+            f"{sum(abs(e) for e in errs) / len(errs) * 100:9.1f}%"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="plan_replay_errors", description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="RUN_DIR:REPORT.json")
     ap.add_argument("--policy", default=PRACTICE)
+    ap.add_argument("--simulate", type=Path, metavar="FOLDER", help="also replay plan --simulate")
+    ap.add_argument("--change-rate", type=float, metavar="PCT", help="with --simulate")
     args = ap.parse_args(argv)
     replays: list[Replayed] = []
     for run in args.runs:
         run_dir, report = run.split(":", 1)
         replays += replay(Path(run_dir), Path(report), shlex.split(args.policy))
+    print("forecast errors, (forecast - real) / real, on the nights after each forecast:")
+    checked = list(replays)
+    if args.simulate:
+        for run in args.runs:
+            report = Path(run.split(":", 1)[1])
+            policy = shlex.split(args.policy)
+            checked.append(simulated(args.simulate, args.change_rate, report, policy))
+    errors(checked)
+    print()
     if margin is None:
         print("this checkout has no measured margin: its fixed margin and 90 % band\n")
         coverage(replays, {})

@@ -7,7 +7,9 @@ It needs only an installed ``dedupe`` (it runs ``python -m dedupe``, the interpr
 installation): no source checkout, no PYTHONPATH. Only ``--corpus`` needs the checkout's
 ``benchmarks/corpus.py``.
 
-An office can run this before its first real month of backups. Each simulated night brings the
+An office uses the installed ``dedupe plan --simulate FOLDER`` (``dedupe.plan.simulate``: the
+folder measured once, nothing written, the nightly change from the files' modification times);
+this script is its check: it makes the nights for real. Each simulated night brings the
 data to its next state, takes a snapshot into a temporary repository with ``--time`` set to that
 night (23:00 local), then runs ``forget`` with the policy and ``gc``, as the nightly job would.
 After ``--nights`` nights it asks ``dedupe plan`` for a forecast of ``--days`` days; the answer
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="go on to night N and compare the forecast with the real size",
     )
-    ap.add_argument("--chart", help="write plan's chart of the whole history (SVG) here")
+    ap.add_argument("--chart", help="write plan's chart of the whole history here (.png or .svg)")
     ap.add_argument("--out", type=Path, help="write the report as JSON")
     ap.add_argument("--workdir", help="where the temporary repository goes")
     ap.add_argument("--seed", type=int, default=1)

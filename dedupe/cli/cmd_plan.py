@@ -2,10 +2,13 @@
 
 The shell around the pure `dedupe.plan.projection`: read the history with `dedupe.stats` (index and
 trees, no data), turn it into a `History` (`dedupe.plan.history`), run the forecast, print it and
-optionally draw the chart (`dedupe.plan.chart`). The POLICY flags and `--max-unused` are parsed
-as `forget` and `gc` parse them (`policy_args`), and snapshots become `SnapshotInfo` through the
-mapping `forget` uses (`retention.snapshot_info`), so the forecast prunes what `forget` would
-prune. Without any keep rule `forget` refuses to run, so such a plan forecasts keeping everything.
+optionally draw the chart (`dedupe.plan.chart`, PNG or SVG by the file's suffix; a bad name or
+an unwritable folder is refused before any work). With `--simulate FOLDER` there is no history
+to read: `dedupe.plan.simulate` measures the folder and the forecast runs on that instead.
+The POLICY flags and `--max-unused` are parsed as `forget` and `gc` parse them (`policy_args`),
+and snapshots become `SnapshotInfo` through the mapping `forget` uses
+(`retention.snapshot_info`), so the forecast prunes what `forget` would prune. Without any
+keep rule `forget` refuses to run, so such a plan forecasts keeping everything.
 
 The text output is one sentence first (the drive to buy, or when `--drive-size` fills), then the
 numbers, then "how this was estimated" with the statistics; `--verbose` adds the day table. All
@@ -92,8 +95,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--change-rate",
         metavar="PCT",
-        help="with --simulate: the share of the folder that changes a night and is kept, "
-        "instead of the share measured from the modification times",
+        help="with --simulate: the share of the folder's bytes that changes a night, in "
+        "scattered pieces as a database or mailbox changes, instead of the change measured "
+        "from the modification times",
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="also print the forecast day by day (a table)"
@@ -421,9 +425,14 @@ def simulation_words(measure: simulate.FolderMeasure, change: simulate.NightlyCh
         f"{format_bytes(measure.raw_bytes)}): a first backup would store "
         f"{format_bytes(measure.stored_bytes)} (deduplicated and compressed as a repository "
         "does; nothing was written)",
-        f"  a night adds about {format_bytes(change.nightly_bytes)} ({change.source}): "
-        f"{format_bytes(change.rewritten_bytes)} rewritten every night (gone the next night) "
-        f"and {format_bytes(change.kept_bytes)} changed and kept; a file modified counts whole",
+        f"  a night adds about {format_bytes(change.nightly_bytes)} ({change.source})"
+        + (
+            f": {format_bytes(change.rewritten_bytes)} rewritten every night (gone the next "
+            f"night) and {format_bytes(change.kept_bytes)} changed and kept; a file modified "
+            "counts whole"
+            if not change.replaced_share
+            else ""
+        ),
         "  once nightly backups exist, run plan without --simulate: it measures the same from "
         "the repository's own history",
     ]

@@ -109,6 +109,16 @@ def _write_chart(path: str, fmt: str, result: stats.RepoStats, unusual: stats.Un
     if not result.usage:
         raise DedupeError("the repository has no snapshots yet: there is nothing to draw")
     bounds = {b for b in unusual.bounds if b is not None}
+    flagged = sum(unusual.flags)
+    if not bounds:
+        note = "Too few backups yet to tell an unusual night from a usual one."
+    elif flagged:
+        note = (
+            f"{flagged} unusually large night(s) in red: far more than these backups usually "
+            "add (ransomware encrypting files, an archive dumped in?); look at what changed."
+        )
+    else:
+        note = "No unusually large night: every backup added about what they usually add."
     picture = chart.nightly_bars(
         [
             (u.snapshot.time, u.added_bytes, flag)
@@ -119,6 +129,7 @@ def _write_chart(path: str, fmt: str, result: stats.RepoStats, unusual: stats.Un
         unit_format=human_bytes,
         threshold=bounds.pop() if len(bounds) == 1 else None,
         binary=True,
+        subtitle=note,
     )
     try:
         Path(path).write_bytes(picture)

@@ -6,5 +6,8 @@ says (nightly additions, how long a night's data and the shared data stay refere
 with `gcreplay` deciding what each night's forget and gc leave stored; `margin` holds the margin
 measured on replayed histories (the drive to buy, the likely range);
 `drive` answers the drive question (`parse_drive_size`, `days_until_full`, `headline`);
-`chart` draws it all as SVG. Everything here is pure: no I/O, no clock.
+`chart` draws it with matplotlib (imported only when a chart is asked for) as PNG or SVG bytes,
+and the per-night bars of `stats --chart`. Everything here is pure (no I/O, no clock) but
+`simulate`, which reads a folder once to size a drive before there is a history
+(`plan --simulate`).
 """

@@ -217,9 +217,10 @@ def forecast_figure(data: ForecastData) -> Figure:
     note = ax.annotate(
         f"peak {format_bytes(peak_bytes)} on {peak_day.isoformat()}",
         (_x(peak_day), peak_bytes),
-        xytext=(-8 if right else 8, -16),
+        xytext=(-8 if right else 8, 10),  # above the point: the forecast line stays seen
         textcoords="offset points",
         ha="right" if right else "left",
+        va="bottom",
         fontsize=10,
         fontweight="bold",
         bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
@@ -276,11 +277,12 @@ def nightly_bars(
     unit_format: Callable[[float], str] = format_bytes,
     threshold: float | None = None,
     binary: bool = False,
+    subtitle: str = "",
 ) -> bytes:
     """Bytes each backup added, one bar a backup (time, added bytes, unusual?). Unusual nights
     are red and labelled with their size and date; the threshold, when given, is a dashed line.
-    The first backup (the base) is drawn grey: it is not a night's change. `binary`: ticks
-    at round numbers of KiB, MiB, GiB (for a `unit_format` in binary units)."""
+    The oldest backup is drawn grey and never judged: the first one holds everything.
+    `binary`: ticks at round numbers of KiB, MiB, GiB (for a `unit_format` in binary units)."""
     from matplotlib.ticker import FuncFormatter
 
     if not nights:
@@ -335,7 +337,7 @@ def nightly_bars(
 
     ax.legend(
         handles=[
-            Patch(color=GREY, label="first backup (everything)"),
+            Patch(color=GREY, label="oldest backup kept (the first holds everything)"),
             Patch(color=BLUE, label="a night's new data"),
             Patch(color=RED, label="unusually large night"),
         ],
@@ -345,7 +347,7 @@ def nightly_bars(
         frameon=False,
         fontsize=9,
     )
-    _titles(fig, title, "")
+    _titles(fig, title, subtitle)
     return _save(fig, fmt)
 
 

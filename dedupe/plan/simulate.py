@@ -18,13 +18,17 @@ What it does, and why this way:
    what the folder gains or changes a day and keeps (scans, letters). A file modified once
    counts whole (a backup stores only its changed chunks: the safe side). Both are stored at
    the compression the recently modified files measured (not the whole folder's: old letters
-   compress, new scans do not). With `--change-rate PCT` the night adds PCT % of
-   the folder's stored bytes instead, all of it kept (the safe side again).
+   compress, new scans do not). With `--change-rate PCT`, PCT % of the folder's bytes change a
+   night in scattered pieces (a database, a mailbox), each re-storing the chunks it touches
+   (`REWRITE_COST`) and replacing what those chunks held: the newest backup references a
+   share (1 - f) ** k of the base k nights on (f = the share of the folder replaced a night),
+   and older versions stay only while the policy keeps a backup that holds them.
 3. **The forecast is `plan`'s own**: the measurement becomes a one-snapshot `History` (the
    base) and one `GroupEstimate` (the nightly level D + s, of which s / (D + s) survives a
-   night and all of that stays; the base stays), and `projection.forecast` replays the policy,
-   forget and gc night by night exactly as for a real repository. Once a history exists, `plan`
-   measures these same quantities from it; docs/PLAN.md compares both on replayed nights.
+   night; the base stays, or fades as in-place changes replace it), and `projection.forecast`
+   replays the policy, forget and gc night by night exactly as for a real repository. Once a
+   history exists, `plan` measures these same quantities from it; docs/PLAN.md compares both
+   on replayed nights.
 
 Reading files is I/O, so this module is the one part of `dedupe.plan` that is not pure; it never
 writes anything.
@@ -36,7 +40,6 @@ import math
 import os
 import secrets
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -60,7 +63,13 @@ its pack header entry and its index entry (about 48 and 56 bytes encoded)."""
 FIXED_BYTES = 64 * 1024
 """Config, keys, the manifest and the trees of a small folder: held constant (measured on the
 tests' repositories: 20-60 kB)."""
-READ_BLOCK = 8 << 20
+FADE_DAYS = 3650
+"""How far the in-place fading is written out (beyond, what is left stays: the safe side)."""
+REWRITE_COST = 2.0
+"""Stored bytes per changed file byte with `--change-rate`: a change re-stores every chunk it
+touches, and a change of about a chunk's size (64 KiB) overlaps two chunks on average; taken as
+not compressing (the safe side). Measured on a `size_my_drive --folder --change-rate 1` run
+(64 KiB regions rewritten): 1.86 (docs/PLAN.md)."""
 
 
 class SimulateError(ValueError):
@@ -84,7 +93,8 @@ class FolderMeasure:
     changed: tuple[int, ...]
     """changed[d - 1] = B(d): bytes of the files modified within the last d days."""
     changed_stored_bytes: int = 0
-    """What the files modified within the measured days store (their own compression)."""
+    """The compressed chunk bytes of the files modified within the measured days (overheads
+    apart: the forecast adds them at the folder's ratio, as for a real repository's nights)."""
 
     @property
     def stored_ratio(self) -> float:
@@ -92,12 +102,19 @@ class FolderMeasure:
         return self.stored_bytes / self.raw_bytes if self.raw_bytes else 1.0
 
     @property
+    def data_bytes(self) -> int:
+        """The compressed chunks alone (no overheads)."""
+        return self.stored_bytes - FIXED_BYTES - self.chunks * BLOB_OVERHEAD
+
+    @property
     def changed_ratio(self) -> float:
-        """Stored bytes per byte of the recently modified files: how the nightly change
-        compresses (a folder of text with new scans each night compresses, its nights do
-        not); the folder's ratio when nothing was modified."""
+        """Compressed chunk bytes per byte of the recently modified files: how the nightly
+        change compresses (a folder of old letters with new scans each night compresses, its
+        nights do not); the folder's ratio when nothing was modified."""
         recent = self.changed[-1] if self.changed else 0
-        return self.changed_stored_bytes / recent if recent else self.stored_ratio
+        if recent:
+            return self.changed_stored_bytes / recent
+        return self.data_bytes / self.raw_bytes if self.raw_bytes else 1.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +127,9 @@ class NightlyChange:
     """s: changed or added a night and kept."""
     source: str
     """How it was found, in words."""
+    replaced_share: float = 0.0
+    """Share of the folder a night's change replaces in place (`--change-rate`): what the
+    newest backup references of the base, and of every older night, fades by that a night."""
 
     @property
     def nightly_bytes(self) -> float:
@@ -120,7 +140,6 @@ def measure_folder(
     folder: Path,
     now: float,
     days: int = MEASURE_DAYS,
-    on_file: Callable[[int], None] | None = None,
 ) -> FolderMeasure:
     """Read every regular file under `folder` once (symlinks are not followed, as a snapshot
     stores them as links) and measure what a first backup of it would store."""
@@ -152,7 +171,7 @@ def measure_folder(
                         seen.add(digest)
                         packed = len(compressor.compress(piece))
                         size = len(piece)
-                        stored += (packed if packed < size - size // 64 else size) + BLOB_OVERHEAD
+                        stored += packed if packed < size - size // 64 else size
                         unique_raw += size
                         chunks += 1
             except OSError as exc:
@@ -165,8 +184,6 @@ def measure_folder(
                 changed[d - 1] += info.st_size
             if age <= days:
                 changed_stored += stored - before
-            if on_file is not None:
-                on_file(files)
     if files == 0:
         raise SimulateError(
             f"{folder} holds no file that could be read, so there is nothing to measure"
@@ -177,7 +194,7 @@ def measure_folder(
         files=files,
         raw_bytes=raw,
         unique_raw_bytes=unique_raw,
-        stored_bytes=stored + FIXED_BYTES,
+        stored_bytes=stored + chunks * BLOB_OVERHEAD + FIXED_BYTES,
         chunks=chunks,
         unreadable=tuple(unreadable),
         changed=tuple(changed),
@@ -192,8 +209,15 @@ def _regular(mode: int) -> bool:
 def nightly_change(measure: FolderMeasure, change_rate: float | None = None) -> NightlyChange:
     """D and s (module docstring, point 2), in stored bytes. `change_rate` is a fraction."""
     if change_rate is not None:
-        kept = measure.stored_bytes * change_rate
-        return NightlyChange(0.0, kept, f"{change_rate * 100:g} % of the folder a night, as given")
+        kept = measure.raw_bytes * change_rate * REWRITE_COST
+        return NightlyChange(
+            0.0,
+            kept,
+            f"{change_rate * 100:g} % of the folder's bytes changed a night, as given; each "
+            f"change re-stores the chunks it touches, about {REWRITE_COST:g} times its bytes, "
+            "and replaces what they held",
+            min(1.0, change_rate * REWRITE_COST),
+        )
     days = len(measure.changed)
     xs = list(range(1, days + 1))
     ys = [float(b) for b in measure.changed]
@@ -230,6 +254,7 @@ def simulated_history(
     )
     nightly = change.nightly_bytes
     kept_share = change.kept_bytes / nightly if nightly else 1.0
+    fade = tuple((1.0 - change.replaced_share) ** k for k in range(FADE_DAYS + 1))
     estimate = GroupEstimate(
         group=info.group_key,
         newest=when,
@@ -238,9 +263,11 @@ def simulated_history(
         nights_used=len(measure.changed),
         nights_capped=0,
         nightly_trend=0.0,
-        survival=(1.0, kept_share),
+        survival=(1.0, *(kept_share * f for f in fade[1:])),
         survival_measured=True,
         tail_exponent=0.0,
+        standing=fade,
+        standing_measured=change.replaced_share > 0,
     )
     return history, (estimate,)
 
