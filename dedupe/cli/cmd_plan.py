@@ -396,6 +396,18 @@ def _simulated(
         raise UsageError(f"--simulate: {exc}") from None
     for problem in measure.unreadable:
         ctx.warn(f"could not read {problem}: left out of the measurement")
+    if rate is None and measure.changed[0] > measure.raw_bytes / 2:
+        ctx.warn(
+            f"most of {folder} was modified within the last day (a fresh copy, or files whose "
+            "times were reset?), so its modification times say little about a normal night; "
+            "if that is not a normal night, give --change-rate PCT"
+        )
+    if rate is None and measure.changed[-1] == 0:
+        ctx.warn(
+            f"no file in {folder} was modified in the last {len(measure.changed)} days, so the "
+            "forecast assumes nothing changes; if it is a copy whose times were kept, or data "
+            "will start coming in, give --change-rate PCT"
+        )
     change = simulate.nightly_change(measure, rate)
     when = simulate.night_of(datetime.now().astimezone())
     history, estimates = simulate.simulated_history(measure, change, when)
