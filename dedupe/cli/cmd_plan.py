@@ -360,6 +360,8 @@ def _chart_target(path: str) -> str:
         return chart.check_target(path)
     except chart.ChartError as exc:
         raise UsageError(f"--chart: {exc}") from None
+    except chart.ChartUnavailable as exc:
+        raise DedupeError(str(exc)) from None
 
 
 def _write_chart(path: str, fmt: str, plan: Plan, past: tuple[tuple[date, int], ...]) -> None:
@@ -430,26 +432,6 @@ def _simulated_json(
     }
 
 
-def simulation_words(measure: simulate.FolderMeasure, change: simulate.NightlyChange) -> list[str]:
-    """What --simulate measured, for "how this was estimated"."""
-    return [
-        f"  simulated: no history, so {measure.folder} was read once ({measure.files} files, "
-        f"{format_bytes(measure.raw_bytes)}): a first backup would store "
-        f"{format_bytes(measure.stored_bytes)} (deduplicated and compressed as a repository "
-        "does; nothing was written)",
-        f"  a night adds about {format_bytes(change.nightly_bytes)} ({change.source})"
-        + (
-            f": {format_bytes(change.rewritten_bytes)} rewritten every night (gone the next "
-            f"night) and {format_bytes(change.kept_bytes)} changed and kept; a file modified "
-            "counts whole"
-            if not change.replaced_share
-            else ""
-        ),
-        "  once nightly backups exist, run plan without --simulate: it measures the same from "
-        "the repository's own history",
-    ]
-
-
 def _print(ctx: Context, plan: Plan, verbose: bool) -> None:
     forecast = plan.forecast
     ctx.out(plan.headline())
@@ -489,7 +471,7 @@ def _print(ctx: Context, plan: Plan, verbose: bool) -> None:
         "replayed histories (docs/PLAN.md)"
     )
     if plan.simulated is not None:
-        for line in simulation_words(*plan.simulated):
+        for line in simulate.describe(*plan.simulated):
             ctx.out(line)
     else:
         for estimate in forecast.estimates:

@@ -101,6 +101,8 @@ def _chart_target(path: str) -> str:
         return chart.check_target(path)
     except chart.ChartError as exc:
         raise UsageError(f"--chart: {exc}") from None
+    except chart.ChartUnavailable as exc:
+        raise DedupeError(str(exc)) from None
 
 
 def _write_chart(path: str, fmt: str, result: stats.RepoStats, unusual: stats.Unusual) -> None:

@@ -22,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # only for the type hints: the import itself happens inside t
 __all__ = [
     "FORMATS",
     "ChartError",
+    "ChartUnavailable",
     "chart_format",
     "check_target",
     "forecast_chart",
@@ -64,6 +66,10 @@ class ChartError(ValueError):
     """A chart that cannot be drawn as asked (an unknown file type); the message says why."""
 
 
+class ChartUnavailable(RuntimeError):
+    """matplotlib is not installed: no chart can be drawn on this machine."""
+
+
 def chart_format(name: str) -> str:
     """ "png" or "svg" by the file name's suffix; ChartError for any other."""
     suffix = name[name.rfind(".") :].lower() if "." in name.rsplit("/", 1)[-1] else ""
@@ -80,6 +86,11 @@ def check_target(path: str) -> str:
     suffix, and that its folder exists and can be written (the one look at the file system
     here). ChartError says what is wrong and what to do."""
     fmt = chart_format(path)
+    if importlib.util.find_spec("matplotlib") is None:  # looked up, not imported
+        raise ChartUnavailable(
+            "drawing a chart needs matplotlib, which is not installed here; install it "
+            "(pip install matplotlib) or leave out --chart"
+        )
     target = Path(path)
     if target.is_dir():
         raise ChartError(f"{path} is a folder: give a file name ending in .png or .svg")

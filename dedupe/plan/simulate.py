@@ -49,6 +49,7 @@ from blake3 import blake3
 
 from dedupe.chunker import DEFAULT_AVG, Chunker, ChunkerParams
 from dedupe.crypto.seal import OVERHEAD as SEAL_OVERHEAD
+from dedupe.plan.drive import format_bytes
 from dedupe.plan.estimate import History, PackUsage
 from dedupe.plan.projection import GroupEstimate
 from dedupe.retention import SnapshotInfo
@@ -270,6 +271,26 @@ def simulated_history(
         standing_measured=change.replaced_share > 0,
     )
     return history, (estimate,)
+
+
+def describe(measure: FolderMeasure, change: NightlyChange) -> list[str]:
+    """What was measured, in the words `plan` prints under "how this was estimated"."""
+    return [
+        f"  simulated: no history, so {measure.folder} was read once ({measure.files} files, "
+        f"{format_bytes(measure.raw_bytes)}): a first backup would store "
+        f"{format_bytes(measure.stored_bytes)} (deduplicated and compressed as a repository "
+        "does; nothing was written)",
+        f"  a night adds about {format_bytes(change.nightly_bytes)} ({change.source})"
+        + (
+            f": {format_bytes(change.rewritten_bytes)} rewritten every night (gone the next "
+            f"night) and {format_bytes(change.kept_bytes)} changed and kept; a file modified "
+            "counts whole"
+            if not change.replaced_share
+            else ""
+        ),
+        "  once nightly backups exist, run plan without --simulate: it measures the same from "
+        "the repository's own history",
+    ]
 
 
 def night_of(now: datetime) -> datetime:
