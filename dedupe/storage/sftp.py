@@ -29,6 +29,7 @@ import os
 import posixpath
 import secrets
 import stat as stat_mod
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -239,15 +240,14 @@ class SFTPStorage:
             sftp = conn.sftp
             handle = sftp.open(path, READ)
             try:
-                end = (sftp.fstat(handle).st_size or 0) if length is None else offset + length
-                data = sftp.read_range(handle, offset, max(0, end - offset))
+                data = sftp.read_range(handle, offset, length)
             except SFTPError as exc:
                 _close_quietly(sftp, handle)
                 # OpenSSH opens a folder for reading and fails the read with a bare "Failure".
                 if exc.errno is None and not sftpio.is_file(sftp, path):
                     raise ObjectNotFound(f"not found: {name}") from None
                 raise
-            sftp.close(handle)
+            sftp.close_later(handle)
             if length is not None and len(data) != length:
                 raise short_read(name, offset, length)
             return data
@@ -275,14 +275,11 @@ class SFTPStorage:
             handle = sftp.open(tmp, flags)
         renaming = False
         try:
-            try:
-                sftp.write_all(handle, data)
-                if "fsync@openssh.com" in sftp.extensions:  # else the server's ack it is
-                    sftp.fsync(handle)
+            try:  # without fsync@openssh.com, the server's ack it is
+                sftp.write_file(handle, data, fsync="fsync@openssh.com" in sftp.extensions)
             except SFTPError:
                 _close_quietly(sftp, handle)
                 raise
-            sftp.close(handle)
             renaming = True
             if exclusive:
                 self._rename_exclusive(sftp, tmp, path, name)
@@ -493,9 +490,10 @@ def _close_quietly(sftp: SFTPSession, handle: bytes) -> None:
 
 def _lost(conn: Connection, exc: ConnectionLost) -> str:
     """Why a session ended: ssh's own last words if it said any, else what the pipe showed."""
-    if conn.alive():
-        return str(exc)
-    conn.proc.wait()
+    try:
+        conn.proc.wait(timeout=2)  # ssh writes its reason as it exits, just after the pipe closes
+    except subprocess.TimeoutExpired:
+        return str(exc)  # still running: our timeout, or a server that stopped answering
     return conn.ssh_said() or str(exc)
 
 

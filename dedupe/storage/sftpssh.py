@@ -239,14 +239,17 @@ class Connection:
         return _said(_read_log(self._log))
 
     def close(self) -> None:
+        """End of input ends a healthy session; a broken one (or one slow to end) is killed."""
+        if self.sftp.broken and self.proc.poll() is None:
+            self.proc.kill()
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 if stream is not None:
-                    stream.close()  # ssh sees end of input and ends the session
+                    stream.close()
             except OSError:
                 pass
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=self.sftp.timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

@@ -188,13 +188,17 @@ class SFTPSession:
 
     def _pump(self, want_reply: bool) -> None:
         """Write what is queued; read what arrives. Returns after some progress: the queue
-        written (when no reply is wanted) or new bytes read."""
+        written (when no reply is wanted) or new bytes read. `timeout` seconds without any
+        progress is ConnectionLost."""
         deadline = time.monotonic() + self.timeout
         while True:
-            readable, writable, _ = select.select(
-                [self._in], [self._out] if self._outbuf else [], [], self.timeout
-            )
-            if writable:
+            poller = select.poll()
+            poller.register(self._in, select.POLLIN)
+            if self._outbuf:
+                poller.register(self._out, select.POLLOUT)
+            wait = max(0.0, deadline - time.monotonic())
+            events = dict(poller.poll(wait * 1000))
+            if events.get(self._out, 0) & (select.POLLOUT | select.POLLERR | select.POLLHUP):
                 try:
                     sent = os.write(self._out, self._outbuf)
                 except BlockingIOError:
@@ -204,15 +208,18 @@ class SFTPSession:
                 del self._outbuf[:sent]
                 if sent:
                     deadline = time.monotonic() + self.timeout
-            if readable:
-                data = os.read(self._in, PIPE_SIZE)
+            if events.get(self._in, 0):
+                try:
+                    data = os.read(self._in, PIPE_SIZE)
+                except OSError as exc:
+                    raise self._fail(f"the SSH connection failed ({exc.strerror})") from None
                 if not data:
                     raise self._fail("the SSH connection closed")
                 self._inbuf += data
                 return
             if not want_reply and not self._outbuf:
                 return
-            if not readable and not writable and time.monotonic() >= deadline:
+            if not events and time.monotonic() >= deadline:
                 raise self._fail(f"the SFTP server did not answer for {self.timeout:.0f} s")
 
     def _packet(self) -> tuple[int, bytes]:
@@ -358,8 +365,12 @@ class SFTPSession:
 
     # --- pipelined transfers -----------------------------------------------------------------
 
-    def write_all(self, handle: bytes, data: memoryview) -> None:
-        """Write `data` at offset 0 with many requests outstanding; every reply checked."""
+    def write_file(self, handle: bytes, data: memoryview, *, fsync: bool) -> None:
+        """Write `data` at offset 0, fsync (`fsync@openssh.com`) if asked, and close the handle,
+        with many requests outstanding: every reply checked, in order. The fsync and the close
+        go right after the last write (a server handles requests on one file in the order
+        sent, as the protocol requires), so a small file costs one round trip, not three.
+        On an error status the handle may still be open: close it (an error is harmless)."""
         chunk = self.write_chunk
         in_flight = max(8, IN_FLIGHT_BYTES // chunk)
         pending: deque[int] = deque()
@@ -373,30 +384,55 @@ class SFTPSession:
                         self.send(_WRITE, encoded, _U64.pack(offset), _U32.pack(len(piece)), piece)
                     )
                     offset += len(piece)
+                    if offset >= total:  # the last write is queued: the rest follows it
+                        if fsync:
+                            pending.append(
+                                self.send(_EXTENDED, _string("fsync@openssh.com"), encoded)
+                            )
+                        pending.append(self.send(_CLOSE, encoded))
                 self.reply(pending[0])  # an error status raises
                 pending.popleft()
         except SFTPError:
             self.abandon(list(pending)[1:])
             raise
+        if total == 0:
+            if fsync:
+                self.fsync(handle)
+            self.close(handle)
 
-    def read_range(self, handle: bytes, offset: int, length: int) -> bytes:
-        """`length` bytes at `offset` (fewer only at end of file), pipelined.
+    def close_later(self, handle: bytes) -> None:
+        """Close a handle without waiting for the answer (a read handle: nothing to learn)."""
+        self.abandon([self.send(_CLOSE, _string(handle))])
+        while self._outbuf:
+            self._pump(want_reply=False)
+
+    def read_range(self, handle: bytes, offset: int, length: int | None) -> bytes:
+        """`length` bytes at `offset` (fewer only at end of file; None: to the end), pipelined.
 
         A reply may be shorter than asked (a server capping reads): the rest of that piece is
-        asked for again. An empty reply or an EOF status marks the end of the file.
+        asked for again. An empty reply or an EOF status marks the end of the file. With no
+        length, two requests start (a small file: one round trip) and the window doubles with
+        every full reply.
         """
         chunk = self.read_chunk
         encoded = _string(handle)
-        todo = deque(
-            (at, min(chunk, offset + length - at)) for at in range(offset, offset + length, chunk)
-        )
+        end = (1 << 63) if length is None else offset + length
+        eof_at = end
+        again: deque[tuple[int, int]] = deque()  # the rest of short replies, asked for again
         pending: deque[tuple[int, int, int]] = deque()  # (request, offset, size)
         pieces: dict[int, bytes] = {}
-        eof_at = offset + length
-        in_flight = max(8, IN_FLIGHT_BYTES // chunk)
-        while todo or pending:
-            while todo and len(pending) < in_flight:
-                at, size = todo.popleft()
+        next_at, full = offset, 0
+        most = max(8, IN_FLIGHT_BYTES // chunk)
+        while True:
+            window = most if length is not None else min(most, 2 + 2 * full)
+            while len(pending) < window:
+                if again:
+                    at, size = again.popleft()
+                elif next_at < eof_at:
+                    at, size = next_at, min(chunk, eof_at - next_at)
+                    next_at += size
+                else:
+                    break
                 if at < eof_at:
                     request = self.send(_READ, encoded, _U64.pack(at), _U32.pack(size))
                     pending.append((request, at, size))
@@ -412,14 +448,16 @@ class SFTPSession:
                 eof_at = min(eof_at, at)
                 continue
             if kind != _DATA:
-                raise ConnectionLost("the SFTP server answered a read with no data")
+                raise self._fail("the SFTP server answered a read with no data")
             data = reader.string()
             if not data:
                 eof_at = min(eof_at, at)
                 continue
             pieces[at] = data
             if len(data) < size:
-                todo.appendleft((at + len(data), size - len(data)))
+                again.appendleft((at + len(data), size - len(data)))
+            else:
+                full += 1
         out = bytearray()
         position = offset
         while position in pieces:
