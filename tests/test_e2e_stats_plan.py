@@ -94,13 +94,10 @@ def test_plan_json_and_chart(history):
     )
     assert out["final_bytes"] < everything["final_bytes"] * 0.6
     root = ET.parse(chart).getroot()
-    (line,) = [e for e in root.iter() if e.get("class") == "series"]
-    assert len(line.get("points").split()) == 91
-    (past,) = [e for e in root.iter() if e.get("class") == "past"]
-    assert len(past.get("points").split()) == NIGHTS
-    (title,) = [e for e in root.iter() if e.get("class") == "title"]
-    assert title.text == "Backup disk, next 3 months, policy: 10 business days + month ends"
-    assert [e for e in root.iter() if e.get("class") == "drive"]
+    words = ["".join(t.itertext()).strip() for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "Backup disk, next 3 months, policy: 10 business days + month ends" in words
+    for part in ("series", "past", "band", "drive"):
+        assert [e for e in root.iter() if e.get("class") == part], part
     text = cli("plan", *policy, "--days", "30").text
     first = text.splitlines()[0]
     assert first.startswith("Buy at least a 1 GB drive: the backups need about ")
@@ -119,7 +116,7 @@ def test_plan_json_and_chart(history):
 def test_plan_refuses_bad_arguments(history):
     cli, _ids, tmp = history
     assert cli("plan", "--days", "0", check=False).code == 2
-    assert cli("plan", "--days", "5", "--chart", str(tmp / "x.png"), check=False).code == 2
+    assert cli("plan", "--days", "5", "--chart", str(tmp / "x.gif"), check=False).code == 2
     assert cli("plan", "--days", "5", "--growth", "lots", check=False).code == 2
     bad = cli("plan", "--days", "5", "--drive-size", "two terabytes", check=False)
     assert bad.code == 2

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from dedupe.plan import chart
-from dedupe.plan.drive import format_bytes
+from dedupe.units import format_bytes
 
 TITLE = "Backup disk, next 12 months, policy: 10 business days + month, quarter and year ends"
 

@@ -31,10 +31,10 @@ from dedupe.cli.policy_args import add_policy_arguments, parse_max_unused, polic
 from dedupe.errors import DamageError, DedupeError, UsageError
 from dedupe.plan import chart, drive, projection, simulate
 from dedupe.plan import margin as plan_margin
-from dedupe.plan.drive import format_bytes
 from dedupe.plan.estimate import History
 from dedupe.plan.history import PLAN_FIRST, PLAN_LAST, history_from_stats
 from dedupe.retention import Policy
+from dedupe.units import format_bytes
 
 SURVIVAL_REPORT_DAYS = (1, 7, 30, 365)
 MAX_DAYS = 36500

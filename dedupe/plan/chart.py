@@ -12,7 +12,7 @@ Guarantees:
   attributes are turned into plain SVG attributes and the drawing's parts carry classes
   (`past`, `series`, `band`, `drive`, `peak`, `title`, `bars`, `unusual`): the page of
   `dedupe ui` places it inline under a Content-Security-Policy that forbids inline styles.
-- One unit system with the text: the forecast chart labels sizes with `drive.format_bytes`
+- One unit system with the text: the forecast chart labels sizes with `dedupe.units.format_bytes`
   (decimal: MB, GB, TB, as drives are sold and as `plan` prints them); the nightly bars take
   the formatter of the text they go with (`stats` prints binary units).
 - Readable at a glance: a plain title shrunk (then wrapped) until it fits, month labels thinned
@@ -35,7 +35,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dedupe.plan.drive import format_bytes
+from dedupe.units import format_bytes
 
 if TYPE_CHECKING:  # only for the type hints: the import itself happens inside the functions
     from matplotlib.axes import Axes

@@ -23,11 +23,11 @@ from decimal import Decimal
 from typing import Protocol
 
 from dedupe.retention import UNLIMITED, Policy
+from dedupe.units import format_bytes
 
 _DECIMAL = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 _BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGTP]?)(I?)(B?)", re.IGNORECASE)
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 
 
 class SizeError(ValueError):
@@ -51,18 +51,6 @@ def parse_drive_size(text: str) -> int:
     if value <= 0:
         raise SizeError(f"the drive size {text!r} must be more than 0 bytes")
     return value
-
-
-def format_bytes(n: float) -> str:
-    """Decimal units, as drives are sold: 1.5 GB is 1,500,000,000 bytes; three digits at most."""
-    value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1000 or unit == _UNITS[-1]:
-            if unit == "B" or value >= 100:
-                return f"{value:.0f} {unit}"
-            return f"{value:.3g} {unit}"
-        value /= 1000
-    return f"{value:.3g} {_UNITS[-1]}"  # pragma: no cover - the loop always returns
 
 
 def days_until_full(sizes: Sequence[int], drive_bytes: int) -> int | None:

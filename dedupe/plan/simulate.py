@@ -49,10 +49,10 @@ from blake3 import blake3
 
 from dedupe.chunker import DEFAULT_AVG, Chunker, ChunkerParams
 from dedupe.crypto.seal import OVERHEAD as SEAL_OVERHEAD
-from dedupe.plan.drive import format_bytes
 from dedupe.plan.estimate import History, PackUsage
 from dedupe.plan.projection import GroupEstimate
 from dedupe.retention import SnapshotInfo
+from dedupe.units import format_bytes
 
 MEASURE_DAYS = 30
 """How far back the modification times are read (B(d) for d = 1..30)."""

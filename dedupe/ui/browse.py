@@ -21,10 +21,10 @@ from dedupe.errors import UsageError
 from dedupe.find import compile_pattern, find
 from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE, SYMLINK, Node
-from dedupe.plan.drive import format_bytes
 from dedupe.repo import manifests, treewalk
 from dedupe.repo.repository import Repository
 from dedupe.ui.security import display
+from dedupe.units import format_bytes
 
 MAX_MATCHES = 500
 """Search results shown on one page; the rest are counted."""

@@ -21,6 +21,7 @@ from dedupe.plan.history import history_from_stats
 from dedupe.profile.model import Profile
 from dedupe.repo.repository import Repository
 from dedupe.retention import Policy
+from dedupe.units import format_bytes
 
 DAY_CHOICES = (90, 365, 730)
 DEFAULT_DAYS = 365
@@ -105,10 +106,10 @@ def build(
         headline=headline,
         title=title,
         svg=svg[svg.find("<svg") :],
-        today_bytes=drive.format_bytes(series[0].stored_bytes),
-        peak=f"{drive.format_bytes(forecast.peak.stored_bytes)} around "
+        today_bytes=format_bytes(series[0].stored_bytes),
+        peak=f"{format_bytes(forecast.peak.stored_bytes)} around "
         f"{drive.month_words(forecast.peak.day)}",
-        recommended=drive.format_bytes(forecast.drive_bytes),
+        recommended=format_bytes(forecast.drive_bytes),
         policy_text=drive.policy_words(policy, forecast.pruned),
         notes=tuple(notes),
     )

@@ -21,7 +21,6 @@ from typing import Any
 
 from dedupe.errors import DedupeError, UsageError
 from dedupe.model.snapshot import Snapshot
-from dedupe.plan.drive import format_bytes
 from dedupe.repo.readlock import shared_lock
 from dedupe.repo.repository import Repository
 from dedupe.restore.dryrun import DryRunTotals, preview
@@ -31,6 +30,7 @@ from dedupe.restore.restorer import RestoreBlocked, RestoreIncomplete, Restorer
 from dedupe.restore.steps import selected_bytes
 from dedupe.storage import Storage
 from dedupe.ui.security import display
+from dedupe.units import format_bytes
 
 MODE_WORDS = {
     "if-changed": "replace a file only if it differs from the backup (recommended)",

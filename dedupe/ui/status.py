@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from dedupe import platform
-from dedupe.plan.drive import format_bytes
 from dedupe.profile.model import DEFAULT_OVERDUE_DAYS, Profile
 from dedupe.repo import manifests
 from dedupe.repo.repository import Repository
@@ -28,6 +27,7 @@ from dedupe.run.media import DRIVE, local_path, profile_media
 from dedupe.run.state import RunRecord, State
 from dedupe.run.status import Destination, destinations
 from dedupe.run.verdict import days_between
+from dedupe.units import format_bytes
 
 GREEN, AMBER, RED = "green", "amber", "red"
 _WORDS = {
