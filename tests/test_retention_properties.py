@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dedupe.retention import (
+    COUNT_FIELDS,
     UNLIMITED,
     Decision,
     Duration,
@@ -21,15 +22,6 @@ from dedupe.retention import (
 )
 
 ZONES = [UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York"), ZoneInfo("Asia/Kolkata")]
-COUNT_RULES = (
-    "keep_last",
-    "keep_business_days",
-    "keep_daily",
-    "keep_weekly",
-    "keep_monthly",
-    "keep_quarterly",
-    "keep_yearly",
-)
 SETTINGS = settings(max_examples=60, deadline=None)
 
 counts = st.none() | st.just(UNLIMITED) | st.integers(0, 6)
@@ -88,11 +80,11 @@ def kept_ids(decisions: list[Decision]) -> set[str]:
 def only_rule(policy: Policy, rule: str) -> Policy:
     """`policy` stripped down to one rule (calendar settings stay: they shape that rule)."""
     stripped = replace(policy, keep_within=None, keep_tags=frozenset(), max_backups=None)
-    return replace(stripped, **{name: None for name in COUNT_RULES if name != rule})
+    return replace(stripped, **{name: None for name in COUNT_FIELDS if name != rule})
 
 
 @SETTINGS
-@given(snapshot_lists(), policies, st.sampled_from(COUNT_RULES), st.sampled_from(ZONES))
+@given(snapshot_lists(), policies, st.sampled_from(COUNT_FIELDS), st.sampled_from(ZONES))
 def test_a_snapshot_kept_by_one_rule_is_kept_by_the_union(
     snapshots: list[SnapshotInfo], policy: Policy, rule: str, tz: ZoneInfo
 ) -> None:

@@ -49,6 +49,7 @@ from dedupe.retention.periods import fiscal_quarter as fiscal_quarter
 from dedupe.retention.periods import fiscal_year as fiscal_year
 from dedupe.retention.periods import local_time as local_time
 from dedupe.retention.periods import utc_instant as utc_instant
+from dedupe.retention.policy import COUNT_FIELDS as COUNT_FIELDS
 from dedupe.retention.policy import MONDAY_TO_FRIDAY as MONDAY_TO_FRIDAY
 from dedupe.retention.policy import UNLIMITED as UNLIMITED
 from dedupe.retention.policy import WEEKDAY_NAMES as WEEKDAY_NAMES

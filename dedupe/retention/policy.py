@@ -120,7 +120,7 @@ class Policy:
     max_backups: int | None = None
 
     def __post_init__(self) -> None:
-        for name in _COUNT_FIELDS:
+        for name in COUNT_FIELDS:
             _check_count(name, getattr(self, name))
         if self.max_backups is not None and (
             isinstance(self.max_backups, bool)
@@ -138,7 +138,7 @@ class Policy:
 
     def has_keep_rule(self) -> bool:
         """True if some rule can keep a snapshot; `forget` refuses to run otherwise."""
-        counts = (getattr(self, name) for name in _COUNT_FIELDS)
+        counts = (getattr(self, name) for name in COUNT_FIELDS)
         return (
             any(count is not None and count != 0 for count in counts)
             or self.keep_within is not None
@@ -148,7 +148,7 @@ class Policy:
     def describe(self) -> str:
         """The policy as flags, e.g. "--keep-business-days 10 --keep-monthly unlimited"."""
         words: list[str] = []
-        for name in _COUNT_FIELDS:
+        for name in COUNT_FIELDS:
             count = getattr(self, name)
             if count is not None:
                 words.append(f"--{name.replace('_', '-')} {_count_text(count)}")
@@ -167,7 +167,7 @@ class Policy:
         return " ".join(words) if words else "(no rules)"
 
 
-_COUNT_FIELDS: Final[tuple[str, ...]] = (
+COUNT_FIELDS: Final[tuple[str, ...]] = (  # the rules that count buckets, in flag order
     "keep_last",
     "keep_business_days",
     "keep_daily",
