@@ -242,7 +242,7 @@ class SFTPStorage:
             try:
                 data = sftp.read_range(handle, offset, length)
             except SFTPError as exc:
-                _close_quietly(sftp, handle)
+                sftpio.close_quietly(sftp, handle)
                 # OpenSSH opens a folder for reading and fails the read with a bare "Failure".
                 if exc.errno is None and not sftpio.is_file(sftp, path):
                     raise ObjectNotFound(f"not found: {name}") from None
@@ -278,7 +278,7 @@ class SFTPStorage:
             try:  # without fsync@openssh.com, the server's ack it is
                 sftp.write_file(handle, data, fsync="fsync@openssh.com" in sftp.extensions)
             except SFTPError:
-                _close_quietly(sftp, handle)
+                sftpio.close_quietly(sftp, handle)
                 raise
             renaming = True
             if exclusive:
@@ -478,14 +478,6 @@ class SFTPStorage:
 def _mtime(attrs: Attrs) -> float | None:
     """The server's modification time (whole seconds by its clock), None if it sent none."""
     return float(attrs.st_mtime) if attrs.st_mtime is not None else None
-
-
-def _close_quietly(sftp: SFTPSession, handle: bytes) -> None:
-    """Close a handle after a failed request (the session is still fine after an error status)."""
-    try:
-        sftp.close(handle)
-    except SFTPError:
-        pass
 
 
 def _lost(conn: Connection, exc: ConnectionLost) -> str:

@@ -83,3 +83,12 @@ def remove_quietly(sftp: SFTPSession, path: str) -> None:
         sftp.remove(path)
     except Exception:  # noqa: BLE001 - best effort: a leftover temporary is never listed
         pass
+
+
+def close_quietly(sftp: SFTPSession, handle: bytes) -> None:
+    """Close a handle after a failed request (the session is still fine after an error status;
+    the handle may be closed already)."""
+    try:
+        sftp.close(handle)
+    except SFTPError:
+        pass

@@ -325,6 +325,7 @@ def _said(text: str) -> str:
 
 
 _UNKNOWN = re.compile(r"No (\S+) host key is known for (\S+)")
+_CHANGED = re.compile(r"()Host key for (\S+) has changed")
 _SERVER_KEY = re.compile(r"Server host key: (\S+) (SHA256:\S+)")
 _DENIED = re.compile(r"^(\S+): Permission denied \(([^)]*)\)", re.M)
 _OFFERED = re.compile(r"(?:Offering public key|Trying private key): (\S+)")
@@ -336,7 +337,11 @@ def failure(
 ) -> StorageError:
     """ssh's stderr (with -v) from a connection that failed to start -> the message for it."""
     said = _said(text)
-    name = resolved.known_hosts_name
+    named = _UNKNOWN.search(text) or _CHANGED.search(text)
+    name = named[2] if named else resolved.known_hosts_name  # a jump host's, maybe
+    login = f"ssh -p {resolved.port} {resolved.user}@{resolved.hostname}"
+    if name != resolved.known_hosts_name:
+        login = f"ssh to {name} (a jump host)"
     key = _SERVER_KEY.findall(text)
     offered = f"its {key[-1][0]} key {key[-1][1]}" if key else "its key"
     if (
@@ -352,9 +357,8 @@ def failure(
         files = " or ".join(resolved.known_hosts) or "known_hosts"
         return StorageError(
             f"the SSH host {name} is not known: {offered} is not in {files}. Verify the "
-            "fingerprint with the server's administrator, then connect once with "
-            f"`ssh -p {resolved.port} {resolved.user}@{resolved.hostname}` to record it, or set "
-            f"{ENV_ACCEPT_NEW}=1 to accept a new host's key (ssh said: {said})"
+            f"fingerprint with the server's administrator, then connect once with `{login}` to "
+            f"record it, or set {ENV_ACCEPT_NEW}=1 to accept a new host's key (ssh said: {said})"
         )
     denied = _DENIED.findall(text)
     if denied:
