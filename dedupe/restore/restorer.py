@@ -28,13 +28,12 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from dedupe.errors import DamageError, DedupeError
 from dedupe.model.tree import Node
-from dedupe.repo.index import Location
 from dedupe.repo.repository import Repository
 from dedupe.restore.existing import (
     CONFLICT,
@@ -50,6 +49,7 @@ from dedupe.restore.existing import (
     open_existing,
 )
 from dedupe.restore.outcome import RestoreBlocked, RestoreIncomplete, RestoreStats, damage_summary
+from dedupe.restore.pipeline import PendingFile, WritePipeline
 from dedupe.restore.steps import Excluded, Step, plan
 
 __all__ = [
@@ -62,128 +62,8 @@ __all__ = [
 ]
 
 Progress = Callable[[int], None]
-_BlobResult = bytes | DamageError | list[bytes | DamageError]  # one blob, or a run of them
 
-PREFETCH_BYTES = 64 << 20
 _WRITES = (CREATE, OVERWRITE)
-
-
-class _Lookahead:
-    """Steps in order, with the blobs of upcoming files already being read and decrypted by
-    the pool: at most PREFETCH_BYTES of content and MAX_PENDING steps ahead of the writer.
-
-    Blobs that follow each other in one pack (small files written together, a large file's
-    chunks) are read as one run: one storage request and one task for many blobs.
-    """
-
-    MAX_PENDING = 10_000
-    RUN_GAP = 256 * 1024
-    RUN_BYTES = 8 << 20
-    RUN_BLOBS = 128
-
-    def __init__(
-        self,
-        steps: Iterator[Step],
-        view: TargetView,
-        pool: ThreadPoolExecutor,
-        repo: Repository,
-    ) -> None:
-        self._steps = steps
-        self._view = view
-        self._pool = pool
-        self._repo = repo
-        self._pending: deque[tuple[Step, Decision]] = deque()
-        self._futures: deque[tuple[Future[_BlobResult], int]] = deque()
-        self._ready: deque[bytes | DamageError] = deque()
-        self._blob_queue: deque[bytes] = deque()
-        self._run: list[tuple[bytes, Location]] = []
-        self._run_bytes = 0
-        self._ahead = 0
-        self._done = False
-
-    def _flush_run(self) -> None:
-        if self._run:
-            run, size = self._run, self._run_bytes
-            self._run, self._run_bytes = [], 0
-            self._futures.append((self._pool.submit(self._repo.read_blob_run, run), size))
-
-    def _add_blob(self, blob_id: bytes) -> None:
-        loc = self._repo.index.lookup(blob_id)
-        if loc is None:
-            self._flush_run()
-            self._futures.append((self._pool.submit(self._repo.read_blob_or_error, blob_id), 0))
-            return
-        if self._run:
-            last = self._run[-1][1]
-            end = last.offset + last.length
-            if (
-                loc.pack_id != last.pack_id
-                or not 0 <= loc.offset - end <= self.RUN_GAP
-                or self._run_bytes >= self.RUN_BYTES
-                or len(self._run) >= self.RUN_BLOBS
-            ):
-                self._flush_run()
-        self._run.append((blob_id, loc))
-        self._run_bytes += loc.raw_length
-        self._ahead += loc.raw_length
-
-    def _fill(self) -> None:
-        # Blob by blob, not file by file: a 1 GiB dump must not be decoded all at once.
-        limit = self.MAX_PENDING
-        queue = self._blob_queue
-        while self._ahead < PREFETCH_BYTES:
-            if queue:
-                self._add_blob(queue.popleft())
-                continue
-            if self._done or len(self._pending) >= limit:
-                break
-            step = next(self._steps, None)
-            if step is None:
-                self._done = True
-                break
-            # Decided before any blob is requested: a file kept as it is costs no repository read.
-            decision = self._view.see(step.kind, step.node)
-            self._pending.append((step, decision))
-            if step.kind == "file" and decision.action in _WRITES:
-                queue.extend(step.node.content)  # type: ignore[union-attr]
-        self._flush_run()
-
-    def __iter__(self) -> Iterator[tuple[Step, Decision]]:
-        while True:
-            if not self._pending:
-                self._fill()
-                if not self._pending:
-                    return
-            yield self._pending.popleft()
-            if self._ahead < PREFETCH_BYTES // 2:
-                self._fill()
-
-    def skip_blobs(self, count: int) -> None:
-        """Pass over the rest of a file that will not be written (damaged), so the next file
-        still gets exactly its own blobs."""
-        for _ in range(count):
-            try:
-                self.next_blob()
-            except DamageError:
-                pass
-
-    def next_blob(self) -> bytes:
-        """The next blob in order (the writer takes exactly a file's count of them)."""
-        while not self._ready:
-            if not self._futures:
-                self._fill()
-            future, size = self._futures.popleft()
-            self._ahead -= size
-            result = future.result()
-            self._ready.extend(result if isinstance(result, list) else [result])
-        item = self._ready.popleft()
-        if isinstance(item, DamageError):
-            raise item
-        return item
-
-    def cancel(self) -> None:
-        for future, _size in self._futures:
-            future.cancel()
 
 
 class Restorer:
@@ -220,6 +100,7 @@ class Restorer:
         self._is_root = os.geteuid() == 0
         self._owner = (os.geteuid(), os.getegid())
         self._dirs_needing_chmod: set[int] = set()
+        self._temp_counter = secrets.randbits(48)
 
     def restore(self, root: bytes, includes: Sequence[bytes] = ()) -> RestoreStats:
         # Files are created with their final permission bits: the umask must not alter them.
@@ -239,31 +120,47 @@ class Restorer:
         os.makedirs(self.target, exist_ok=True)
         top = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY)
         fds: list[int] = [top]
+        # Folders whose contents are still being written: their times are set (and their
+        # descriptors closed) once the files in them are finished.
+        self._deferred: set[int] = set()
         view = TargetView(self.repo, self.target, self.overwrite, exact=self.verify)
         with view, ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-            ahead = _Lookahead(steps, view, pool, self.repo)
+            pipe = WritePipeline(self.repo, pool, self._finish_file)
             try:
-                for step, decision in ahead:
+                for step in steps:
+                    # Decided before any blob is requested: a file kept as it is costs no read.
+                    decision = view.see(step.kind, step.node)
                     if step.kind == "dir":
                         fds.append(self._enter_dir(fds[-1], step))
                     elif step.kind == "dir_done":
                         fd = fds.pop()
-                        self._set_meta(fd, step.node, is_dir=True)  # type: ignore[arg-type]
-                        os.close(fd)
-                        self.stats.dirs += 1
+                        self._deferred.add(fd)
+                        pipe.add_action(partial(self._dir_done, fd, step.node))  # type: ignore[arg-type]
                     elif step.kind == "damaged":
                         self._damaged_folder(step)
                     elif decision.action not in _WRITES:
                         self._leave(fds[-1], step, decision)
                     elif step.kind == "file":
-                        self._write_file(fds[-1], step, ahead, decision)
+                        self._start_file(fds[-1], step, decision, pipe)
                     else:
                         self._make_symlink(fds[-1], step, decision)
+                pipe.drain(block=True)
             finally:
-                for fd in reversed(fds):
+                for file in pipe.abandon():  # only after an error: nothing is left otherwise
+                    os.close(file.fd)
+                    _remove(file.temp, file.parent)
+                for fd in [*self._deferred, *reversed(fds)]:
                     os.close(fd)
-                ahead.cancel()
+                self._deferred.clear()
         return self.stats
+
+    def _dir_done(self, fd: int, node: Node) -> None:
+        self._deferred.discard(fd)
+        try:
+            self._set_meta(fd, node, is_dir=True)
+        finally:
+            os.close(fd)
+        self.stats.dirs += 1
 
     def _leave(self, parent: int, step: Step, decision: Decision) -> None:
         """A file or symlink the restore does not write: already right, or kept by the mode."""
@@ -346,6 +243,12 @@ class Restorer:
                 ) from None
             raise DedupeError(f"cannot create {self._display(step)}: {exc.strerror}") from None
 
+    def _temp_name(self) -> str:
+        """`.dedupe-restore-` and 12 hex digits: a random start per restore, then counted (a
+        random draw per file is a system call per file); O_EXCL still decides."""
+        self._temp_counter = (self._temp_counter + 1) & 0xFFFF_FFFF_FFFF
+        return f".dedupe-restore-{self._temp_counter:012x}"
+
     def _create_temp(self, parent: int, step: Step) -> tuple[int, str]:
         """A new file under a temporary name beside the final one: (descriptor, name). The
         name is short and fixed in length, so it fits wherever the final name fits."""
@@ -355,7 +258,7 @@ class Restorer:
         # fchmod is needed for ordinary modes; the creator's descriptor is writable anyway.
         mode = step.node.mode & 0o777
         while True:
-            temp = f".dedupe-restore-{secrets.token_hex(6)}"
+            temp = self._temp_name()
             try:
                 return os.open(temp, flags, mode, dir_fd=parent), temp
             except FileExistsError:
@@ -377,34 +280,25 @@ class Restorer:
                 ) from None
             raise DedupeError(f"cannot restore {self._display(step)}: {exc.strerror}") from None
 
-    def _write_file(self, parent: int, step: Step, ahead: _Lookahead, decision: Decision) -> None:
+    def _start_file(self, parent: int, step: Step, decision: Decision, pipe: WritePipeline) -> None:
+        """Create the file under its temporary name and hand its blobs to the pipeline; it is
+        finished (`_finish_file`) once they are all written."""
         node = step.node
         assert node is not None
         fd, temp = self._create_temp(parent, step)
-        written = taken = 0
-        damage = None
+        pipe.add_file(PendingFile(fd, temp, parent, (step, decision)), node.content, node.size)
+
+    def _finish_file(self, file: PendingFile) -> None:
+        """Every blob of the file is written (or found damaged): metadata, flush if it
+        replaces a file, rename into place, or removal if anything was damaged."""
+        step: Step
+        decision: Decision
+        step, decision = file.payload  # type: ignore[misc]
+        node = step.node
+        assert node is not None
+        parent, fd, temp = file.parent, file.fd, file.temp
+        damage = file.first_damage()
         try:
-            for _ in node.content:
-                taken += 1
-                try:
-                    data = ahead.next_blob()
-                except DamageError as exc:
-                    damage = str(exc)
-                    break
-                written += len(data)
-                if written > node.size:
-                    damage = "its content is larger than its recorded size"
-                    break
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-            else:
-                if written != node.size:
-                    damage = (
-                        f"its content size ({written} bytes) does not match the recorded size "
-                        f"({node.size} bytes)"
-                    )
             if damage is None:
                 self._set_meta(fd, node, is_dir=False)
                 if decision.action == OVERWRITE:
@@ -416,7 +310,6 @@ class Restorer:
         os.close(fd)
         if damage is not None:
             _remove(temp, parent)
-            ahead.skip_blobs(len(node.content) - taken)
             where = self._display(step)
             self.stats.damaged_files.append((where, damage))
             self.warn(f"cannot restore {where}: the backup data is damaged: {damage}")
@@ -424,11 +317,11 @@ class Restorer:
         self._put_in_place(parent, temp, step)
         self._count_written(decision)
         self.stats.files += 1
-        self.stats.bytes_written += written
+        self.stats.bytes_written += file.written
         if self.verify:
             self._check(parent, step)
         if self.progress is not None:
-            self.progress(written)
+            self.progress(file.written)
 
     def _count_written(self, decision: Decision) -> None:
         if decision.action == OVERWRITE:
@@ -442,7 +335,7 @@ class Restorer:
         node = step.node
         assert node is not None
         while True:
-            temp = f".dedupe-restore-{secrets.token_hex(6)}"
+            temp = self._temp_name()
             try:
                 os.symlink(node.target, temp, dir_fd=parent)  # type: ignore[arg-type]
                 break

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import NamedTuple
 
-from dedupe.errors import FormatError
+from dedupe.errors import DamageError, FormatError
 from dedupe.model.tree import DIR, FILE, Node, valid_name
 from dedupe.repo.repository import Repository
 from dedupe.repo.treewalk import DAMAGED, ENTRY, TREE, count_entries, load_tree, traverse
@@ -60,9 +60,38 @@ def plan(
 ) -> Iterator[Step]:
     """Walk the snapshot's trees (in order) and yield what to create, lazily."""
     inc_parts = [tuple(p for p in inc.split(b"/") if p) for inc in includes]
-    # Refuses before any work if a few hostile trees name each other into an explosion.
-    count_entries(repo, root, skip_damaged=True)
+    # Refuses before any work if a few hostile trees name each other into an explosion:
+    # counted over what the walk will enter (the included folders), not the whole snapshot,
+    # so restoring one file of a large snapshot does not read every folder listing first.
+    for top in _selected_roots(repo, root, inc_parts):
+        count_entries(repo, top, skip_damaged=True)
     return _steps(repo, root, inc_parts, excluded)
+
+
+def _selected_roots(
+    repo: Repository, root: bytes, inc_parts: list[tuple[bytes, ...]]
+) -> list[bytes]:
+    """The trees below which the walk restores everything: the root without includes, else
+    the tree of each included folder (an included file, or a path that is not there, has
+    none). A listing that cannot be read on the way is left to the walk, which reports it."""
+    if not inc_parts or any(not inc for inc in inc_parts):
+        return [root]
+    tops: list[bytes] = []
+    for inc in inc_parts:
+        tree_id: bytes | None = root
+        for name in inc:
+            try:
+                nodes = load_tree(repo, tree_id)  # type: ignore[arg-type]
+            except DamageError:
+                tree_id = None
+                break
+            node = next((n for n in nodes if n.name == name), None)
+            tree_id = node.subtree if node is not None and node.type == DIR else None
+            if tree_id is None:
+                break
+        if tree_id is not None:
+            tops.append(tree_id)
+    return tops
 
 
 def _absolute(path: tuple[bytes, ...]) -> bytes:
