@@ -24,7 +24,7 @@ def run_metrics(run: dict[str, Any], corpus_bytes: int) -> dict[str, float]:
     for step, rec in steps.items():
         out[f"{step}_s"] = rec["wall_s"]
         out[f"{step}_rss_mib"] = rec["max_rss_kib"] / 1024
-        if step != "restore":
+        if not step.startswith("restore"):
             out[f"repo_after_{step}_mib"] = rec["repo_bytes"] / MIB
     if "first" in steps:
         out["first_mb_s"] = corpus_bytes / steps["first"]["wall_s"] / 1e6
@@ -32,6 +32,8 @@ def run_metrics(run: dict[str, Any], corpus_bytes: int) -> dict[str, float]:
         out["second_added_mib"] = (
             steps["second"]["repo_bytes"] - steps["first"]["repo_bytes"]
         ) / MIB
+    if "restore_dump" in steps and run.get("dump_bytes"):
+        out["restore_dump_mb_s"] = run["dump_bytes"] / steps["restore_dump"]["wall_s"] / 1e6
     if "restore_check" in run:
         out["restore_ok"] = float(run["restore_check"]["ok"])
     return out
@@ -86,6 +88,14 @@ def _targets(med: dict[str, dict[str, float]], result: dict[str, Any]) -> list[s
     check("unchanged rerun <= 0.6 x restic", "rerun_s", pick(r, "rerun_s", 0.6))
     restores = [m["restore_s"] for m in (r, b) if "restore_s" in m]
     check("restore <= 0.5 x faster peer", "restore_s", 0.5 * min(restores) if restores else None)
+    check("restore <= 0.8 x restic (issue 17)", "restore_s", pick(r, "restore_s", 0.8))
+    if "restore_dump_mb_s" in d:
+        ok = d["restore_dump_mb_s"] >= 500
+        lines.append(
+            f"  [{'ok' if ok else 'MISS'}] dump restored alone >= 500 MB/s (issue 17): "
+            f"{d['restore_dump_mb_s']:.0f} MB/s"
+            + (f" (restic {r['restore_dump_mb_s']:.0f})" if "restore_dump_mb_s" in r else "")
+        )
     check("forget+gc <= restic", "forget_gc_s", pick(r, "forget_gc_s"))
     check(
         "first snapshot RSS <= restic + 256 MiB",

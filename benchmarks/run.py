@@ -46,7 +46,7 @@ from benchmarks.tools import (
     run_measured,
 )
 
-STEPS = ("init", "first", "second", "rerun", "restore", "forget_gc")
+STEPS = ("init", "first", "second", "rerun", "restore", "restore_dump", "forget_gc")
 
 
 def _remove(path: Path) -> None:
@@ -126,6 +126,8 @@ def run_one(tool: Tool, ws: Workspace, pristine: dict[int, Path], live: Path) ->
         ("second", tool.snapshot(ws, live, "night1"), None),
         ("rerun", tool.snapshot(ws, live, "rerun"), None),
         ("restore", tool.restore(ws, "rerun"), ws.restore),
+        # The practice's recovery time is its database dump: restored alone, into an empty dir.
+        ("restore_dump", tool.restore_file(ws, "rerun", live / DUMP_NAME), ws.restore),
         ("forget_gc", tool.forget_gc(ws), None),
     ]
     for step, cmds, cwd in plan:
@@ -152,6 +154,14 @@ def run_one(tool: Tool, ws: Workspace, pristine: dict[int, Path], live: Path) ->
         if step == "restore":
             record["restore_check"] = _verify_restore(ws.restore, live)
             _remove(ws.restore)  # the restored copy is not needed for gc; free the disk
+            ws.restore.mkdir()
+        if step == "restore_dump":
+            dump = ws.restore / str(live / DUMP_NAME).lstrip("/")
+            same = dump.exists() and _file_digest(dump) == _file_digest(live / DUMP_NAME)
+            record["restore_check"]["dump_alone_equal"] = same
+            record["restore_check"]["ok"] = record["restore_check"]["ok"] and same
+            record["dump_bytes"] = (live / DUMP_NAME).stat().st_size
+            _remove(ws.restore)
     return record
 
 

@@ -227,6 +227,10 @@ class Tool:
         """Commands run with cwd = the (empty) restore dir."""
         raise NotImplementedError
 
+    def restore_file(self, ws: Workspace, label: str, path: Path) -> list[list[str]]:
+        """Restore only the file at `path` (absolute, as backed up); cwd = the restore dir."""
+        raise NotImplementedError
+
     def forget_gc(self, ws: Workspace) -> list[list[str]]:
         raise NotImplementedError
 
@@ -255,6 +259,19 @@ class Restic(Tool):
 
     def restore(self, ws: Workspace, label: str) -> list[list[str]]:
         return [[*self._base(ws), "restore", "latest", "--target", str(ws.restore)]]
+
+    def restore_file(self, ws: Workspace, label: str, path: Path) -> list[list[str]]:
+        return [
+            [
+                *self._base(ws),
+                "restore",
+                "latest",
+                "--target",
+                str(ws.restore),
+                "--include",
+                str(path),
+            ]
+        ]
 
     def forget_gc(self, ws: Workspace) -> list[list[str]]:
         return [[*self._base(ws), "forget", "--keep-last", "1", "--prune"]]
@@ -288,6 +305,9 @@ class Borg(Tool):
 
     def restore(self, ws: Workspace, label: str) -> list[list[str]]:
         return [["borg", "extract", f"{ws.repo}::{label}"]]
+
+    def restore_file(self, ws: Workspace, label: str, path: Path) -> list[list[str]]:
+        return [["borg", "extract", f"{ws.repo}::{label}", str(path).lstrip("/")]]
 
     def forget_gc(self, ws: Workspace) -> list[list[str]]:
         return [
@@ -333,6 +353,11 @@ class Dedupe(Tool):
 
     def restore(self, ws: Workspace, label: str) -> list[list[str]]:
         return [[*self.cmd, "restore", "latest", "--target", str(ws.restore)]]
+
+    def restore_file(self, ws: Workspace, label: str, path: Path) -> list[list[str]]:
+        return [
+            [*self.cmd, "restore", "latest", "--target", str(ws.restore), "--include", str(path)]
+        ]
 
     def forget_gc(self, ws: Workspace) -> list[list[str]]:
         return [[*self.cmd, "forget", "--keep-last", "1", "--gc"]]
