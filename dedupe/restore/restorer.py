@@ -19,8 +19,11 @@ read back through its final name and compared with the snapshot's content ids.
 
 Blob reads are verified. Damage costs only what it touches: a file whose content fails
 verification is left out, a folder whose listing fails loses only its subtree, and the restore
-goes on; each is listed in `RestoreStats` and reported through `warn`. Decryption and
-decompression run in worker threads ahead of the writer; each file is written sequentially.
+goes on; each is listed in `RestoreStats` and reported through `warn`. Reading, decryption,
+decompression, verification and the writes themselves run in the worker pool
+(`dedupe.restore.pipeline`: each blob is written at its offset with pwrite); this thread walks,
+decides, creates each file under its temporary name and finishes the files in walk order.
+A replaced file is flushed once, when it is complete (never per blob).
 """
 
 from __future__ import annotations
