@@ -64,6 +64,27 @@ def restore_digests(repo_path: str, target: str) -> dict[str, dict[str, str]]:
     return out
 
 
+def save_attacker_snapshot(repo: Repository, root: bytes) -> str:
+    """Save a manifest naming `root` as its tree, as an attacker with the password could (host
+    "attacker", path /x); its id."""
+    from datetime import UTC, datetime
+
+    from dedupe.model.snapshot import Snapshot
+    from dedupe.repo import manifests
+
+    snap = Snapshot(
+        id=manifests.new_snapshot_id(),
+        time=datetime(2026, 1, 1, tzinfo=UTC),
+        host="attacker",
+        user="eve",
+        paths=(b"/x",),
+        tags=(),
+        tree=root,
+    )
+    manifests.save(repo, snap)
+    return snap.id
+
+
 # --- trees to back up and compare ------------------------------------------------------------
 
 
@@ -186,3 +207,22 @@ def fill(path: Path) -> None:
 def free_bytes(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+# --- a small real disk -------------------------------------------------------------------------
+
+
+def mount_tmpfs(point: Path, size: str = "64m") -> None:
+    """Mount a real tmpfs of `size` at the existing folder `point` (needs root: the test is
+    skipped without, and fails in CI). The caller unmounts it (`umount -l`)."""
+    import pytest
+
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs in CI: {proc.stderr}")
+        pytest.skip(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")

@@ -11,22 +11,19 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
-from datetime import UTC, datetime
 
 import pytest
 import zstandard
 
 from dedupe import codec
 from dedupe.errors import DamageError, TreesTooDeep
-from dedupe.model.snapshot import Snapshot
 from dedupe.model.tree import DIR, FILE, Node
-from dedupe.repo import manifests
 from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import pack_name
 from dedupe.repo.treewalk import DAMAGED, ENTRY, LEAVE, MAX_DEPTH, TREE, traverse
 from dedupe.repo.writer import BlobWriter
 from tests.clitools import Cli, Result, initialized_cli
-from tests.support import open_repo
+from tests.support import open_repo, save_attacker_snapshot
 
 MEMORY_LIMIT = 1536 << 20
 TIME_LIMIT = 60
@@ -66,17 +63,7 @@ class Attacker:
         self.repo.write_index([(pack_id, builder.entries)])
 
     def snapshot(self, root: bytes) -> str:
-        snap = Snapshot(
-            id=manifests.new_snapshot_id(),
-            time=datetime(2026, 1, 1, tzinfo=UTC),
-            host="attacker",
-            user="eve",
-            paths=(b"/x",),
-            tags=(),
-            tree=root,
-        )
-        manifests.save(self.repo, snap)
-        return snap.id
+        return save_attacker_snapshot(self.repo, root)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from dedupe.repo import manifests, treewalk
 from dedupe.repo.repository import pack_name
 from dedupe.repo.writer import BlobWriter
 from tests.clitools import Cli, initialized_cli
-from tests.support import assert_same_tree, make_tree, open_repo
+from tests.support import assert_same_tree, make_tree, open_repo, save_attacker_snapshot
 
 _NO_FUSE = (
     "no /dev/fuse on this machine"
@@ -181,11 +181,8 @@ def test_snapshots_read_back_exactly_with_latest_tags_and_sources(tmp_path: Path
 
 
 @needs_fuse
-def test_nothing_is_writable(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    make_tree(str(src))
-    cli = initialized_cli(tmp_path)
-    cli("snapshot", str(src))
+def test_nothing_is_writable(tmp_path: Path, tree_snapshot_copy) -> None:
+    cli, src, _sid = tree_snapshot_copy
     with mounted(cli, tmp_path) as mount:
         folder = mount.where / "latest" / str(src).lstrip("/")
         attempts: list[Callable[[], object]] = [
@@ -254,11 +251,8 @@ def test_a_large_file_streams_in_bounded_memory(tmp_path: Path) -> None:
 
 @needs_fuse
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_unmounts_cleanly(tmp_path: Path, sig: int) -> None:
-    src = tmp_path / "src"
-    make_tree(str(src))
-    cli = initialized_cli(tmp_path)
-    cli("snapshot", str(src))
+def test_a_signal_unmounts_cleanly(tmp_path: Path, tree_snapshot_copy, sig: int) -> None:
+    cli, src, _sid = tree_snapshot_copy
     with mounted(cli, tmp_path) as mount:
         folder = mount.where / "latest" / str(src).lstrip("/")
         held = os.open(folder / "plain.txt", os.O_RDONLY)  # open in a viewer meanwhile
@@ -278,11 +272,8 @@ def test_a_signal_unmounts_cleanly(tmp_path: Path, sig: int) -> None:
 
 
 @needs_fuse
-def test_umount_ends_the_command(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    make_tree(str(src))
-    cli = initialized_cli(tmp_path)
-    cli("snapshot", str(src))
+def test_umount_ends_the_command(tmp_path: Path, tree_snapshot_copy) -> None:
+    cli, _src, _sid = tree_snapshot_copy
     with mounted(cli, tmp_path) as mount:
         subprocess.run(["umount", str(mount.where)], check=True)
         assert mount.proc.wait(timeout=DEADLINE) == 0, mount.err()
@@ -290,11 +281,10 @@ def test_umount_ends_the_command(tmp_path: Path) -> None:
 
 
 @needs_fuse
-def test_a_mount_left_by_a_killed_process_is_named_and_can_be_cleared(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    make_tree(str(src))
-    cli = initialized_cli(tmp_path)
-    cli("snapshot", str(src))
+def test_a_mount_left_by_a_killed_process_is_named_and_can_be_cleared(
+    tmp_path: Path, tree_snapshot_copy
+) -> None:
+    cli, _src, _sid = tree_snapshot_copy
     with mounted(cli, tmp_path) as mount:
         mount.proc.kill()  # SIGKILL: no handler runs, the kernel mount stays without a server
         mount.proc.wait(timeout=DEADLINE)
@@ -392,17 +382,7 @@ def _plant_snapshot(repo_dir: str, build: Callable[[Callable[[list[dict]], bytes
 
     root = build(tree)
     writer.flush()
-    snap = Snapshot(
-        id=manifests.new_snapshot_id(),
-        time=datetime(2026, 1, 1, tzinfo=UTC),
-        host="attacker",
-        user="eve",
-        paths=(b"/x",),
-        tags=(),
-        tree=root,
-    )
-    manifests.save(repo, snap)
-    return snap.id
+    return save_attacker_snapshot(repo, root)
 
 
 def _too_deep(tree: Callable[[list[dict]], bytes]) -> bytes:
@@ -421,11 +401,10 @@ def _exponential(tree: Callable[[list[dict]], bytes]) -> bytes:
 
 @needs_fuse
 @pytest.mark.parametrize("build", [_too_deep, _exponential], ids=["too-deep", "exponential"])
-def test_hostile_trees_are_refused_as_ls_refuses_them(tmp_path: Path, build) -> None:
-    src = tmp_path / "src"
-    make_tree(str(src))
-    cli = initialized_cli(tmp_path)
-    cli("snapshot", str(src))
+def test_hostile_trees_are_refused_as_ls_refuses_them(
+    tmp_path: Path, tree_snapshot_copy, build
+) -> None:
+    cli, src, _sid = tree_snapshot_copy
     (honest,) = snapshot_ids(cli)
     hostile = _plant_snapshot(cli.repo, build)
     assert cli("ls", hostile, check=False).code == 14

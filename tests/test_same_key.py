@@ -14,7 +14,7 @@ import pytest
 
 from dedupe.repo import config
 from tests.clitools import Cli, initialized_cli
-from tests.support import PASSWORD
+from tests.support import PASSWORD, mount_tmpfs
 
 DRIVE_PASSWORD = "drive password, not the server's"
 DATA_BYTES = 2 << 20
@@ -202,15 +202,7 @@ def mounts(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     def mount(name: str) -> Path:
         point = tmp_path / name
         point.mkdir()
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(point)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"cannot mount a tmpfs in CI: {proc.stderr}")
-            pytest.skip(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
+        mount_tmpfs(point)
         mounted.append(point)
         return point
 
