@@ -19,26 +19,21 @@ from dedupe.repo import lock as lock_mod
 from dedupe.repo.repository import Repository, pack_name
 from dedupe.repo.treewalk import find
 from tests.clitools import Cli
-from tests.support import PASSWORD, assert_same_tree, make_tree, open_repo
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> tuple[str, str, str]:
-    """(repo, source folder, snapshot id) built once; tests work on copies."""
-    base = tmp_path_factory.mktemp("pristine")
-    src = str(base / "src")
-    make_tree(src)
-    cli = Cli(str(base / "repo"), str(base / "cache"))
-    cli("init")
-    sid = cli("snapshot", src, "--json").json()["id"]
-    return cli.repo, src, sid
+from tests.support import PASSWORD, assert_same_tree, open_repo
 
 
 @pytest.fixture
-def copy(pristine, tmp_path) -> tuple[Cli, str, str]:
-    repo, src, sid = pristine
-    shutil.copytree(repo, tmp_path / "repo")
-    return Cli(str(tmp_path / "repo"), str(tmp_path / "cache")), src, sid
+def pristine(tree_snapshot) -> tuple[str, str, str]:
+    """(repo, source folder, snapshot id), built once per session (conftest); tests work on
+    copies."""
+    repo, src, sid = tree_snapshot
+    return repo, str(src), sid
+
+
+@pytest.fixture
+def copy(tree_snapshot_copy) -> tuple[Cli, str, str]:
+    cli, src, sid = tree_snapshot_copy
+    return cli, str(src), sid
 
 
 def stored_files(repo: str) -> list[str]:

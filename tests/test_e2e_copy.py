@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import uuid
@@ -35,8 +36,7 @@ def _write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-@pytest.fixture
-def source(tmp_path) -> tuple[Cli, str, list[str]]:
+def _make_source(tmp_path) -> tuple[Cli, str, list[str]]:
     """A source repository with two snapshots of a varied tree (the second slightly changed)."""
     cli = Cli(str(tmp_path / "src-repo"), str(tmp_path / "cache"))
     cli("init")
@@ -48,6 +48,29 @@ def source(tmp_path) -> tuple[Cli, str, list[str]]:
         f.write(b"one more row\n")
     second = cli("snapshot", data, "--json", "--tag", "nightly").json()["id"]
     return cli, data, [first, second]
+
+
+@pytest.fixture(scope="module")
+def pristine_source(tmp_path_factory) -> tuple[Cli, str, list[str]]:
+    """`_make_source`, built once for the module; tests take copies (`source`)."""
+    return _make_source(tmp_path_factory.mktemp("pristine-source"))
+
+
+@pytest.fixture
+def source(pristine_source, tmp_path) -> tuple[Cli, str, list[str]]:
+    """A copy of the module's source repository and its cache at tmp_path (copies write their
+    journal and holds there). The data folder is the module's and must stay as it is: a test
+    that changes it makes its own source (`fresh_source`)."""
+    pristine, data, ids = pristine_source
+    shutil.copytree(pristine.repo, tmp_path / "src-repo")
+    shutil.copytree(pristine.env["DEDUPE_CACHE_DIR"], tmp_path / "cache")
+    return Cli(str(tmp_path / "src-repo"), str(tmp_path / "cache")), data, ids
+
+
+@pytest.fixture
+def fresh_source(tmp_path) -> tuple[Cli, str, list[str]]:
+    """`_make_source` at tmp_path: its own data folder, to change."""
+    return _make_source(tmp_path)
 
 
 def _dest(tmp_path, name: str, password: str = DEST_PASSWORD, *init_args: str, env=None) -> Cli:
@@ -89,8 +112,8 @@ def test_copy_with_other_keys_rechunks_and_is_idempotent(source, tmp_path):
     assert again["bytes_added"] == 0 and again["bytes_read"] == 0
 
 
-def test_nightly_rechunk_copy_reads_only_what_changed(source, tmp_path):
-    src, data, ids = source
+def test_nightly_rechunk_copy_reads_only_what_changed(fresh_source, tmp_path):
+    src, data, ids = fresh_source
     dest = _dest(tmp_path, "drive")
     _copy(src, dest)
     with open(os.path.join(data, "plain.txt"), "ab") as f:

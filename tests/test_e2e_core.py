@@ -161,10 +161,8 @@ def test_exclude_and_diff(cli, tmp_path):
     assert f"{src}/cache" in changes["added"]
 
 
-def test_restore_include(cli, tmp_path):
-    src = tmp_path / "src"
-    make_tree(str(src))
-    cli("snapshot", str(src))
+def test_restore_include(tree_snapshot_copy, tmp_path):
+    cli, src, _sid = tree_snapshot_copy
     target = tmp_path / "t"
     cli("restore", "latest", "--target", str(target), "--include", f"{src}/deep")
     restored = target / str(src).lstrip("/")

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import Cli, initialized_cli
-from tests.support import assert_same_tree, make_tree, open_repo
+from tests.clitools import Cli
+from tests.support import assert_same_tree, open_repo
 from tests.test_mount import mounted, needs_fuse
 
 
 @pytest.fixture
-def saved(tmp_path: Path, cheap_kdf: None) -> tuple[Cli, Path]:
-    cli = initialized_cli(tmp_path)
-    source = tmp_path / "src"
-    make_tree(str(source))
-    cli("snapshot", str(source))
+def saved(tree_snapshot_copy: tuple[Cli, Path, str]) -> tuple[Cli, Path]:
+    """A repository holding one snapshot of `source` (a copy: conftest's `tree_snapshot`)."""
+    cli, source, _sid = tree_snapshot_copy
     return cli, source
 
 
