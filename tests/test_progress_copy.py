@@ -69,7 +69,7 @@ def test_copy_bar_shows_the_total_percent_and_eta(tmp_path, columns, rows):
     code, out, shown = _on_pty(src, ["copy", "--to", dest.repo], columns, rows)
     assert code == 0, shown
     assert out.count("copied snapshot ") == 2
-    # The first frame already knows the whole: 0 % of about 5.3 MB (5 MiB) (the files and their trees),
+    # The first frame already knows the whole: 0 % of about 5.3 MB (the files and their trees),
     # and two snapshots to go.
     first = re.search(r"copy:\s+0% .*?0 B of (\d+\.\d+) MB, .*?/s, ETA [^,]+, 0/2 snapshots", shown)
     assert first is not None, shown
