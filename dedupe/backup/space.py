@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dedupe.errors import DedupeError
 from dedupe.repo import manifests
 from dedupe.repo.repository import Repository
+from dedupe.units import format_bytes
 
 HISTORY = 10
 MARGIN = 1.25
@@ -117,9 +118,9 @@ def preflight_warning(
     if needed is None or free >= needed:
         return None
     return (
-        f"the repository's disk has {_mib(free)} free, and this snapshot may need about "
-        f"{_mib(needed)}. If the disk fills up, the snapshot stops cleanly (exit 13) and the "
-        "repository stays intact; make room with 'dedupe forget POLICY' then 'dedupe gc'."
+        f"the repository's disk has {format_bytes(free)} free, and this snapshot may need about "
+        f"{format_bytes(needed)}. If the disk fills up, the snapshot stops cleanly (exit 13) and "
+        "the repository stays intact; make room with 'dedupe forget POLICY' then 'dedupe gc'."
     )
 
 
@@ -133,7 +134,3 @@ def warn_if_low_space(
     message = preflight_warning(repo, paths, stdin_mode)
     if message is not None:
         warn(message)
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
