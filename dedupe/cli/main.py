@@ -102,6 +102,7 @@ Other settings:
   DEDUPE_REPO              the repository, when --repo is not given
   DEDUPE_S3_ENDPOINT       the S3 server; credentials from the usual AWS_* variables
   DEDUPE_SFTP_IDENTITY     an SSH key for sftp:// (else ~/.ssh/config, ssh-agent, ~/.ssh/id_*)
+  DEDUPE_SSH_COMMAND       the ssh that sftp:// runs, with options (default ssh; e.g. 'ssh -F FILE')
   DEDUPE_CACHE_DIR         local caches (default $XDG_CACHE_HOME/dedupe; safe to delete)
   DEDUPE_STATE_DIR         run records and logs (default $XDG_STATE_HOME/dedupe)
 
@@ -325,11 +326,6 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     log.addHandler(handler)
     log.propagate = False
     log.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
-    # paramiko logs dropped connections itself; our errors say it once, clearly, instead.
-    paramiko_log = logging.getLogger("paramiko")
-    if not any(isinstance(h, logging.NullHandler) for h in paramiko_log.handlers):
-        paramiko_log.addHandler(logging.NullHandler())
-    paramiko_log.propagate = False
 
 
 def _quiet_pipe() -> int:
