@@ -115,6 +115,10 @@ class PendingFile:
         """FILE, like the node it becomes."""
         return self._node.type
 
+    def done(self) -> bool:
+        """Whether every block is stored (so `result` will not wait)."""
+        return all(future.done() for future in self._futures)
+
     def result(self) -> Node:
         """The node with its content ids (raises what storing a block raised)."""
         ids = [blob_id for future in self._futures for blob_id in future.result()]
@@ -155,6 +159,25 @@ class FileStore:
         if self.cache is not None:
             self.cache.remember(self.cache.key(path), st, list(node.content))
 
+    def cached_node(
+        self, path: bytes, name: bytes, st: os.stat_result, stats: ArchiveStats
+    ) -> Node | None:
+        """The file's node if the files cache holds its content (counted as unchanged, as
+        `store` counts it), else None: the caller then stores it, here or elsewhere."""
+        cache = self.cache
+        if cache is None:
+            return None
+        key = cache.key(path)
+        cached = self._cached(key, st)
+        if cached is None:
+            return None
+        stats.files_unchanged += 1
+        stats.files += 1
+        stats.bytes_total += st.st_size
+        self.report(0, 1)
+        cache.remember(key, st, cached)
+        return self.owners.node(name, FILE, st, size=st.st_size, content=tuple(cached))
+
     def _cached(self, key: bytes, st: os.stat_result) -> list[bytes] | None:
         """The file's content ids if the files cache holds them and they are stored."""
         assert self.cache is not None
@@ -180,15 +203,10 @@ class FileStore:
         cache = self.cache
         key = None
         if cache is not None:
+            node = self.cached_node(path, name, st, stats)
+            if node is not None:
+                return node
             key = cache.key(path)
-            cached = self._cached(key, st)
-            if cached is not None:
-                stats.files_unchanged += 1
-                stats.files += 1
-                stats.bytes_total += st.st_size
-                self.report(0, 1)
-                cache.remember(key, st, cached)
-                return self.owners.node(name, FILE, st, size=st.st_size, content=tuple(cached))
         stored = self._read(path, st, stats)
         if stored is None:
             return None

@@ -30,8 +30,17 @@ READ_AHEAD_MIN = 8 << 20
 # With a helper process: files at least this big go to it while it has room (see above).
 OFFLOAD_MIN = 1 << 20
 OFFLOAD_QUEUE = 64 << 20
+# Smaller files go to the helper too, in batches (one message each way per batch), once the
+# walk has met this many that the files cache does not hold: a small snapshot starts no helper.
+SMALL_AFTER = 256
+BATCH_FILES = 256
+BATCH_BYTES = 4 << 20
+# What a small file costs the helper beyond its bytes (open, stat, node), counted against its
+# queue so that thousands of empty files cannot queue without bound.
+FILE_COST = 4096
 
 StoredFile = tuple[Node | None, ArchiveStats]  # a lane's result: the node (None: left out)
+Batch = list[tuple[bytes, bytes, os.stat_result, "Future[StoredFile]"]]
 
 
 class LargeFiles:
@@ -44,6 +53,10 @@ class LargeFiles:
         self._helper_pool: ThreadPoolExecutor | None = None  # talks to the helper process
         self._helper_queued = 0  # bytes of files waiting for or in the helper
         self._queued_lock = threading.Lock()
+        self._small_seen = 0
+        self._batch: Batch = []  # small files not sent to the helper yet
+        self._batch_bytes = 0
+        self._sent: list[Batch] = []  # batches sent, until every file of theirs is done
 
     def start(
         self, children: list[tuple[bytes, bytes, os.stat_result]]
@@ -60,12 +73,60 @@ class LargeFiles:
                 started[name] = self._submit_ahead(child, name, st)
         return started
 
+    @property
+    def batching(self) -> bool:
+        """Whether small files may go to the helper process (`submit_small`)."""
+        return self._offload is not None
+
+    def submit_small(
+        self, path: bytes, name: bytes, st: os.stat_result
+    ) -> Future[StoredFile] | None:
+        """Queue a small file (one the files cache does not hold) for the helper, sent with
+        others in a batch: the Future of (node, stats), or None when it is stored here (too few
+        small files yet for a helper, or the helper's queue is full)."""
+        self._small_seen += 1
+        if self._offload is None or self._small_seen < SMALL_AFTER:
+            return None
+        cost = st.st_size + FILE_COST
+        if not self._has_room(cost):
+            return None
+        try:
+            self._offload.start()
+        except DedupeError as exc:
+            self._helper_failed(exc)
+            return None
+        future: Future[StoredFile] = Future()
+        self._batch.append((path, name, st, future))
+        self._batch_bytes += cost
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self.flush()
+        return future
+
+    def flush(self) -> None:
+        """Send the small files queued so far to the helper (the walk waits for one of them)."""
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        if self._helper_pool is None:
+            self._helper_pool = ThreadPoolExecutor(1, thread_name_prefix="helper")
+        self._sent = [b for b in self._sent if not b[-1][3].done()]
+        self._sent.append(batch)
+        self._helper_pool.submit(self._helper_batch, batch)
+
     def close(self) -> None:
         """Stop the lanes' threads (waiting for a file they are storing)."""
         for pool in (self._helper_pool, self._ahead_pool):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         self._helper_pool = self._ahead_pool = None
+        # Small files never sent or never stored (the walk failed): nobody waits for them,
+        # but none is left pending either.
+        stopped = DedupeError("the snapshot stopped before this file was stored")
+        for batch in [*self._sent, self._batch]:
+            for *_file, future in batch:
+                if not future.done():
+                    future.set_exception(stopped)
+        self._sent, self._batch = [], []
 
     @property
     def running(self) -> bool:
@@ -84,13 +145,16 @@ class LargeFiles:
         try:
             self._offload.start()
         except DedupeError as exc:  # e.g. no memory or processes left for a second one
-            self._files.warn(f"{exc}; storing large files in this process instead")
-            self._offload = None
-            self._helper_queued = 0
+            self._helper_failed(exc)
             return self._submit_ahead(path, name, st)
         if self._helper_pool is None:
             self._helper_pool = ThreadPoolExecutor(1, thread_name_prefix="helper")
         return self._helper_pool.submit(self._helper_file, path, name, st)
+
+    def _helper_failed(self, exc: DedupeError) -> None:
+        self._files.warn(f"{exc}; storing large files in this process instead")
+        self._offload = None
+        self._helper_queued = 0
 
     def _submit_ahead(self, path: bytes, name: bytes, st: os.stat_result) -> Future[StoredFile]:
         if self._ahead_pool is None:
@@ -113,6 +177,33 @@ class LargeFiles:
         finally:
             with self._queued_lock:
                 self._helper_queued = max(0, self._helper_queued - st.st_size)
+
+    def _helper_batch(self, batch: Batch) -> None:
+        """On the helper's conversation thread: store a batch of small files in the helper
+        process and settle each file's Future (all of them fail if the helper does)."""
+        files = self._files
+        try:
+            offload = self._offload
+            if offload is None:
+                raise DedupeError("the helper process storing files has stopped")
+            results = offload.store_batch(
+                [(path, name, st) for path, name, st, _f in batch], files.report, files.warn
+            )
+            if len(results) != len(batch):
+                raise DedupeError("the helper process answered for the wrong number of files")
+        except BaseException as exc:
+            for *_file, future in batch:
+                future.set_exception(exc)
+            return
+        finally:
+            with self._queued_lock:
+                cost = sum(st.st_size + FILE_COST for _p, _n, st, _f in batch)
+                self._helper_queued = max(0, self._helper_queued - cost)
+        files.report(0, len(batch))
+        for (path, _name, st, future), (node, stats) in zip(batch, results, strict=True):
+            if node is not None and not stats.unstable:
+                files.remember(path, st, node)
+            future.set_result((node, stats))
 
     def _ahead_file(self, path: bytes, name: bytes, st: os.stat_result) -> StoredFile:
         """On the read-ahead thread: store one file, with statistics of its own."""

@@ -19,9 +19,13 @@ helper dies at once too: it watches a lifeline pipe whose only writer end the pa
 
 Messages (pickles between the two halves of one command of one user):
   parent -> helper: ("open", key, settings, key_name, root, cache_dir, workers),
-                    ("file", path, name, stat), ("flush",), ("abort",)
+                    ("file", path, name, stat), ("files", [(path, name, stat), ...]),
+                    ("flush",), ("abort",)
   helper -> parent: ("progress", bytes), ("warn", text), ("node", node, stats),
-                    ("error", exception), ("flushed", write stats, index names)
+                    ("nodes", [(node, stats), ...]), ("error", exception),
+                    ("flushed", write stats, index names)
+Small files come in batches ("files"), so that a folder of one small file does not cost a
+round trip; progress is sent per MiB read, not per file.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ from dedupe.storage.local import LocalStorage
 
 Report = Callable[[int, int], None]
 Warn = Callable[[str], None]
+
+# The helper's progress messages: one per this many bytes read (small files come in batches).
+REPORT_EVERY = 1 << 20
+# Plaintext bytes the helper's writer holds for its sealing workers at most (BlobWriter's
+# max_inflight): four of the chunker's 8 MiB blocks.
+HELPER_INFLIGHT = 64 << 20
 
 
 # The helper's first lines: load the `dedupe` package from the folder the parent's own copy
@@ -154,6 +164,28 @@ class Offloader:
             )
             return reply[1], reply[2]
 
+    def store_batch(
+        self, items: list[tuple[bytes, bytes, os.stat_result]], report: Report, warn: Warn
+    ) -> list[tuple[Node | None, ArchiveStats]]:
+        """Store several (small) files in the helper, in one exchange: each file's node (None:
+        left out) and stats, in order."""
+        with self._lock:
+            if self._broken:
+                raise DedupeError("the helper process storing files has stopped")
+            conn = self._conn
+            if conn is None:
+                raise DedupeError("the helper process was not started")
+            reply = self._exchange(
+                conn,
+                ("files", items),
+                "nodes",
+                report,
+                warn,
+                "the helper process storing files stopped unexpectedly",
+            )
+            results: list[tuple[Node | None, ArchiveStats]] = reply[1]
+            return results
+
     def finish(self) -> tuple[WriteStats, list[str]] | None:
         """Make the helper's packs and index durable and stop it: (its WriteStats, its index
         names), or None if it never started."""
@@ -256,12 +288,23 @@ def _serve(conn: Connection) -> None:
     repo = Repository(LocalStorage(root), key, settings, key_name)
     repo.cache_dir = cache_dir
     _ = repo.index  # the parent loaded it just before: the local cache is current
-    writer = BlobWriter(repo, workers=workers)
+    writer = BlobWriter(repo, workers=workers, max_inflight=HELPER_INFLIGHT)
+    unreported = [0]  # bytes read and not reported yet: sent per REPORT_EVERY, not per file
+
+    def report(read: int, _files: int) -> None:
+        unreported[0] += read
+        if unreported[0] >= REPORT_EVERY:
+            conn.send(("progress", unreported[0]))
+            unreported[0] = 0
+
+    def reply(message: tuple[object, ...]) -> None:
+        if unreported[0]:
+            conn.send(("progress", unreported[0]))
+            unreported[0] = 0
+        conn.send(message)
+
     files = FileStore(
-        writer,
-        repo.chunker(),
-        warn=lambda text: conn.send(("warn", text)),
-        report=lambda read, _files: conn.send(("progress", read)),
+        writer, repo.chunker(), warn=lambda text: conn.send(("warn", text)), report=report
     )
     names_before = len(repo.index_names)
     flushed = False
@@ -272,7 +315,13 @@ def _serve(conn: Connection) -> None:
                 _, path, name, st = message
                 stats = ArchiveStats()
                 node = files.store_now(path, name, st, stats)
-                conn.send(("node", node, stats))
+                reply(("node", node, stats))
+            elif message[0] == "files":
+                results = []
+                for path, name, st in message[1]:
+                    stats = ArchiveStats()
+                    results.append((files.store_now(path, name, st, stats), stats))
+                reply(("nodes", results))
             elif message[0] == "flush":
                 writer.flush()
                 flushed = True
