@@ -10,7 +10,8 @@ all run on every core without the GIL.
 What stays bounded, whatever the snapshot holds:
 - memory: at most `AHEAD_BYTES` of planned-but-unwritten content, and each task holds at most
   one run (`RUN_BYTES` of stored blobs, and their plaintext) while it works;
-- descriptors: at most `MAX_OPEN` files are open under their temporary names at once.
+- descriptors: at most `MAX_OPEN` files under their temporary names and finished folders
+  waiting for their times are open at once.
 
 Files are finished (`Restorer._finish_file`) in the order the walk met them, once every task
 that writes into them is done. A task never touches a descriptor after its file is finished or
@@ -138,7 +139,8 @@ class WritePipeline:
     def add_action(self, action: Callable[[], None]) -> None:
         """Run `action` after every file added so far is finished (a folder's times)."""
         self._queue.append(action)
-        self.drain(block=False)
+        self._open += 1  # it holds its folder's descriptor until it runs
+        self._pace()
 
     def _add_blob(
         self, blob_id: bytes, loc: Location, file: PendingFile, offset: int, number: int
@@ -218,6 +220,7 @@ class WritePipeline:
             self._finish(item)
         else:
             self._queue.popleft()
+            self._open -= 1
             item()
         return True
 
