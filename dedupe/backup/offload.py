@@ -41,6 +41,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from dedupe.backup.filestore import ArchiveStats, FileStore
+from dedupe.backup.memory import bound_freed_memory
 from dedupe.errors import DedupeError
 from dedupe.model.tree import Node
 from dedupe.repo.repository import Repository
@@ -54,7 +55,7 @@ Warn = Callable[[str], None]
 REPORT_EVERY = 1 << 20
 # Plaintext bytes the helper's writer holds for its sealing workers at most (BlobWriter's
 # max_inflight): four of the chunker's 8 MiB blocks.
-HELPER_INFLIGHT = 64 << 20
+HELPER_INFLIGHT = 32 << 20
 
 
 # The helper's first lines: load the `dedupe` package from the folder the parent's own copy
@@ -336,6 +337,7 @@ def _serve(conn: Connection) -> None:
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    bound_freed_memory()
     _die_with_parent(int(argv[2]))
     conn = Connection(int(argv[1]))
     try:

@@ -26,6 +26,7 @@ from dedupe.backup import space
 from dedupe.backup.archiver import Archiver
 from dedupe.backup.filescache import FilesCache
 from dedupe.backup.filestore import ArchiveStats, Progress, Warn
+from dedupe.backup.memory import bound_freed_memory
 from dedupe.backup.offload import Offloader
 from dedupe.chunker import Chunker
 from dedupe.model.snapshot import Snapshot
@@ -33,6 +34,13 @@ from dedupe.repo import manifests
 from dedupe.repo.repository import GC_PENDING, Repository
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.local import LocalStorage
+
+# Plaintext bytes waiting for this process's sealing workers at most (BlobWriter's max_inflight).
+# With a helper process, which has its own (dedupe.backup.offload), this process stores the
+# small files, the trees and what the helper has no room for: less suffices, and the sum of
+# both processes' peaks is what the machine must hold.
+ALONE_INFLIGHT = 64 << 20
+PARENT_INFLIGHT = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -64,14 +72,17 @@ def snapshot_paths(
     options: SnapshotOptions,
     warn: Warn = lambda text: None,
     progress: Progress | None = None,
+    counted: space.SourceSize | None = None,
 ) -> SnapshotResult:
     """Back up the given absolute, normalised paths into a new snapshot. Sources and files that
-    cannot be read are left out, reported through `warn` and listed in `stats.errors`."""
+    cannot be read are left out, reported through `warn` and listed in `stats.errors`.
+    `counted`: the sources' size, counted since before the repository was unlocked (for the
+    free-space warning; counted here if needed and not given)."""
 
     def archive(archiver: Archiver) -> bytes:
         return archiver.archive_paths(paths)
 
-    return _take(repo, tuple(paths), options, warn, progress, archive, stream=False)
+    return _take(repo, tuple(paths), options, warn, progress, archive, False, counted)
 
 
 def snapshot_stream(
@@ -98,7 +109,7 @@ def snapshot_stream(
             finish()
         return tree
 
-    return _take(repo, (b"/" + name,), options, warn, progress, archive, stream=True)
+    return _take(repo, (b"/" + name,), options, warn, progress, archive, True, None)
 
 
 def helper_for(repo: Repository) -> Offloader | None:
@@ -130,17 +141,20 @@ def _take(
     progress: Progress | None,
     archive: Callable[[Archiver], bytes],
     stream: bool,
+    counted: space.SourceSize | None,
 ) -> SnapshotResult:
+    bound_freed_memory()
     with repo.lock(exclusive=False) as lock:
         _ = repo.index  # load before the clock starts on data
-        space.warn_if_low_space(repo, paths, stream, warn)
+        space.warn_if_low_space(repo, paths, stream, warn, counted)
         files_cache = None
         if not stream and options.cache_root is not None:
             folder = os.path.join(options.cache_root, repo.settings.repo_id.hex())
             files_cache = FilesCache(folder, repo.hash)
             files_cache.check_generation(repo.index_names, repo.storage.exists(GC_PENDING))
-        writer = BlobWriter(repo, workers=_workers())
         offload = helper_for(repo)
+        inflight = PARENT_INFLIGHT if offload is not None else ALONE_INFLIGHT
+        writer = BlobWriter(repo, workers=_workers(), max_inflight=inflight)
         archiver = Archiver(
             writer,
             chunker_for(repo, stream),
@@ -171,6 +185,8 @@ def _take(
                 "bytes_added": writer.stats.stored_bytes,
             },
         )
+        if counted is not None:
+            counted.result()  # its free-space warning (if any) before the snapshot's report
         # The manifest last: it checks the lock and the index generation, then writes.
         manifest_bytes = manifests.commit(repo, lock, snap)
         if files_cache is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from dedupe.backup.command import CommandStream, shown
 from dedupe.backup.session import SnapshotOptions, snapshot_paths, snapshot_stream
+from dedupe.backup.space import SourceSize
 from dedupe.backup.walkparts import Excluder, source_problem
 from dedupe.cachedir import default_cache_dir
 from dedupe.cli.context import Context, ProgressBar, Subparsers, human_bytes, printable
@@ -172,7 +173,15 @@ def cmd_snapshot(ctx: Context) -> int:
         excludes=tuple(args.exclude),
         cache_root=default_cache_dir(),
     )
-    repo = ctx.repo()
+    # The free-space warning may need the sources' size (a first snapshot): counted while the
+    # password's key is derived, which leaves the other core (and the GIL) free.
+    counted = None if stdin_mode else SourceSize(paths)
+    try:
+        repo = ctx.repo()
+    except BaseException:
+        if counted is not None:
+            counted.cancel()
+        raise
     bars: list[ProgressBar | None] = []  # made at the first byte read (after the space warning)
     last = [0]
     count = None if stdin_mode else _FileCount(paths, Excluder(args.exclude))
@@ -206,7 +215,7 @@ def cmd_snapshot(ctx: Context) -> int:
         elif stdin_mode:
             result = snapshot_stream(repo, name, sys.stdin.buffer, options, ctx.warn, progress)
         else:
-            result = snapshot_paths(repo, paths, options, ctx.warn, progress)
+            result = snapshot_paths(repo, paths, options, ctx.warn, progress, counted)
     finally:
         if count is not None:
             count.stop()
