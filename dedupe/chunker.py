@@ -58,7 +58,7 @@ ReadInto = Callable[[memoryview], int]
 # being read and cut at any moment; more would only raise the peak memory (measured: each
 # pooled buffer stays resident for the whole snapshot).
 POOL_MIN = 1 << 20
-POOL_BUFFERS = 2
+POOL_BUFFERS = 4
 
 
 def _fresh(size: int) -> memoryview:
