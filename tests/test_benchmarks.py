@@ -176,7 +176,7 @@ def test_runner_smoke_with_dedupe(tmp_path: Path) -> None:
     )
     result = json.loads(out.read_text())
     (record,) = result["runs"]
-    for step in ("init", "first", "second", "rerun", "restore"):
+    for step in ("init", "first", "second", "rerun", "restore", "restore_dump"):
         assert record["steps"][step]["rc"] == 0, record.get("error")
         assert record["steps"][step]["wall_s"] > 0
     assert record["restore_check"]["ok"]
@@ -189,6 +189,7 @@ def test_runner_smoke_with_dedupe(tmp_path: Path) -> None:
         "second_added_mib",
         "rerun_s",
         "restore_s",
+        "restore_dump_mb_s",
     ):
         assert key in med
     assert med["second_added_mib"] < med["repo_after_first_mib"]
