@@ -89,6 +89,7 @@ def _targets(med: dict[str, dict[str, float]], result: dict[str, Any]) -> list[s
     restores = [m["restore_s"] for m in (r, b) if "restore_s" in m]
     check("restore <= 0.5 x faster peer", "restore_s", 0.5 * min(restores) if restores else None)
     check("restore <= 0.8 x restic (issue 17)", "restore_s", pick(r, "restore_s", 0.8))
+    check("first snapshot <= 0.5 x restic (issue 17)", "first_s", pick(r, "first_s", 0.5))
     if "restore_dump_mb_s" in d:
         ok = d["restore_dump_mb_s"] >= 500
         lines.append(

@@ -8,7 +8,7 @@ import random
 import pytest
 from pyfastcdc import FastCDC
 
-from dedupe.chunker import Chunker, ChunkerParams
+from dedupe.chunker import POOL_BUFFERS, Chunker, ChunkerParams
 from dedupe.crypto import keys
 from dedupe.crypto.seal import IdHasher, Sealer
 from dedupe.errors import DamageError, FormatError, WrongPassword
@@ -169,10 +169,10 @@ def test_chunks_of_fresh_blocks_stay_valid_when_every_pooled_buffer_is_held(monk
         held.append((seen, block[0]))  # one chunk of every block: its buffer stays in use
         seen += sum(len(c) for c in block)
     assert seen == len(data) and len(held) >= 10
-    assert len(chunker._pool._buffers) == 4  # the pool is full; the other blocks were fresh
+    assert len(chunker._pool._buffers) == POOL_BUFFERS  # the pool is full; the other blocks were fresh
     for offset, chunk in held:
         assert bytes(chunk) == data[offset : offset + len(chunk)]
     del held
     # With the views gone, the pooled buffers are free again and reused.
     again = [bytes(c) for c in chunker.chunks(io.BytesIO(data).readinto, len(data))]
-    assert b"".join(again) == data and len(chunker._pool._buffers) == 4
+    assert b"".join(again) == data and len(chunker._pool._buffers) == POOL_BUFFERS
