@@ -169,7 +169,8 @@ def test_chunks_of_fresh_blocks_stay_valid_when_every_pooled_buffer_is_held(monk
         held.append((seen, block[0]))  # one chunk of every block: its buffer stays in use
         seen += sum(len(c) for c in block)
     assert seen == len(data) and len(held) >= 10
-    assert len(chunker._pool._buffers) == POOL_BUFFERS  # the pool is full; the other blocks were fresh
+    # The pool is full; the other blocks were fresh.
+    assert len(chunker._pool._buffers) == POOL_BUFFERS
     for offset, chunk in held:
         assert bytes(chunk) == data[offset : offset + len(chunk)]
     del held
