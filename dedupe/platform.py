@@ -241,6 +241,26 @@ def pid_namespace(system: str | None = None) -> str:
         return ""
 
 
+def current_umask(system: str | None = None) -> int | None:
+    """The process's umask, read without changing it (Linux: /proc/self/status, kernel 4.7 and
+    later); None where it cannot be read so (macOS). Setting it to read it, as `os.umask`
+    does, is not safe in a process with threads: another thread creating a file meanwhile
+    (the web page's restore beside a request) would get the wrong permissions."""
+    if not is_linux(system):
+        return None
+    try:
+        with open("/proc/self/status", "rb") as f:
+            return parse_status_umask(f.read())
+    except OSError:
+        return None
+
+
+def parse_status_umask(status: bytes) -> int | None:
+    """The `Umask:` line of /proc/PID/status (octal, e.g. b'Umask:\t0022'); None if absent."""
+    found = re.search(rb"^Umask:\s*([0-7]{1,4})\s*$", status, re.MULTILINE)
+    return int(found[1], 8) if found else None
+
+
 # --- child processes -----------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "ssh" / "config"
     path.parent.mkdir()
     path.write_text("")
+    path.chmod(0o600)
     monkeypatch.setenv("DEDUPE_SSH_COMMAND", f"ssh -F {path}")
     for name in (
         "SSH_AUTH_SOCK",
@@ -41,8 +42,10 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
+    """A config file ssh accepts whatever the umask (it refuses group- or world-writable ones)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
+    path.chmod(0o600)
 
 
 def _login_lines(server: SFTPServer, alias: str, known_hosts: str | None = None) -> str:

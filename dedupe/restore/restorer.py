@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+from dedupe import platform
 from dedupe.errors import DamageError, DedupeError
 from dedupe.model.tree import Node
 from dedupe.repo.repository import Repository
@@ -104,14 +105,14 @@ class Restorer:
         self._owner = (os.geteuid(), os.getegid())
         self._dirs_needing_chmod: set[int] = set()
         self._temp_counter = secrets.randbits(48)
+        # Permission bits the umask takes from new files and folders; those get an fchmod at
+        # the end. The process's umask is never changed: it is process-wide, and the web page
+        # restores in a thread beside others (clearing it there left it cleared for them).
+        umask = platform.current_umask()
+        self._masked = 0o777 if umask is None else umask
 
     def restore(self, root: bytes, includes: Sequence[bytes] = ()) -> RestoreStats:
-        # Files are created with their final permission bits: the umask must not alter them.
-        old_umask = os.umask(0)
-        try:
-            stats = self._restore(root, includes)
-        finally:
-            os.umask(old_umask)
+        stats = self._restore(root, includes)
         if stats.damaged:
             raise RestoreIncomplete(stats)
         if stats.blocked:
@@ -235,7 +236,7 @@ class Restorer:
             created = False
         try:
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-            if not created or (step.node.mode & 0o700) != 0o700:
+            if not created or (step.node.mode & 0o700) != 0o700 or step.node.mode & self._masked:
                 self._dirs_needing_chmod.add(fd)
             return fd
         except OSError as exc:
@@ -257,8 +258,8 @@ class Restorer:
         name is short and fixed in length, so it fits wherever the final name fits."""
         assert step.node is not None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        # Created with its final permissions (the umask is cleared during a restore), so no
-        # fchmod is needed for ordinary modes; the creator's descriptor is writable anyway.
+        # Created with its final permissions where the umask leaves them whole (`_set_meta`
+        # fixes the rest); the creator's descriptor is writable whatever the mode.
         mode = step.node.mode & 0o777
         while True:
             temp = self._temp_name()
@@ -372,7 +373,11 @@ class Restorer:
             except OSError as exc:
                 self.warn(f"cannot set owner of {os.fsdecode(node.name)}: {exc.strerror}")
         chown_done = self._is_root and (existing or (node.uid, node.gid) != self._owner)
-        needs = existing or (is_dir and fd in self._dirs_needing_chmod)
+        needs = (
+            existing
+            or (is_dir and fd in self._dirs_needing_chmod)
+            or (not is_dir and node.mode & self._masked)
+        )
         if node.mode & ~0o777 or chown_done or needs:
             os.fchmod(fd, node.mode)  # chown clears set-id bits; special bits need fchmod
         self._dirs_needing_chmod.discard(fd)
