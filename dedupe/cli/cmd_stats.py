@@ -128,9 +128,7 @@ def _write_chart(path: str, fmt: str, result: stats.RepoStats, unusual: stats.Un
         ],
         f"What each backup added, {len(result.usage)} backups",
         fmt,
-        unit_format=human_bytes,
         threshold=bounds.pop() if len(bounds) == 1 else None,
-        binary=True,
         subtitle=note,
     )
     try:

@@ -12,9 +12,8 @@ Guarantees:
   attributes are turned into plain SVG attributes and the drawing's parts carry classes
   (`past`, `series`, `band`, `drive`, `peak`, `title`, `bars`, `unusual`): the page of
   `dedupe ui` places it inline under a Content-Security-Policy that forbids inline styles.
-- One unit system with the text: the forecast chart labels sizes with `dedupe.units.format_bytes`
-  (decimal: MB, GB, TB, as drives are sold and as `plan` prints them); the nightly bars take
-  the formatter of the text they go with (`stats` prints binary units).
+- One unit system with the text: both charts label sizes with `dedupe.units.format_bytes`
+  (decimal: MB, GB, TB, as drives are sold and as every command prints them).
 - Readable at a glance: a plain title shrunk (then wrapped) until it fits, month labels thinned
   until none overlap (one a month up to a year, every second or third month beyond), the drive
   line always drawn when a drive size is given (the axis stretches to it).
@@ -29,7 +28,7 @@ import os
 import re
 import textwrap
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -285,15 +284,12 @@ def nightly_bars(
     nights: Sequence[tuple[datetime, int, bool]],
     title: str,
     fmt: str = "png",
-    unit_format: Callable[[float], str] = format_bytes,
     threshold: float | None = None,
-    binary: bool = False,
     subtitle: str = "",
 ) -> bytes:
     """Bytes each backup added, one bar a backup (time, added bytes, unusual?). Unusual nights
     are red and labelled with their size and date; the threshold, when given, is a dashed line.
-    The oldest backup is drawn grey and never judged: the first one holds everything.
-    `binary`: ticks at round numbers of KiB, MiB, GiB (for a `unit_format` in binary units)."""
+    The oldest backup is drawn grey and never judged: the first one holds everything."""
     from matplotlib.ticker import FuncFormatter
 
     if not nights:
@@ -310,7 +306,7 @@ def nightly_bars(
     for i, (when, added, unusual) in enumerate(nights):
         if unusual and i:
             mark = ax.annotate(
-                f"{unit_format(added)}\n{when:%d %b}",
+                f"{format_bytes(added)}\n{when:%d %b}",
                 (i, added),
                 xytext=(0, 4),
                 textcoords="offset points",
@@ -340,8 +336,8 @@ def nightly_bars(
     ticks = positions[::step]
     ax.set_xticks(ticks, [f"{nights[i][0]:%d %b}" for i in ticks], fontsize=9)
     ax.set_xlim(-0.6, len(nights) - 0.4)
-    ax.set_yticks(_nice_ticks(ax.get_ylim()[1], 1024 if binary else 1000))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: unit_format(v) if v else "0"))
+    ax.set_yticks(_nice_ticks(ax.get_ylim()[1], 1000))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_bytes(v) if v else "0"))
     ax.grid(axis="y", color="#e4e4e4")
     ax.spines[["top", "right"]].set_visible(False)
     from matplotlib.patches import Patch
@@ -364,7 +360,7 @@ def nightly_bars(
 
 def _nice_ticks(top: float, base: int) -> list[float]:
     """0 and about five round steps (1, 2, 2.5, 5 times a power of ten of the unit) up to `top`,
-    the unit being the largest power of `base` below it (round MiB for binary labels)."""
+    the unit being the largest power of `base` below it."""
     unit = float(base) ** max(0, math.floor(math.log(max(top, 1.0), base)))
     raw = top / unit / 5
     power = 10.0 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
