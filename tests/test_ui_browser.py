@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from tests.clitools import ROOT, initialized_cli  # noqa: E402
@@ -230,6 +231,15 @@ def wait_for(driver: WebDriver, css: str):
     return WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
 
 
+def navigate(driver: WebDriver, act: Callable[[], object]) -> None:
+    """`act` (a click or a submit that loads a new page), then wait until the page being left
+    is gone: the next page may have the same ids (a month after a month, a folder after a
+    folder), and reading the old one's element while it unloads is a stale reference."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(driver, WAIT).until(staleness_of(old))
+
+
 def log_in(driver: WebDriver, server: str, password: str = PASSWORD) -> None:
     driver.get(f"{server}/login")
     if driver.current_url.endswith("/status"):
@@ -272,7 +282,7 @@ def test_status_calendar_and_forecast(
 
     browser.find_element(By.LINK_TEXT, "Calendar").click()
     wait_for(browser, "#calendar")
-    browser.find_element(By.ID, "prev-month").click()  # last month: a whole month of nights
+    navigate(browser, browser.find_element(By.ID, "prev-month").click)  # a whole month of nights
     wait_for(browser, "#calendar")
     flags = [part for key, value in POLICY.items() for part in (f"--{key}", str(value))]
     decided = world["cli"]("forget", "--dry-run", "--json", *flags).json()
@@ -288,7 +298,7 @@ def test_status_calendar_and_forecast(
     browser.find_element(By.LINK_TEXT, "Drive forecast").click()
     field = wait_for(browser, "#drive")
     field.send_keys("2T")
-    field.submit()
+    navigate(browser, field.submit)
     headline = wait_for(browser, "#forecast-headline").text
     assert "A 2 TB drive" in headline
     assert browser.find_elements(By.CSS_SELECTOR, "#chart svg .drive")
@@ -302,11 +312,11 @@ def test_browse_download_and_find(
     browser.find_element(By.LINK_TEXT, "Backups & restore").click()
     wait_for(browser, "#snapshots")
     shot(browser, artifacts, "backups")
-    browser.find_elements(By.CSS_SELECTOR, "a.snapshot-link")[0].click()  # the newest
+    navigate(browser, browser.find_elements(By.CSS_SELECTOR, "a.snapshot-link")[0].click)  # newest
     for part in [p for p in str(world["src"]).split("/") if p] + ["letters"]:
         wait_for(browser, "#entries")
         links = browser.find_elements(By.CSS_SELECTOR, "a.folder-link")
-        next(a for a in links if a.text.split(" ", 1)[-1] == part).click()
+        navigate(browser, next(a for a in links if a.text.split(" ", 1)[-1] == part).click)
     wait_for(browser, "#entries")
     shot(browser, artifacts, "folder")
     row = browser.find_element(By.XPATH, "//tr[td[contains(., 'jones.txt')]]")
@@ -319,7 +329,7 @@ def test_browse_download_and_find(
 
     browser.find_element(By.LINK_TEXT, "Find a file").click()
     wait_for(browser, "#q").send_keys("smith.txt")
-    browser.find_element(By.ID, "find-button").click()
+    navigate(browser, browser.find_element(By.ID, "find-button").click)
     summary = wait_for(browser, "#find-summary").text
     assert f"{len(world['ids'])} matches in {len(world['ids'])} backups" in summary
     shot(browser, artifacts, "find")
