@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dedupe import stats
+from dedupe.cli.chartfile import chart_target, write_chart
 from dedupe.cli.context import Context, Subparsers
 from dedupe.cli.policy_args import add_policy_arguments, parse_max_unused, policy_from_args
 from dedupe.errors import DamageError, DedupeError, UsageError
@@ -242,7 +243,7 @@ def cmd_plan(ctx: Context) -> int:
             drive_bytes = drive.parse_drive_size(args.drive_size)
         except drive.SizeError as exc:
             raise UsageError(f"--drive-size: {exc}") from None
-    chart_fmt = _chart_target(args.chart) if args.chart else None
+    chart_fmt = chart_target(args.chart) if args.chart else None
     if args.change_rate is not None and args.simulate is None:
         raise UsageError("--change-rate goes with --simulate FOLDER (a history measures its own)")
     damaged: list[str] = []
@@ -354,16 +355,6 @@ def chart_title(policy: Policy, pruned: bool, days: int) -> str:
     return f"Backup disk, {span}, policy: {drive.policy_words(policy, pruned)}"
 
 
-def _chart_target(path: str) -> str:
-    """The chart's format, checked with its folder before any work (wrong usage: exit 2)."""
-    try:
-        return chart.check_target(path)
-    except chart.ChartError as exc:
-        raise UsageError(f"--chart: {exc}") from None
-    except chart.ChartUnavailable as exc:
-        raise DedupeError(str(exc)) from None
-
-
 def _write_chart(path: str, fmt: str, plan: Plan, past: tuple[tuple[date, int], ...]) -> None:
     forecast = plan.forecast
     data = chart.ForecastData(
@@ -375,16 +366,7 @@ def _write_chart(path: str, fmt: str, plan: Plan, past: tuple[tuple[date, int], 
         band=plan.band,
         past=past,
     )
-    write_file(path, chart.forecast_chart(data, fmt))
-
-
-def write_file(path: str, content: bytes) -> None:
-    try:
-        Path(path).write_bytes(content)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write the chart to {path}: {exc.strerror}; choose a folder you can write to"
-        ) from None
+    write_chart(path, chart.forecast_chart(data, fmt))
 
 
 def _simulated(

@@ -8,12 +8,12 @@ damage message about a missing tree rather than print wrong numbers.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from dedupe import stats
+from dedupe.cli.chartfile import chart_target, write_chart
 from dedupe.cli.context import Context, Subparsers, human_bytes
-from dedupe.errors import DamageError, DedupeError, UsageError
+from dedupe.errors import DamageError, DedupeError
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def stats_json(result: stats.RepoStats, unusual: stats.Unusual | None = None) ->
 
 
 def cmd_stats(ctx: Context) -> int:
-    chart_fmt = _chart_target(ctx.args.chart) if ctx.args.chart else None
+    chart_fmt = chart_target(ctx.args.chart) if ctx.args.chart else None
     repo = ctx.repo()
     damaged: list[str] = []
     result = stats.collect(repo, damaged)
@@ -91,18 +91,6 @@ def cmd_stats(ctx: Context) -> int:
     if damaged:
         raise DamageError(f"{len(damaged)} snapshot manifest(s) are damaged; run 'dedupe check'")
     return 0
-
-
-def _chart_target(path: str) -> str:
-    """The chart's format, checked with its folder before any work (wrong usage: exit 2)."""
-    from dedupe.plan import chart  # the drawing code only when a chart is asked for
-
-    try:
-        return chart.check_target(path)
-    except chart.ChartError as exc:
-        raise UsageError(f"--chart: {exc}") from None
-    except chart.ChartUnavailable as exc:
-        raise DedupeError(str(exc)) from None
 
 
 def _write_chart(path: str, fmt: str, result: stats.RepoStats, unusual: stats.Unusual) -> None:
@@ -131,12 +119,7 @@ def _write_chart(path: str, fmt: str, result: stats.RepoStats, unusual: stats.Un
         threshold=bounds.pop() if len(bounds) == 1 else None,
         subtitle=note,
     )
-    try:
-        Path(path).write_bytes(picture)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write the chart to {path}: {exc.strerror}; choose a folder you can write to"
-        ) from None
+    write_chart(path, picture)
 
 
 def _print(ctx: Context, result: stats.RepoStats, unusual: stats.Unusual) -> None:
