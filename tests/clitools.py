@@ -116,3 +116,35 @@ class CachedCli(Cli):
         key = indexcache.cache_key(repo.key.enc_key, repo.key.id_key, repo.key.repo_id)
         folder = os.path.dirname(self.cache_file())
         return indexcache.IndexCache(folder, key, repo.key.repo_id).open()
+
+
+def run_on_pty(cli: Cli, args: list[str], columns: int, rows: int) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a real pty of the given size: (exit, stdout, what it drew)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    proc = subprocess.Popen(
+        cli.command(*args),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=cli.env,
+    )
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer of the pty is gone
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    return proc.wait(timeout=120), out, shown.decode("utf-8", "replace")

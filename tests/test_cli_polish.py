@@ -3,16 +3,12 @@ verbose decisions, init that refuses occupied folders, progress bars on a real t
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
-import pty
 import shlex
 import shutil
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 from types import ModuleType
 
@@ -20,7 +16,7 @@ import pytest
 
 from dedupe.cli.context import ProgressBar
 from dedupe.cli.main import COMMAND_GROUPS, build_parser
-from tests.clitools import Cli, initialized_cli
+from tests.clitools import Cli, initialized_cli, run_on_pty
 
 MY_COMMANDS = (
     "init key unlock snapshot snapshots ls cat diff restore find mount stats repair schedule "
@@ -225,30 +221,9 @@ def test_a_reader_that_goes_away_is_a_quiet_exit_0(tmp_path, args):
 
 
 def _run_on_pty(cli: Cli, args: list[str], columns: int, rows: int) -> tuple[int, str]:
-    """Run the CLI with stderr on a real pty of the given size; (exit code, what it showed)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    proc = subprocess.Popen(
-        cli.command(*args),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        env=cli.env,
-    )
-    os.close(slave)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: every writer of the pty is gone
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(master)
-    assert proc.stdout is not None
-    proc.stdout.read()
-    return proc.wait(timeout=60), shown.decode("utf-8", "replace")
+    """(exit code, what it showed on a pty of the given size)."""
+    code, _out, shown = run_on_pty(cli, args, columns, rows)
+    return code, shown
 
 
 @pytest.mark.parametrize("columns, rows", [(0, 0), (0, 24), (120, 40)])

@@ -3,45 +3,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import struct
-import subprocess
-import termios
 from pathlib import Path
 
 import pytest
 
-from tests.clitools import Cli, initialized_cli
-
-
-def _on_pty(cli: Cli, args: list[str], columns: int, rows: int) -> tuple[int, str, str]:
-    """Run the CLI with stderr on a real pty of the given size: (exit, stdout, what it drew)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    proc = subprocess.Popen(
-        cli.command(*args),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        env=cli.env,
-    )
-    os.close(slave)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: every writer of the pty is gone
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(master)
-    assert proc.stdout is not None
-    out = proc.stdout.read().decode()
-    return proc.wait(timeout=120), out, shown.decode("utf-8", "replace")
+from tests.clitools import Cli, initialized_cli, run_on_pty
 
 
 def _two_snapshots(tmp_path: Path) -> Cli:
@@ -66,7 +34,7 @@ def _dest(tmp_path: Path, src: Cli, *init: str) -> Cli:
 def test_copy_bar_shows_the_total_percent_and_eta(tmp_path, columns, rows):
     src = _two_snapshots(tmp_path)
     dest = _dest(tmp_path, src, "--copy-chunker-params-from", src.repo)
-    code, out, shown = _on_pty(src, ["copy", "--to", dest.repo], columns, rows)
+    code, out, shown = run_on_pty(src, ["copy", "--to", dest.repo], columns, rows)
     assert code == 0, shown
     assert out.count("copied snapshot ") == 2
     # The first frame already knows the whole: 0 % of about 5.3 MB (the files and their trees),
@@ -76,7 +44,7 @@ def test_copy_bar_shows_the_total_percent_and_eta(tmp_path, columns, rows):
     assert 5.24 <= float(first.group(1)) < 5.46
     assert "MiB" not in shown
     # A second copy has nothing left to read and draws no bar: the destination has both.
-    code, out, shown = _on_pty(src, ["copy", "--to", dest.repo], columns, rows)
+    code, out, shown = run_on_pty(src, ["copy", "--to", dest.repo], columns, rows)
     assert code == 0 and "0 snapshot(s) copied, 2 already there" in shown
     assert "copy: " not in shown
 
@@ -86,7 +54,7 @@ def test_copy_bar_without_shared_ids_counts_bytes_and_snapshots(tmp_path):
     # copy finds out; the bar shows what was read, the rate and the snapshots, with no %.
     src = _two_snapshots(tmp_path)
     dest = _dest(tmp_path, src)
-    code, _out, shown = _on_pty(src, ["copy", "--to", dest.repo], 0, 0)
+    code, _out, shown = run_on_pty(src, ["copy", "--to", dest.repo], 0, 0)
     assert code == 0, shown
     assert re.search(r"copy: \d+(\.\d)? [KMG]?i?B, .*?/s, 0/2 snapshots", shown), shown
     assert "%" not in shown.split("snapshot(s) copied")[0]
