@@ -27,11 +27,14 @@ from typing import Any, NoReturn
 import dedupe.cli
 from dedupe import __version__
 from dedupe.cli.context import Context, printable
+from dedupe.cli.registry import chosen_module
 from dedupe.errors import DedupeError, OutOfSpace, UsageError
 
 
-def command_modules() -> list[ModuleType]:
-    """Every `dedupe.cli.cmd_*` module; each has `register(subparsers, common)`."""
+def command_modules(only: str | None = None) -> list[ModuleType]:
+    """Every `dedupe.cli.cmd_*` module (or just `only`); each has `register(subparsers, common)`."""
+    if only is not None:
+        return [importlib.import_module(f"dedupe.cli.{only}")]
     names = sorted(
         m.name for m in pkgutil.iter_modules(dedupe.cli.__path__) if m.name.startswith("cmd_")
     )
@@ -259,7 +262,9 @@ def _add_verbose(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: every command, or only those of the module `only`
+    (dedupe.cli.registry: a launch imports just the command it runs)."""
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _add_common(common, suppress=True)
     parser = _Parser(
@@ -281,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     assert isinstance(sub, _Commands)
     sub.required = True
-    for module in command_modules():
+    for module in command_modules(only):
         module.register(sub, common)
     for command in sub.choices.values():
         try:
@@ -345,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="surrogateescape")
     try:
-        parser = build_parser()
-        if not (sys.argv[1:] if argv is None else argv):  # a bare `dedupe`: the commands
+        words = sys.argv[1:] if argv is None else argv
+        parser = build_parser(chosen_module(words))
+        if not words:  # a bare `dedupe`: the commands
             parser.print_help(sys.stderr)
             return 2
         args = parser.parse_args(argv)
