@@ -153,7 +153,7 @@ def format_table(result: dict[str, Any]) -> str:
                     lines.append(f"  {tool} {step} reached {pct:.0f} % of the two-core ceiling")
     targets = _targets(med, result)
     if targets:
-        lines.append("targets (issue 8):")
+        lines.append("targets (issues 8 and 17):")
         lines += targets
     for run in result["runs"]:
         if "error" in run:

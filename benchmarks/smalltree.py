@@ -246,6 +246,17 @@ def format_report(result: dict[str, Any]) -> str:
             borg = max(1, rec["tools"]["borg"]["added_bytes"])
             ratios = "".join(f" | {rec['tools'][t]['added_bytes'] / borg:.2f}" for t in dedupes)
         lines.append(f"| {rec['night']} | " + " | ".join(f"{a:.0f}" for a in added) + ratios + " |")
+    if "borg" in tools and "dedupe" in tools and len(result["nights"]) > 1:
+        # Night 0 is the first backup; the target is about the nights after it.
+        worst = max(
+            rec["tools"]["dedupe"]["added_bytes"] / max(1, rec["tools"]["borg"]["added_bytes"])
+            for rec in result["nights"][1:]
+        )
+        lines += [
+            "",
+            f"[{'ok' if worst <= 1 else 'MISS'}] target 2 (issue 17): growth per night <= Borg's: "
+            f"worst night {worst:.2f}x Borg",
+        ]
     for name in dedupes:
         lines += [
             "",
