@@ -7,7 +7,11 @@ corpus on 2 cores: one process 12.9-16.3 s; the small-file folders and the large
 processes at once 8.5-9.0 s.
 
 The helper opens the same repository with the key the parent already unlocked (sent over a
-private socket pair, never through argv, the environment or a file), stores each file it is
+private socket pair, never through argv, the environment or a file), through its own
+connection to the same storage (`storage_recipe`: a local folder by path; an SFTP location as
+a second ssh session with the same target, key file and known_hosts; an S3 bucket with the same
+endpoint and prefix, its credentials from the environment it inherits; none of them a secret),
+stores each file it is
 given through a FileStore (dedupe.backup.filestore, the same code every lane stores a file
 with) over its own BlobWriter (its own packs and index files), and returns the file's tree node.
 The parent keeps everything else: the walk, the trees, the files cache, the snapshot. `finish`
@@ -18,7 +22,7 @@ helper dies at once too: it watches a lifeline pipe whose only writer end the pa
 (the kernel closes it however the parent ends); what it wrote unindexed is a leftover for gc.
 
 Messages (pickles between the two halves of one command of one user):
-  parent -> helper: ("open", key, settings, key_name, root, cache_dir, workers),
+  parent -> helper: ("open", key, settings, key_name, storage recipe, cache_dir, workers),
                     ("file", path, name, stat), ("files", [(path, name, stat), ...]),
                     ("flush",), ("abort",)
   helper -> parent: ("progress", bytes), ("warn", text), ("node", node, stats),
@@ -46,7 +50,9 @@ from dedupe.errors import DedupeError
 from dedupe.model.tree import Node
 from dedupe.repo.repository import Repository
 from dedupe.repo.writer import BlobWriter, WriteStats
+from dedupe.storage.base import Storage
 from dedupe.storage.local import LocalStorage
+from dedupe.storage.retry import RetryingStorage
 
 Report = Callable[[int, int], None]
 Warn = Callable[[str], None]
@@ -76,6 +82,91 @@ _BOOT = (
 )
 
 
+# How the helper reopens the parent's storage: ("local", root), ("sftp", SSHTarget, url,
+# connections, timeout, reconnect attempts) or ("s3", bucket, prefix, endpoint, url, multipart
+# threshold, part size, connections, list page size), and the RetryingStorage settings around it
+# (None: none). Plain values only: no password, key or credential is ever part of it.
+Recipe = tuple[tuple[Any, ...], tuple[float, ...] | None]
+
+
+def storage_recipe(storage: Storage) -> Recipe | None:
+    """How a helper process opens the same storage as `storage`, or None when it cannot (a
+    wrapper it does not know, an SFTP backend given its own environment): then the snapshot
+    keeps one process. The backend modules are looked up only if loaded: whatever `storage` is,
+    its module is."""
+    retry: tuple[float, ...] | None = None
+    inner: object = storage
+    if isinstance(storage, RetryingStorage):
+        retry = (
+            storage.attempts,
+            storage.base_delay,
+            storage.max_delay,
+            storage.max_elapsed,
+            storage.slow_after,
+        )
+        inner = storage.inner
+    if isinstance(inner, LocalStorage):
+        return ("local", inner.root), retry
+    sftp = sys.modules.get("dedupe.storage.sftp")
+    if sftp is not None and isinstance(inner, sftp.SFTPStorage):
+        if getattr(inner, "_environ", None) is not None:  # its own environment for ssh
+            return None
+        opening = (inner.target, inner.url, inner.max_connections, inner.timeout)
+        return ("sftp", *opening, inner.reconnect_attempts), retry
+    s3 = sys.modules.get("dedupe.storage.s3")
+    if s3 is not None and isinstance(inner, s3.S3Storage):
+        sizes = (inner.multipart_threshold, inner.part_size, inner.max_connections)
+        return (
+            "s3",
+            inner.bucket,
+            inner.prefix,
+            inner.endpoint,
+            inner.url,
+            *sizes,
+            inner.list_page_size,
+        ), retry
+    return None
+
+
+def open_recipe(recipe: Recipe) -> Storage:
+    """The helper's side of `storage_recipe`: its own connection to the same storage."""
+    opening, retry = recipe
+    storage: Storage
+    if opening[0] == "local":
+        storage = LocalStorage(opening[1])
+    elif opening[0] == "sftp":
+        from dedupe.storage.sftp import SFTPStorage
+
+        _, target, url, connections, timeout, reconnects = opening
+        storage = SFTPStorage(
+            target,
+            url=url,
+            connections=connections,
+            timeout=timeout,
+            reconnect_attempts=reconnects,
+        )
+    elif opening[0] == "s3":
+        from dedupe.storage.s3 import S3Storage
+
+        _, bucket, prefix, endpoint, url, threshold, part, connections, page = opening
+        storage = S3Storage(
+            bucket,
+            prefix,
+            endpoint=endpoint,
+            url=url,
+            multipart_threshold=threshold,
+            part_size=part,
+            connections=connections,
+            list_page_size=page,
+        )
+    else:
+        raise DedupeError(f"the helper process cannot open storage of kind {opening[0]!r}")
+    if retry is not None:
+        attempts, base, most, elapsed, slow = retry
+        storage = RetryingStorage(storage, int(attempts), base, most, elapsed, slow_after=slow)
+    return storage
+
+
 def helper_command(conn_fd: int, lifeline_fd: int) -> list[str]:
     """The helper's command line: this interpreter, safe paths, this copy of the package."""
     # This file is dedupe/backup/offload.py: the package is two folders up.
@@ -87,7 +178,11 @@ class Offloader:
     """The parent's side: starts the helper at the first large file, one file at a time."""
 
     def __init__(self, repo: Repository, workers: int = 2) -> None:
-        self._repo = repo  # on a LocalStorage: the helper opens the same folder
+        recipe = storage_recipe(repo.storage)
+        if recipe is None:
+            raise DedupeError("a helper process cannot open this repository's storage")
+        self._repo = repo
+        self._recipe = recipe  # how the helper opens the same storage (no secret in it)
         self._workers = workers
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -137,7 +232,7 @@ class Offloader:
                 repo.key,
                 repo.settings,
                 repo.key_name,
-                repo.storage.root,  # type: ignore[attr-defined]
+                self._recipe,
                 repo.cache_dir,
                 self._workers,
             )
@@ -285,8 +380,8 @@ def _serve(conn: Connection) -> None:
     opening = conn.recv()
     if opening[0] != "open":
         return
-    _, key, settings, key_name, root, cache_dir, workers = opening
-    repo = Repository(LocalStorage(root), key, settings, key_name)
+    _, key, settings, key_name, recipe, cache_dir, workers = opening
+    repo = Repository(open_recipe(recipe), key, settings, key_name)
     repo.cache_dir = cache_dir
     _ = repo.index  # the parent loaded it just before: the local cache is current
     writer = BlobWriter(repo, workers=workers, max_inflight=HELPER_INFLIGHT)

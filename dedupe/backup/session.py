@@ -1,10 +1,11 @@
 """One whole snapshot, from the lock to the manifest: what `dedupe snapshot` runs.
 
 `snapshot_paths` and `snapshot_stream` take the repository's shared lock, warn when the disk may
-be too small, store the data (dedupe.backup.archiver, with a helper process for large files on a
-local repository with two cores or more), and commit. They report through callbacks only
-(`warn`, `progress`) and never print. A stream is cut with the repository's stream chunker
-parameters, files with its file parameters (`chunker_for`, docs/FORMAT-chunking.md).
+be too small, store the data (dedupe.backup.archiver, with a helper process for large files and
+batches of small ones on two cores or more, on a local, SFTP or S3 repository), and commit.
+They report through callbacks only (`warn`, `progress`) and never print. A stream is cut with
+the repository's stream chunker parameters, files with its file parameters (`chunker_for`,
+docs/FORMAT-chunking.md).
 
 The write order is kept here, in `_store`: the helper's packs and index are durable first, then
 this process's, then (`manifests.commit`, which also checks that the lock still stands and that
@@ -27,13 +28,12 @@ from dedupe.backup.archiver import Archiver
 from dedupe.backup.filescache import FilesCache
 from dedupe.backup.filestore import ArchiveStats, Progress, Warn
 from dedupe.backup.memory import bound_freed_memory
-from dedupe.backup.offload import Offloader
+from dedupe.backup.offload import Offloader, storage_recipe
 from dedupe.chunker import Chunker
 from dedupe.model.snapshot import Snapshot
 from dedupe.repo import manifests
 from dedupe.repo.repository import GC_PENDING, Repository
 from dedupe.repo.writer import BlobWriter
-from dedupe.storage.local import LocalStorage
 
 # Plaintext bytes waiting for this process's sealing workers at most (BlobWriter's max_inflight).
 # With a helper process, which has its own (dedupe.backup.offload), this process stores the
@@ -113,10 +113,10 @@ def snapshot_stream(
 
 
 def helper_for(repo: Repository) -> Offloader | None:
-    """A helper process for large files (dedupe.backup.offload) on a local repository with more
-    than one core. The helper opens storage by local path only: snapshots to SFTP and S3 keep
-    one process (not measured there yet)."""
-    if not isinstance(repo.storage, LocalStorage) or (os.cpu_count() or 1) < 2:
+    """A helper process (dedupe.backup.offload) with more than one core, on any storage it can
+    open itself (`storage_recipe`: a local folder, SFTP, S3; its own ssh session or HTTP
+    connections). Else, as on one core, the snapshot keeps one process."""
+    if (os.cpu_count() or 1) < 2 or storage_recipe(repo.storage) is None:
         return None
     return Offloader(repo, workers=_workers())
 
