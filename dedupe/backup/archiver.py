@@ -29,6 +29,7 @@ from dedupe.backup.filestore import (
     Warn,
 )
 from dedupe.backup.largefiles import OFFLOAD_MIN, LargeFiles, StoredFile
+from dedupe.backup.memory import fewer_collections
 from dedupe.backup.offload import Offloader
 from dedupe.backup.walkparts import (
     Excluder,
@@ -131,7 +132,8 @@ class Archiver:
     def archive_paths(self, paths: Iterable[bytes]) -> bytes:
         """Store the given absolute paths; return the root tree id."""
         try:
-            return self._archive_paths(paths)
+            with fewer_collections():
+                return self._archive_paths(paths)
         finally:
             self.close()  # whatever happened, no read-ahead outlives the walk
 

@@ -7,12 +7,20 @@ where freed memory mostly stays resident. Measured on the benchmark's 1 GB corpu
 snapshot, the process that walks): 239-243 MiB peak RSS by default, 196-213 MiB with the
 threshold fixed at 256 KiB. Both snapshot processes (the walk and the helper) call
 `bound_freed_memory` before they allocate their buffers.
+
+The walk also keeps Python's cyclic collector from re-reading what it cannot free
+(`fewer_collections`): a first snapshot of 23k files spent about 1.5 of its 11 CPU-seconds in
+the collector, walking the index, caches and modules loaded before the walk again and again
+although the walk makes almost no reference cycles.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 MMAP_THRESHOLD = 256 << 10
@@ -30,3 +38,25 @@ def bound_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+# During a walk, the collector's youngest generation is collected after this many new
+# container objects instead of 700: a few MiB of young objects at most, and a reference cycle
+# (an exception's traceback) still goes within a fraction of a second of walking.
+WALK_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Around a walk: objects alive before it are frozen out of the cyclic collector's reach
+    (`gc.freeze`), and young objects are collected in larger batches. Both are undone on exit,
+    so a long-lived process (the web page, the scheduler) gets its collector back unchanged.
+    Nothing is ever left uncollected: the collector stays enabled throughout."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(before[0], WALK_GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
