@@ -378,3 +378,76 @@ def test_preflight_warns_when_free_space_is_below_the_estimate(tmp_path):
     history = space.estimate_snapshot_bytes(repo, paths)
     assert 5_000_000 <= history <= 5_000_000 * 1.25 + (8 << 20)  # from the last run's growth
     assert space.estimate_snapshot_bytes(repo, [b"/stdin-name"], stdin_mode=True) is None
+
+
+def many_half_used_packs(tmp_path, seed: int) -> tuple[Repository, Snapshot]:
+    """About six 1 MiB packs, each about half unused, and the snapshot that is kept: repacks
+    of one batch are read and verified by several threads at once (gc.execute READ_AHEAD)."""
+    repo = new_repo(str(tmp_path / "repo"))
+    src = str(tmp_path / "src")
+    write_files(src, 300, 20_000, seed=seed)
+    first = take_snapshot(repo, src)
+    for i in range(0, 300, 2):
+        os.unlink(os.path.join(src, f"f{i:04d}"))
+    second = take_snapshot(repo, src, T0 + timedelta(days=1))
+    manifests.delete(repo, first)
+    return repo, second
+
+
+def test_a_damaged_pack_among_parallel_repacks_is_kept_and_the_rest_repacked(tmp_path):
+    repo, kept = many_half_used_packs(tmp_path, seed=12)
+    expected = contents(repo, kept)
+    before = data_files(str(tmp_path / "repo"))
+    planned = collect.run(reopen(repo.storage), max_unused=0.0, dry_run=True).packs_rewritten
+    assert planned >= 4
+    # The largest pack holds file data, half of it forgotten: it is one of the repacks.
+    sizes = {n: os.path.getsize(p) for p in _pack_paths(tmp_path) for n in [os.path.basename(p)]}
+    victim = max(sorted(before), key=sizes.__getitem__)
+    path = next(p for p in _pack_paths(tmp_path) if p.endswith(victim))
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))
+    damaged = open(path, "rb").read()
+    result = collect.run(reopen(repo.storage), max_unused=0.0)
+    assert result.damaged_packs == [victim]
+    assert result.packs_rewritten == planned - 1  # every other repack was done
+    assert victim in data_files(str(tmp_path / "repo"))
+    assert open(path, "rb").read() == damaged  # the damaged copy is left for repair
+    # Files none of whose chunks were in the damaged pack read back as they were.
+    fresh = reopen(repo.storage)
+    victim_id = bytes.fromhex(victim)
+    intact = [
+        (rel, node)
+        for rel, node in walk(fresh, kept.tree)
+        if node.type == "f" and all(fresh.locate(b).pack_id != victim_id for b in node.content)
+    ]
+    assert len(intact) >= 30  # (which files shared the pack depends on the random chunking)
+    for rel, node in intact:
+        assert b"".join(fresh.read_blob(b) for b in node.content) == expected[rel]
+
+
+def _pack_paths(tmp_path) -> list[str]:
+    root = str(tmp_path / "repo" / "data")
+    return [os.path.join(d, n) for d, _s, files in os.walk(root) for n in files]
+
+
+class _UnmeasuredDisk(OutOfSpaceAfter):
+    """A disk whose free space cannot be asked (gc repacks everything in one batch) and that
+    fills up part way through it."""
+
+    def free_space(self) -> int | None:
+        return None
+
+
+def test_a_disk_that_fills_in_the_middle_of_a_parallel_batch_loses_nothing(tmp_path):
+    repo, kept = many_half_used_packs(tmp_path, seed=13)
+    expected = contents(repo, kept)
+    limited = _UnmeasuredDisk(repo.storage, 1_500_000)  # about one new pack, then full
+    result = collect.run(Repository(limited, repo.key, repo.settings, "k"), max_unused=0.0)
+    assert result.packs_left_for_space >= 1
+    assert contents(repo, kept) == expected
+    finish = collect.run(reopen(repo.storage), max_unused=0.0)
+    assert finish.packs_left_for_space == 0 and finish.unused_bytes == 0
+    assert contents(repo, kept) == expected
