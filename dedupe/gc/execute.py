@@ -28,11 +28,7 @@ The caller holds the repository's exclusive lock (`dedupe.gc.collect.run` takes 
 
 from __future__ import annotations
 
-import os
 import random
-from collections import deque
-from collections.abc import Generator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 
 import numpy as np
@@ -41,6 +37,7 @@ from dedupe.crypto.seal import content_hash
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace
 from dedupe.gc.indexfiles import IndexFiles
 from dedupe.gc.plan import GcPlan, Repack, index_bytes
+from dedupe.gc.readahead import THREADS, in_order
 from dedupe.gc.result import GcResult, Progress
 from dedupe.gc.survey import Survey, stored_bytes
 from dedupe.repo import census, reserve
@@ -52,12 +49,10 @@ from dedupe.repo.repository import GC_PENDING, Repository, pack_name
 SPACE_MARGIN = 1 << 20
 # Below the estimated index size plus this, gc frees space before it writes the index.
 INDEX_SLACK = 64 << 10
-# Packs read and verified by threads while the batch copies earlier ones (decryption,
-# decompression and hashing release the GIL; a remote read waits on the network): at most this
-# many packs beyond the one being copied are held in memory.
-VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
-READ_AHEAD = VERIFY_THREADS + 1
-# (16 MiB packs, 2 threads: about 100 MiB read ahead at most, each pack held with its copies.)
+# Packs read and verified by threads (dedupe.gc.readahead) while the batch copies earlier ones:
+# at most this many beyond the one being copied are held in memory (16 MiB packs, 2 cores:
+# about 50 MiB, each pack with its copies).
+READ_AHEAD = THREADS + 1
 
 
 def execute(
@@ -241,7 +236,7 @@ class _Executor:
             builders[slot], holds[slot] = PackBuilder(), {}
 
         try:
-            with closing(self._verified_in_order(batch)) as verified:
+            with closing(in_order(self._verified_blobs, batch, READ_AHEAD)) as verified:
                 for position, (r, items) in enumerate(zip(batch, verified, strict=True)):
                     if items is None:
                         continue
@@ -275,25 +270,6 @@ class _Executor:
         self._delete_packs([r.pack for r in done])
         self.result.packs_rewritten += len(done)
         return done, stop
-
-    def _verified_in_order(
-        self, batch: list[Repack]
-    ) -> Generator[list[tuple[bytes, bytes, int]] | None, None, None]:
-        """`_verified_blobs` of each repack of `batch`, in order, the next READ_AHEAD read and
-        verified by threads meanwhile. Closed early (a full disk), it cancels what has not
-        started and waits for what has."""
-        with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="gc-verify") as pool:
-            ahead: deque[Future[list[tuple[bytes, bytes, int]] | None]] = deque()
-            try:
-                for r in batch:
-                    ahead.append(pool.submit(self._verified_blobs, r))
-                    if len(ahead) > READ_AHEAD:
-                        yield ahead.popleft().result()
-                while ahead:
-                    yield ahead.popleft().result()
-            finally:
-                for future in ahead:
-                    future.cancel()
 
     def _verified_blobs(self, r: Repack) -> list[tuple[bytes, bytes, int]] | None:
         """(id, sealed bytes, raw length) of the kept blobs, each verified; None (and noted) on
