@@ -14,15 +14,16 @@ import pytest
 
 from dedupe.backup import space
 from dedupe.backup.archiver import Archiver
-from dedupe.errors import DedupeError, OutOfSpace
+from dedupe.errors import DedupeError, FormatError, OutOfSpace
 from dedupe.gc import collect, survey
 from dedupe.gc.mark import SetMarks, TableMarks, mark_reachable, mark_snapshots
 from dedupe.model.snapshot import Snapshot
+from dedupe.model.tree import DIR, FILE, Node, encode_tree
 from dedupe.repo import config as config_mod
 from dedupe.repo import manifests, reserve
 from dedupe.repo.pack import PackBuilder
 from dedupe.repo.repository import GC_PENDING, Repository, pack_name
-from dedupe.repo.treewalk import walk
+from dedupe.repo.treewalk import MAX_DEPTH, walk
 from dedupe.repo.writer import BlobWriter
 from dedupe.storage.faults import FailNthCall, OutOfSpaceAfter
 from dedupe.storage.local import LocalStorage
@@ -451,3 +452,47 @@ def test_a_disk_that_fills_in_the_middle_of_a_parallel_batch_loses_nothing(tmp_p
     finish = collect.run(reopen(repo.storage), max_unused=0.0)
     assert finish.packs_left_for_space == 0 and finish.unused_bytes == 0
     assert contents(repo, kept) == expected
+
+
+class _TreesOnly:
+    """What mark_reachable reads of a repository: encoded trees by id."""
+
+    def __init__(self, trees: dict[bytes, list]) -> None:
+        self.blobs = {tid: encode_tree(nodes) for tid, nodes in trees.items()}
+        self.reads: list[bytes] = []
+
+    def read_blob(self, tree_id: bytes) -> bytes:
+        self.reads.append(tree_id)
+        if tree_id not in self.blobs:
+            raise DedupeError(f"tree {tree_id.hex()[:8]} is missing")
+        return self.blobs[tree_id]
+
+
+def _tid(n: int) -> bytes:
+    return n.to_bytes(32, "big")
+
+
+def test_marking_refuses_a_chain_of_trees_deeper_than_the_limit():
+    trees = {
+        _tid(i): [Node(b"d", DIR, 0o755, 0, subtree=_tid(i + 1))] for i in range(MAX_DEPTH + 5)
+    }
+    trees[_tid(MAX_DEPTH + 5)] = [Node(b"leaf", FILE, 0o644, 0, content=(_tid(10**6),))]
+    with pytest.raises(FormatError, match="deep"):
+        mark_reachable(_TreesOnly(trees), [_tid(0)], SetMarks())  # type: ignore[arg-type]
+
+
+def test_marking_reads_each_shared_tree_once_and_reaches_every_blob():
+    trees = {_tid(0): [Node(b"leaf", FILE, 0o644, 0, content=(_tid(500),))]}
+    for level in range(1, 41):  # 2**40 paths through 41 trees
+        trees[_tid(level)] = [
+            Node(b"a", DIR, 0o755, 0, subtree=_tid(level - 1)),
+            Node(b"b", DIR, 0o755, 0, subtree=_tid(level - 1)),
+            Node(b"f", FILE, 0o644, 0, content=(_tid(1000 + level),)),
+        ]
+    repo, marks = _TreesOnly(trees), SetMarks()
+    mark_reachable(repo, [_tid(40), _tid(20)], marks)  # type: ignore[arg-type]
+    assert sorted(repo.reads) == sorted(trees)  # each once
+    assert marks.trees == set(trees)
+    assert marks.data == {_tid(500)} | {_tid(1000 + n) for n in range(1, 41)}
+    with pytest.raises(DedupeError, match="missing"):
+        mark_reachable(_TreesOnly({_tid(1): trees[_tid(1)]}), [_tid(1)], SetMarks())  # type: ignore[arg-type]
