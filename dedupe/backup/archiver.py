@@ -56,7 +56,7 @@ class _Folder:
     Folders finish in the order the walk completed them, so a subfolder always before its
     folder; `tree_id` is set then."""
 
-    __slots__ = ("key", "children", "subtrees", "items", "unstable", "tree_id")
+    __slots__ = ("key", "children", "subtrees", "items", "unstable", "tree_id", "digest")
 
     def __init__(
         self,
@@ -65,6 +65,7 @@ class _Folder:
         subtrees: dict[bytes, bytes | _Folder | None],
         items: list[Item],
         unstable: bool,
+        digest: bytes | None = None,
     ) -> None:
         self.key = key  # its files cache key (None: no files cache)
         self.children = children
@@ -72,6 +73,8 @@ class _Folder:
         self.items = items
         self.unstable = unstable  # a file under it was left out or changed while read
         self.tree_id: bytes | None = None
+        # its folder_digest when the walk could compute it (no subfolder was waiting then)
+        self.digest = digest
 
     def ready(self) -> bool:
         """Whether every file of the folder is stored (so finishing it will not wait)."""
@@ -261,7 +264,7 @@ class Archiver:
         }
         self.stats.dirs += 1
         cache = self.cache
-        key = None
+        key = digest = None
         if cache is not None:
             key = cache.key(path)
             # A subfolder still waiting for its files changed: this folder's digest cannot
@@ -286,7 +289,8 @@ class Archiver:
                 item = self._node_for(child, name, st)
             if item is not None:
                 items.append(item)
-        folder = _Folder(key, children, subtrees, items, self.stats.unstable != unstable_before)
+        unstable = self.stats.unstable != unstable_before
+        folder = _Folder(key, children, subtrees, items, unstable, digest)
         self._queue.append(folder)
         self._settle()
         return folder
@@ -315,11 +319,13 @@ class Archiver:
         folder.unstable = folder.unstable or unstable
         cache = self.cache
         if cache is not None and folder.key is not None and not folder.unstable:
-            subtrees = {
-                n: sub.tree_id if type(sub) is _Folder else sub
-                for n, sub in folder.subtrees.items()
-            }
-            digest = folder_digest(folder.children, subtrees)  # type: ignore[arg-type]
+            digest = folder.digest
+            if digest is None:
+                subtrees = {
+                    n: sub.tree_id if type(sub) is _Folder else sub
+                    for n, sub in folder.subtrees.items()
+                }
+                digest = folder_digest(folder.children, subtrees)  # type: ignore[arg-type]
             cache.remember_dir(folder.key, digest, tree_id, own_files, own_bytes)
         folder.children, folder.subtrees = [], {}
 
