@@ -27,7 +27,9 @@ Messages (pickles between the two halves of one command of one user):
                     ("flush",), ("abort",)
   helper -> parent: ("progress", bytes), ("warn", text), ("node", node, stats),
                     ("nodes", [(node, stats), ...]), ("error", exception),
-                    ("flushed", write stats, index names)
+                    ("flushed", write stats, index names),
+                    ("unavailable", text): it could not open the repository and wrote
+                    nothing (the parent stores the files itself)
 Small files come in batches ("files"), so that a folder of one small file does not cost a
 round trip; progress is sent per MiB read, not per file.
 """
@@ -174,6 +176,12 @@ def helper_command(conn_fd: int, lifeline_fd: int) -> list[str]:
     return [sys.executable, "-P", "-c", _BOOT, package_dir, str(conn_fd), str(lifeline_fd)]
 
 
+class HelperUnavailable(DedupeError):
+    """The helper process started but could not open the repository (a second ssh login
+    refused, a bucket it cannot reach). It wrote nothing: the file it was given, and every
+    later one, is stored by the parent instead (dedupe.backup.largefiles)."""
+
+
 class Offloader:
     """The parent's side: starts the helper at the first large file, one file at a time."""
 
@@ -189,6 +197,7 @@ class Offloader:
         self._lock = threading.Lock()  # one conversation with the helper at a time
         self._start_lock = threading.Lock()
         self._broken = False
+        self._unavailable = False  # the helper started but could not open the repository
         self._lifeline: int | None = None  # the write end; the helper dies when it closes
 
     @property
@@ -288,6 +297,9 @@ class Offloader:
         with self._lock:
             if self._conn is None:
                 return None
+            if self._unavailable:  # it never opened the repository: it wrote nothing
+                self._close(wait=60)
+                return None
             reply = self._exchange(
                 self._conn,
                 ("flush",),
@@ -324,6 +336,11 @@ class Offloader:
                 elif kind == "error":
                     self._broken = True
                     raise message[1]
+                elif kind == "unavailable":
+                    self._broken = self._unavailable = True
+                    raise HelperUnavailable(
+                        f"the helper process could not open the repository ({message[1]})"
+                    )
         except (EOFError, OSError):
             self._broken = True
             raise DedupeError(lost) from None
@@ -381,9 +398,15 @@ def _serve(conn: Connection) -> None:
     if opening[0] != "open":
         return
     _, key, settings, key_name, recipe, cache_dir, workers = opening
-    repo = Repository(open_recipe(recipe), key, settings, key_name)
-    repo.cache_dir = cache_dir
-    _ = repo.index  # the parent loaded it just before: the local cache is current
+    try:
+        repo = Repository(open_recipe(recipe), key, settings, key_name)
+        repo.cache_dir = cache_dir
+        _ = repo.index  # the parent loaded it just before: the local cache is current
+    except Exception as exc:  # noqa: BLE001 - any failure to open means: no helper
+        # A second ssh login refused, a bucket this process cannot reach: nothing was written,
+        # and the parent stores the files itself (HelperUnavailable).
+        conn.send(("unavailable", str(exc) or type(exc).__name__))
+        return
     writer = BlobWriter(repo, workers=workers, max_inflight=HELPER_INFLIGHT)
     unreported = [0]  # bytes read and not reported yet: sent per REPORT_EVERY, not per file
 
