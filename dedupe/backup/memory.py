@@ -8,7 +8,7 @@ snapshot, the process that walks): 239-243 MiB peak RSS by default, 196-213 MiB 
 threshold fixed at 256 KiB. Both snapshot processes (the walk and the helper) call
 `bound_freed_memory` before they allocate their buffers.
 
-The threshold sits just above 256 KiB, not at it, and the heap is trimmed only past 1 MiB free:
+The threshold sits just above 256 KiB, not at it, and the heap is trimmed only past 512 KiB free:
 msgpack allocates a 256 KiB buffer for every `packb` (trees, folder digests, index files), and
 with the threshold at exactly 256 KiB (or glibc's default 128 KiB trim) each call paid an
 mmap, a munmap and the page faults in between: 20 us instead of 1 per call, 1.5 CPU-seconds of
@@ -33,7 +33,7 @@ M_MMAP_THRESHOLD = -3
 # Above msgpack's 256 KiB Packer buffer (see above); larger buffers still go back when freed.
 MMAP_THRESHOLD = (256 + 4) << 10
 # Free memory at the top of a heap is handed back past this (glibc's default is 128 KiB).
-TRIM_THRESHOLD = 1 << 20
+TRIM_THRESHOLD = 512 << 10
 
 
 def bound_freed_memory() -> bool:
