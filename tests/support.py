@@ -226,3 +226,21 @@ def mount_tmpfs(point: Path, size: str = "64m") -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"cannot mount a tmpfs in CI: {proc.stderr}")
         pytest.skip(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
+
+
+def helper_pids(pid: int) -> list[int]:
+    """Pids of running snapshot helper processes (`dedupe.backup.offload`) whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/status") as f:
+                ppid = next(int(ln.split()[1]) for ln in f if ln.startswith("PPid:"))
+        except (OSError, StopIteration):
+            continue
+        if b"dedupe.backup.offload" in cmdline and ppid == pid:
+            found.append(int(entry))
+    return found

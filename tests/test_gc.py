@@ -259,13 +259,14 @@ def test_full_disk_order_deletes_first_and_marker_hides_deleted_packs(tmp_path):
     assert not repo.storage.exists(GC_PENDING) and result.missing_blobs == 0
 
 
-def half_forgotten(tmp_path, seed: int) -> tuple[Repository, Snapshot]:
-    """Two packs, each about half unused, and the snapshot that is kept."""
+def half_forgotten(tmp_path, seed: int, files: int = 60) -> tuple[Repository, Snapshot]:
+    """1 MiB packs, each about half unused (two of them with the default 60 files), and the
+    snapshot that is kept."""
     repo = new_repo(str(tmp_path / "repo"))
     src = str(tmp_path / "src")
-    write_files(src, 60, 20_000, seed=seed)
+    write_files(src, files, 20_000, seed=seed)
     first = take_snapshot(repo, src)
-    for i in range(0, 60, 2):
+    for i in range(0, files, 2):
         os.unlink(os.path.join(src, f"f{i:04d}"))
     second = take_snapshot(repo, src, T0 + timedelta(days=1))
     manifests.delete(repo, first)
@@ -381,22 +382,8 @@ def test_preflight_warns_when_free_space_is_below_the_estimate(tmp_path):
     assert space.estimate_snapshot_bytes(repo, [b"/stdin-name"], stdin_mode=True) is None
 
 
-def many_half_used_packs(tmp_path, seed: int) -> tuple[Repository, Snapshot]:
-    """About six 1 MiB packs, each about half unused, and the snapshot that is kept: repacks
-    of one batch are read and verified by several threads at once (gc.execute READ_AHEAD)."""
-    repo = new_repo(str(tmp_path / "repo"))
-    src = str(tmp_path / "src")
-    write_files(src, 300, 20_000, seed=seed)
-    first = take_snapshot(repo, src)
-    for i in range(0, 300, 2):
-        os.unlink(os.path.join(src, f"f{i:04d}"))
-    second = take_snapshot(repo, src, T0 + timedelta(days=1))
-    manifests.delete(repo, first)
-    return repo, second
-
-
 def test_a_damaged_pack_among_parallel_repacks_is_kept_and_the_rest_repacked(tmp_path):
-    repo, kept = many_half_used_packs(tmp_path, seed=12)
+    repo, kept = half_forgotten(tmp_path, seed=12, files=300)
     expected = contents(repo, kept)
     before = data_files(str(tmp_path / "repo"))
     planned = collect.run(reopen(repo.storage), max_unused=0.0, dry_run=True).packs_rewritten
@@ -443,7 +430,7 @@ class _UnmeasuredDisk(OutOfSpaceAfter):
 
 
 def test_a_disk_that_fills_in_the_middle_of_a_parallel_batch_loses_nothing(tmp_path):
-    repo, kept = many_half_used_packs(tmp_path, seed=13)
+    repo, kept = half_forgotten(tmp_path, seed=13, files=300)
     expected = contents(repo, kept)
     limited = _UnmeasuredDisk(repo.storage, 1_500_000)  # about one new pack, then full
     result = collect.run(Repository(limited, repo.key, repo.settings, "k"), max_unused=0.0)

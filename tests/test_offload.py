@@ -25,6 +25,7 @@ from tests.clitools import initialized_cli
 from tests.support import (
     digest_tree,
     files_under,
+    helper_pids,
     open_repo,
     repo_size,
     wait_for_new_file,
@@ -47,24 +48,6 @@ def _tree(root: str, bigs: int = 2, big_size: int = 9 << 20) -> int:
             f.write(data)
         total += len(data)
     return total
-
-
-def _helpers_of(pid: int) -> list[int]:
-    """Pids of running `dedupe.backup.offload` processes whose parent is `pid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/status") as f:
-                ppid = next(int(ln.split()[1]) for ln in f if ln.startswith("PPid:"))
-        except (OSError, StopIteration):
-            continue
-        if b"dedupe.backup.offload" in cmdline and ppid == pid:
-            found.append(int(entry))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -180,7 +163,7 @@ def test_sigkill_of_the_snapshot_kills_its_helper(tmp_path):
     proc = cli.popen("snapshot", str(src), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for_new_file(packs, proc, before), "the snapshot ended before a pack"
-        helpers = _helpers_of(proc.pid)
+        helpers = helper_pids(proc.pid)
         assert helpers, "no helper process is storing the large files"
         proc.send_signal(signal.SIGKILL)
         proc.wait()

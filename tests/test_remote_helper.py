@@ -22,7 +22,7 @@ from dedupe.backup.offload import open_recipe, storage_recipe
 from dedupe.storage import Storage, open_storage
 from tests.clitools import Cli
 from tests.servers import S3Server, SFTPServer
-from tests.support import digest_tree
+from tests.support import digest_tree, helper_pids
 
 
 @pytest.fixture(params=["sftp", "s3"])
@@ -61,24 +61,6 @@ def _tree(root: Path, bigs: int, big_size: int) -> None:
             (folder / f"n{j}.txt").write_bytes(rng.randbytes(rng.randint(0, 30_000)))
     for i in range(bigs):
         (root / f"scan{i}.bin").write_bytes(rng.randbytes(big_size))
-
-
-def _helpers_of(pid: int) -> list[int]:
-    """Pids of running `dedupe.backup.offload` helper processes whose parent is `pid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/status") as f:
-                ppid = next(int(ln.split()[1]) for ln in f if ln.startswith("PPid:"))
-        except (OSError, StopIteration):
-            continue
-        if b"dedupe.backup.offload" in cmdline and ppid == pid:
-            found.append(int(entry))
-    return found
 
 
 def test_the_helper_reopens_the_same_remote_storage(remote: Cli):
@@ -125,7 +107,7 @@ def test_a_helper_killed_mid_snapshot_leaves_the_repository_consistent(remote: C
         helpers: list[int] = []
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            helpers = helpers or _helpers_of(proc.pid)
+            helpers = helpers or helper_pids(proc.pid)
             if helpers and _names(storage, "data/") - packs_before:
                 break
             time.sleep(0.01)
