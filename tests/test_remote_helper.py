@@ -130,3 +130,49 @@ def test_a_helper_killed_mid_snapshot_leaves_the_repository_consistent(remote: C
     remote("gc", "--max-unused", "0", "-q")
     assert remote("check", "--read-data", "--json").json()["ok"]
     storage.close()
+
+
+REFUSE_HELPER = """#!/bin/sh
+# ssh for everyone but the snapshot's helper process: its login is refused, as a server that
+# allows one session, or a rate limit, would.
+if tr '\\0' ' ' < /proc/$PPID/cmdline | grep -q dedupe.backup.offload; then
+    echo "ssh: connect to host 127.0.0.1 port 22: Connection refused" >&2
+    exit 255
+fi
+exec ssh "$@"
+"""
+
+
+@pytest.mark.parametrize("bigs", [0, 2])  # small-file batches only; large files too
+def test_a_helper_that_cannot_log_in_leaves_the_snapshot_to_the_parent(
+    sftp_server: SFTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bigs: int
+):
+    """The helper's own ssh login is refused: the snapshot warns once, stores everything in
+    one process and is whole (one new index file: the parent's)."""
+    wrapper = tmp_path / "ssh-refusing-helper"
+    wrapper.write_text(REFUSE_HELPER)
+    wrapper.chmod(0o755)
+    cli = Cli(sftp_server.url(f"{sftp_server.root}/{uuid.uuid4().hex}"), str(tmp_path / "cache"))
+    cli.env |= sftp_server.env() | {"DEDUPE_SSH_COMMAND": str(wrapper)}
+    cli("init", "-q")
+    for name, value in sftp_server.env().items():
+        monkeypatch.setenv(name, value)
+    storage = open_storage(cli.repo)
+    before = _names(storage, "index/")
+    src = tmp_path / "src"
+    _tree(src, bigs=bigs, big_size=6 << 20)
+    letters = src / "letters"  # enough small files for batches to the helper (SMALL_AFTER)
+    letters.mkdir()
+    for i in range(400):
+        (letters / f"l{i:03d}.txt").write_text(f"Dear patient {i},\n" * (i % 40 + 1))
+    result = cli("snapshot", str(src), "--json")
+    snap = result.json()
+    assert snap["files"] == 6 * 8 + bigs + 400 and not snap["errors"]
+    assert "could not open the repository" in result.err and "Connection refused" in result.err
+    assert result.err.count("helper process") == 1 and "Traceback" not in result.err
+    assert len(_names(storage, "index/") - before) == 1
+    storage.close()
+    target = tmp_path / "restored"
+    cli("restore", snap["id"], "--target", str(target))
+    assert digest_tree(str(target) + str(src)) == digest_tree(str(src))
+    assert cli("check", "--read-data", "--json").json()["ok"]

@@ -21,7 +21,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from dedupe.backup.filestore import ArchiveStats, FileStore
-from dedupe.backup.offload import Offloader
+from dedupe.backup.offload import HelperUnavailable, Offloader
 from dedupe.errors import DedupeError
 from dedupe.model.tree import Node
 
@@ -85,13 +85,14 @@ class LargeFiles:
         others in a batch: the Future of (node, stats), or None when it is stored here (too few
         small files yet for a helper, or the helper's queue is full)."""
         self._small_seen += 1
-        if self._offload is None or self._small_seen < SMALL_AFTER:
+        offload = self._offload  # (the helper's thread may drop it: HelperUnavailable)
+        if offload is None or self._small_seen < SMALL_AFTER:
             return None
         cost = st.st_size + FILE_COST
         if not self._has_room(cost):
             return None
         try:
-            self._offload.start()
+            offload.start()
         except DedupeError as exc:
             self._helper_failed(exc)
             return None
@@ -141,9 +142,11 @@ class LargeFiles:
             return True
 
     def _submit_helper(self, path: bytes, name: bytes, st: os.stat_result) -> Future[StoredFile]:
-        assert self._offload is not None
+        offload = self._offload  # (the helper's thread may drop it: HelperUnavailable)
+        if offload is None:
+            return self._submit_ahead(path, name, st)
         try:
-            self._offload.start()
+            offload.start()
         except DedupeError as exc:  # e.g. no memory or processes left for a second one
             self._helper_failed(exc)
             return self._submit_ahead(path, name, st)
@@ -152,7 +155,8 @@ class LargeFiles:
         return self._helper_pool.submit(self._helper_file, path, name, st)
 
     def _helper_failed(self, exc: DedupeError) -> None:
-        self._files.warn(f"{exc}; storing large files in this process instead")
+        if self._offload is not None:  # said once, whichever lane met it first
+            self._files.warn(f"{exc}; storing large files in this process instead")
         self._offload = None
         self._helper_queued = 0
 
@@ -169,7 +173,11 @@ class LargeFiles:
             offload = self._offload
             if offload is None or files.cache_hit(path, st):
                 return self._ahead_file(path, name, st)
-            node, stats = offload.store(path, name, st, files.report, files.warn)
+            try:
+                node, stats = offload.store(path, name, st, files.report, files.warn)
+            except HelperUnavailable as exc:  # it wrote nothing: this file is stored here
+                self._helper_failed(exc)
+                return self._ahead_file(path, name, st)
             files.report(0, 1)
             if node is not None and not stats.unstable:
                 files.remember(path, st, node)
@@ -184,11 +192,16 @@ class LargeFiles:
         files = self._files
         try:
             offload = self._offload
-            if offload is None:
-                raise DedupeError("the helper process storing files has stopped")
-            results = offload.store_batch(
-                [(path, name, st) for path, name, st, _f in batch], files.report, files.warn
-            )
+            try:
+                if offload is None:  # it could not open the repository (HelperUnavailable)
+                    raise HelperUnavailable("the helper process is not available")
+                results = offload.store_batch(
+                    [(path, name, st) for path, name, st, _f in batch], files.report, files.warn
+                )
+            except HelperUnavailable as exc:  # it wrote nothing: the batch is stored here
+                if offload is not None:
+                    self._helper_failed(exc)
+                results = [self._ahead_file(path, name, st) for path, name, st, _f in batch]
             if len(results) != len(batch):
                 raise DedupeError("the helper process answered for the wrong number of files")
         except BaseException as exc:
