@@ -37,14 +37,14 @@ def _small_tree(src: Path, folders: int, files_per_folder: int, seed: int) -> No
         if i % 5 == 0:
             os.chown(folder, 1000 + i, 1000)
         os.utime(folder, ns=(1_500_000_000_000_000_000 + i,) * 2)
-    # A deep chain: each folder made by a task that waits for its parent's.
+    # A deep chain of 40 folders: each folder's time is set after everything inside it.
     deep = src / "deep"
     for level in range(40):
         deep = deep / f"l{level}"
     deep.mkdir(parents=True)
     (deep / "bottom.txt").write_bytes(b"at the bottom\n")
     (src / "empty-file").write_bytes(b"")
-    (src / "big.bin").write_bytes(rng.randbytes(12 << 20))  # more than one run: not whole
+    (src / "big.bin").write_bytes(rng.randbytes(12 << 20))  # a file written by several tasks
 
 
 def test_many_small_files_and_folders_come_back_exactly(cli: Cli, tmp_path: Path) -> None:
