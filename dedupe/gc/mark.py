@@ -33,6 +33,7 @@ from dedupe.repo.treewalk import MAX_DEPTH
 MARK_BATCH = 1 << 16
 # Trees read and decoded ahead of the marking, at most (decoded trees wait in memory).
 TREES_AHEAD = 64
+TREE_READERS = 8
 
 
 class Marks(Protocol):
@@ -155,7 +156,7 @@ def mark_snapshots(
 
     # Trees are read through the table: trees in adopted packs must be readable too.
     with repo.reading_through(ChunkIndex(marks.table, _no_recovery)):
-        mark_reachable(repo, [s.tree for s in snaps], marks, on_tree)
+        mark_reachable(repo, [s.tree for s in snaps], marks, on_tree, repo.storage.max_connections)
     return marks.finish()
 
 
@@ -164,12 +165,15 @@ def mark_reachable(
     roots: Iterable[bytes],
     marks: Marks,
     on_tree: Callable[[bytes], None] | None = None,
+    readers: int = 1,
 ) -> None:
     """Mark every tree and data blob reachable from the root trees. Raises DamageError if a tree
     is missing or damaged (without a complete mark, gc must delete nothing).
 
     Trees are decoded here, not through `treewalk.load_tree`: each is read once, and its cache
-    would hold up to millions of decoded entries that nothing reads again."""
+    would hold up to millions of decoded entries that nothing reads again. `readers`: how many
+    trees are read at once (the storage's `max_connections`, at most TREE_READERS; 1 on a local
+    disk, where reading ahead costs more than it saves: dedupe.gc.readahead)."""
 
     # Breadth first, a level at a time: the trees of a level are read and decoded by threads
     # ahead of the marking (dedupe.gc.readahead), which stays in this thread.
@@ -182,7 +186,7 @@ def mark_reachable(
         if depth > MAX_DEPTH:
             raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
         below: list[bytes] = []
-        with closing(in_order(load, level, TREES_AHEAD)) as loaded:
+        with closing(in_order(load, level, TREES_AHEAD, min(readers, TREE_READERS))) as loaded:
             for tree_id, nodes in zip(level, loaded, strict=True):
                 if on_tree is not None:
                     on_tree(tree_id)

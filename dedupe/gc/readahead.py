@@ -5,7 +5,9 @@ Each read is a request to the storage (a round trip on SFTP or S3) followed by d
 and hashing, all of which release the GIL; with a few reads in flight the waits overlap and two
 cores decrypt at once. The caller consumes results in the order of its items, so what it does
 with them (marking, copying into new packs in a fixed order) is unchanged; at most `window`
-results wait in memory.
+results wait in memory. Trees are small and decoded in Python: on a local disk a thread handoff
+per tree costs more than the read (measured: `check` of 11,880 trees 1.4 -> 2.3 s), so tree
+reads go ahead only on storage that takes parallel requests (`max_connections` > 1: SFTP, S3).
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ def in_order(
 ) -> Generator[R, None, None]:
     """fn(item) for each item, in order, up to `window` of them computed ahead by threads. An
     exception of fn is raised when its item's turn comes. Closed early, it cancels what has
-    not started and waits for what has (no thread outlives it)."""
+    not started and waits for what has (no thread outlives it). With one thread it is a plain
+    loop: for small items in Python (a tree decode) a handoff costs more than it saves."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
     with ThreadPoolExecutor(threads, thread_name_prefix="gc-read") as pool:
         ahead: deque[Future[R]] = deque()
         try:
