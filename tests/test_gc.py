@@ -464,9 +464,8 @@ def test_marking_refuses_a_chain_of_trees_deeper_than_the_limit():
         _tid(i): [Node(b"d", DIR, 0o755, 0, subtree=_tid(i + 1))] for i in range(MAX_DEPTH + 5)
     }
     trees[_tid(MAX_DEPTH + 5)] = [Node(b"leaf", FILE, 0o644, 0, content=(_tid(10**6),))]
-    for readers in (1, 4):
-        with pytest.raises(FormatError, match="deep"):
-            mark_reachable(_TreesOnly(trees), [_tid(0)], SetMarks(), readers=readers)  # type: ignore[arg-type]
+    with pytest.raises(FormatError, match="deep"):
+        mark_reachable(_TreesOnly(trees), [_tid(0)], SetMarks())  # type: ignore[arg-type]
 
 
 def test_marking_reads_each_shared_tree_once_and_reaches_every_blob():
@@ -478,7 +477,7 @@ def test_marking_reads_each_shared_tree_once_and_reaches_every_blob():
             Node(b"f", FILE, 0o644, 0, content=(_tid(1000 + level),)),
         ]
     repo, marks = _TreesOnly(trees), SetMarks()
-    mark_reachable(repo, [_tid(40), _tid(20)], marks, readers=4)  # type: ignore[arg-type]
+    mark_reachable(repo, [_tid(40), _tid(20)], marks)  # type: ignore[arg-type]
     assert sorted(repo.reads) == sorted(trees)  # each once
     assert marks.trees == set(trees)
     assert marks.data == {_tid(500)} | {_tid(1000 + n) for n in range(1, 41)}

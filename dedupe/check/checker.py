@@ -48,9 +48,6 @@ __all__ = ["CheckReport", "Subset", "run_check"]
 # Paths listed per damaged snapshot; the count of the rest is still reported.
 MAX_PATHS_PER_SNAPSHOT = 1000
 HEADER_READERS = 8  # header reads are small and latency-bound (sftp, s3): more threads than cores
-# On SFTP/S3 a tree's subtrees are read ahead by threads (a tree at a time was a round trip each).
-TREE_READERS = 8
-TREES_AHEAD = 64
 
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
@@ -83,10 +80,6 @@ class _Checker:
         self.index = IndexSurvey(repo)
         self.pack_sizes: dict[bytes, int] = {}
         self.header_only_blobs: set[bytes] = set()
-        # Trees being read ahead of the walk (`_read_ahead`), while `_check_trees` runs.
-        self._ahead: dict[bytes, Future[list[Node]]] = {}
-        self._trees_pool: ThreadPoolExecutor | None = None
-        self._done: set[bytes] = set()
 
     def error(self, text: str) -> None:
         self.report.errors.append(text)
@@ -281,29 +274,6 @@ class _Checker:
         Each distinct tree is read once (iterative DFS; grey = on the current path)."""
         done: set[bytes] = set()
         missing: set[bytes] = set()
-        # Not on a local disk: a thread handoff per tree costs more there (dedupe.gc.readahead).
-        readers = min(TREE_READERS, self.storage.max_connections)
-        with ThreadPoolExecutor(readers, thread_name_prefix="check-trees") as pool:
-            self._trees_pool = pool if readers > 1 else None
-            try:
-                self._walk_trees(done, missing)
-            finally:
-                for future in self._ahead.values():
-                    future.cancel()
-                self._ahead.clear()
-                self._trees_pool = None
-        self.report.trees = len(done)
-        if missing:
-            hint = ""
-            if missing & self.header_only_blobs:
-                hint = (
-                    f" ({len(missing & self.header_only_blobs)} of them are in unindexed packs: "
-                    "run 'dedupe repair index' to rebuild the index from the pack headers)"
-                )
-            self.error(f"{len(missing)} blob(s) the snapshots reference are missing{hint}")
-
-    def _walk_trees(self, done: set[bytes], missing: set[bytes]) -> None:
-        self._done = done  # (read ahead only what is not checked yet)
         for snap in self.snaps:
             stack: list[tuple[bytes, int, Iterator[bytes] | None]] = [(snap.tree, 0, None)]
             grey: set[bytes] = set()
@@ -312,7 +282,6 @@ class _Checker:
                 if children is None:
                     if tree_id in done:
                         stack.pop()
-                        self._drop_ahead(tree_id)
                         continue
                     subtrees = self._visit_tree(snap, tree_id, depth, missing)
                     grey.add(tree_id)
@@ -329,9 +298,17 @@ class _Checker:
                         "itself (hostile or damaged)"
                     )
                     self._mark_damaged([child])
-                    self._drop_ahead(child)
                 elif child not in done:
                     stack.append((child, depth + 1, None))
+        self.report.trees = len(done)
+        if missing:
+            hint = ""
+            if missing & self.header_only_blobs:
+                hint = (
+                    f" ({len(missing & self.header_only_blobs)} of them are in unindexed packs: "
+                    "run 'dedupe repair index' to rebuild the index from the pack headers)"
+                )
+            self.error(f"{len(missing)} blob(s) the snapshots reference are missing{hint}")
 
     def _visit_tree(
         self, snap: Snapshot, tree_id: bytes, depth: int, missing: set[bytes]
@@ -346,8 +323,7 @@ class _Checker:
             self._mark_damaged([tree_id])
             return []
         try:
-            ahead = self._ahead.pop(tree_id, None)
-            nodes = ahead.result() if ahead is not None else self._load_tree(tree_id)
+            nodes = self._load_tree(tree_id)
         except DamageError as exc:
             self.error(f"snapshot {snap.short_id()}: {exc}")
             self._mark_damaged([tree_id])
@@ -362,23 +338,7 @@ class _Checker:
                         self.report.damaged_blobs.add(blob_id)
             elif node.type == DIR and node.subtree is not None:
                 subtrees.append(node.subtree)
-        self._read_ahead(subtrees)
         return subtrees
-
-    def _read_ahead(self, tree_ids: list[bytes]) -> None:
-        """Start reading and decoding trees the walk will visit next (a shared subtree already
-        checked is visited no more: its read is wasted, never wrong)."""
-        pool = self._trees_pool
-        for tree_id in tree_ids:
-            if pool is None or len(self._ahead) >= TREES_AHEAD:
-                return
-            if tree_id not in self._ahead and tree_id not in self._done and tree_id in self.index:
-                self._ahead[tree_id] = pool.submit(self._load_tree, tree_id)
-
-    def _drop_ahead(self, tree_id: bytes) -> None:
-        future = self._ahead.pop(tree_id, None)
-        if future is not None:
-            future.cancel()
 
     # --- read data ---------------------------------------------------------------------------
 

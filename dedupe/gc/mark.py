@@ -12,17 +12,15 @@ Without a complete mark nothing may be deleted: a missing or damaged manifest or
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import closing
 from typing import Protocol
 
 import numpy as np
 
 from dedupe.errors import FormatError
 from dedupe.gc.plan import Entries
-from dedupe.gc.readahead import in_order
 from dedupe.gc.result import Progress
 from dedupe.model.snapshot import Snapshot
-from dedupe.model.tree import DIR, FILE, Node, decode_tree
+from dedupe.model.tree import DIR, FILE, decode_tree
 from dedupe.repo import manifests
 from dedupe.repo.entrytable import EntryTable
 from dedupe.repo.index import ChunkIndex
@@ -31,9 +29,6 @@ from dedupe.repo.treewalk import MAX_DEPTH
 
 # Data blob ids looked up per vectorised batch while marking.
 MARK_BATCH = 1 << 16
-# Trees read and decoded ahead of the marking, at most (decoded trees wait in memory).
-TREES_AHEAD = 64
-TREE_READERS = 8
 
 
 class Marks(Protocol):
@@ -156,7 +151,7 @@ def mark_snapshots(
 
     # Trees are read through the table: trees in adopted packs must be readable too.
     with repo.reading_through(ChunkIndex(marks.table, _no_recovery)):
-        mark_reachable(repo, [s.tree for s in snaps], marks, on_tree, repo.storage.max_connections)
+        mark_reachable(repo, [s.tree for s in snaps], marks, on_tree)
     return marks.finish()
 
 
@@ -165,36 +160,26 @@ def mark_reachable(
     roots: Iterable[bytes],
     marks: Marks,
     on_tree: Callable[[bytes], None] | None = None,
-    readers: int = 1,
 ) -> None:
     """Mark every tree and data blob reachable from the root trees. Raises DamageError if a tree
     is missing or damaged (without a complete mark, gc must delete nothing).
 
     Trees are decoded here, not through `treewalk.load_tree`: each is read once, and its cache
-    would hold up to millions of decoded entries that nothing reads again. `readers`: how many
-    trees are read at once (the storage's `max_connections`, at most TREE_READERS; 1 on a local
-    disk, where reading ahead costs more than it saves: dedupe.gc.readahead)."""
-
-    # Breadth first, a level at a time: the trees of a level are read and decoded by threads
-    # ahead of the marking (dedupe.gc.readahead), which stays in this thread.
-    def load(tree_id: bytes) -> list[Node]:
-        return decode_tree(repo.read_blob(tree_id), f"tree {tree_id.hex()[:16]}")
-
-    level = [root for root in roots if marks.visit_tree(root)]
-    depth = 0
-    while level:
-        if depth > MAX_DEPTH:
-            raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
-        below: list[bytes] = []
-        with closing(in_order(load, level, TREES_AHEAD, min(readers, TREE_READERS))) as loaded:
-            for tree_id, nodes in zip(level, loaded, strict=True):
-                if on_tree is not None:
-                    on_tree(tree_id)
-                for node in nodes:
-                    if node.type == FILE:
-                        if node.content:
-                            marks.add_data(node.content)
-                    elif node.type == DIR and node.subtree is not None:
-                        if marks.visit_tree(node.subtree):
-                            below.append(node.subtree)
-        level, depth = below, depth + 1
+    would hold up to millions of decoded entries that nothing reads again."""
+    for root in roots:
+        stack = [(root, 0)]
+        while stack:
+            tree_id, depth = stack.pop()
+            if not marks.visit_tree(tree_id):
+                continue
+            if depth > MAX_DEPTH:
+                raise FormatError("snapshot trees nest implausibly deep (hostile or damaged)")
+            nodes = decode_tree(repo.read_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+            if on_tree is not None:
+                on_tree(tree_id)
+            for node in nodes:
+                if node.type == FILE:
+                    if node.content:
+                        marks.add_data(node.content)
+                elif node.type == DIR and node.subtree is not None:
+                    stack.append((node.subtree, depth + 1))
