@@ -24,8 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from contextlib import closing
 
 from dedupe.check.data import PackVerdict, Subset, verify_pack
 from dedupe.check.index import IndexSurvey
@@ -40,6 +39,7 @@ from dedupe.repo import lock as lock_mod
 from dedupe.repo.manifests import hold_problems, load_hold_records
 from dedupe.repo.manifests import load as load_snapshot
 from dedupe.repo.pack import BlobEntry, decode_header, header_span
+from dedupe.repo.readahead import in_order
 from dedupe.repo.repository import GC_PENDING, Repository, pack_id_from_name, pack_name
 from dedupe.repo.treewalk import MAX_DEPTH
 
@@ -49,8 +49,6 @@ __all__ = ["CheckReport", "Subset", "run_check"]
 MAX_PATHS_PER_SNAPSHOT = 1000
 HEADER_READERS = 8  # header reads are small and latency-bound (sftp, s3): more threads than cores
 
-_Item = TypeVar("_Item")
-_Result = TypeVar("_Result")
 
 ProgressFactory = Callable[[int], Callable[[int], None] | None]
 
@@ -205,11 +203,10 @@ class _Checker:
                 "snapshot, or their index file is lost: 'dedupe repair index' rebuilds the index "
                 "from the pack headers)"
             )
-        with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="check-header") as pool:
-            ids = sorted(self.pack_sizes)
-            for pack_id, result in zip(
-                ids, _bounded_map(pool, self._read_header, ids, 32), strict=True
-            ):
+        ids = sorted(self.pack_sizes)
+        headers = in_order(self._read_header, ids, 31, threads=HEADER_READERS)
+        with closing(headers):
+            for pack_id, result in zip(ids, headers, strict=True):
                 self._compare_header(pack_id, result)
 
     def _read_header(self, pack_id: bytes) -> list[BlobEntry] | DedupeError:
@@ -353,11 +350,10 @@ class _Checker:
             entries = list(self.index.entries(pack_id).values())
             return verify_pack(self.storage, self.repo.blobs, pack_id, entries)
 
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="check-data") as pool:
-            # A window of workers + 1 packs in flight: both cores busy, memory a few packs.
-            for pack_id, verdict in zip(
-                ids, _bounded_map(pool, task, ids, self.workers + 1), strict=True
-            ):
+        # A window of workers + 1 packs in flight: both cores busy, memory a few packs.
+        verdicts = in_order(task, ids, self.workers, threads=self.workers)
+        with closing(verdicts):
+            for pack_id, verdict in zip(ids, verdicts, strict=True):
                 self.report.packs_read += 1
                 self.report.bytes_read += verdict.bytes_read
                 self.report.blobs_verified += verdict.blobs_ok
@@ -431,19 +427,6 @@ class _Checker:
             if len(paths) > MAX_PATHS_PER_SNAPSHOT:
                 shown.append("... and more")
             self.report.damaged_snapshots[snap.id] = shown
-
-
-def _bounded_map(
-    pool: ThreadPoolExecutor, fn: Callable[[_Item], _Result], items: list[_Item], window: int
-) -> Iterator[_Result]:
-    """Like pool.map, in order, but with at most `window` tasks submitted ahead."""
-    pending: list[Future[_Result]] = []
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.pop(0).result()
-    for fut in pending:
-        yield fut.result()
 
 
 def run_check(

@@ -37,19 +37,19 @@ from dedupe.crypto.seal import content_hash
 from dedupe.errors import DamageError, DedupeError, ObjectNotFound, OutOfSpace
 from dedupe.gc.indexfiles import IndexFiles
 from dedupe.gc.plan import GcPlan, Repack, index_bytes
-from dedupe.gc.readahead import THREADS, in_order
 from dedupe.gc.result import GcResult, Progress
 from dedupe.gc.survey import Survey, stored_bytes
 from dedupe.repo import census, reserve
 from dedupe.repo.indexfile import PackColumns
 from dedupe.repo.pack import PackBuilder
+from dedupe.repo.readahead import THREADS, in_order
 from dedupe.repo.repository import GC_PENDING, Repository, pack_name
 
 # Free space gc leaves untouched while repacking, beyond the next index files.
 SPACE_MARGIN = 1 << 20
 # Below the estimated index size plus this, gc frees space before it writes the index.
 INDEX_SLACK = 64 << 10
-# Packs read and verified by threads (dedupe.gc.readahead) while the batch copies earlier ones:
+# Packs read and verified by threads (dedupe.repo.readahead) while the batch copies earlier ones:
 # at most this many beyond the one being copied are held in memory (16 MiB packs, 2 cores:
 # about 50 MiB, each pack with its copies).
 READ_AHEAD = THREADS + 1

@@ -1,15 +1,27 @@
-"""Reading a sequence of blobs in order, with bounded read-ahead by a thread pool.
+"""Reading in order, with bounded read-ahead by a thread pool.
 
-Blobs that follow each other in one pack are read as one run (one storage request), and runs
-are requested up to PREFETCH_BYTES ahead of the consumer, so a remote repository stays busy while
-memory stays bounded whatever the number of blobs. Used by copy (a restore has its own planner).
+`in_order` is the primitive: fn(item) for a sequence of items, computed ahead by threads and
+handed back in order, at most a window waiting. check reads pack headers and packs with it, gc
+the packs it repacks: each read is a storage request (a round trip on SFTP or S3) followed by
+decryption, zstd and hashing, which release the GIL, so the waits overlap and two cores decrypt
+at once. Trees are not read this way: they are small and decoded in Python, and a thread
+handoff per tree cost more than the read, on a local disk (`check` of 11,880 trees 1.4 -> 2.3 s)
+and on the loopback SFTP server (7.8 -> 8.6-9.8 s); gc's mark and check read them one at a time
+(a server far away may change that: not measured here).
+
+`read_blobs` reads a sequence of blobs: those that follow each other in one pack are read as one
+run (one storage request), and runs are requested up to PREFETCH_BYTES ahead of the consumer, so
+a remote repository stays busy while memory stays bounded whatever the number of blobs. Used by
+copy (a restore has its own planner).
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from dedupe.errors import DamageError
 from dedupe.repo.index import Location
@@ -20,6 +32,35 @@ PREFETCH_BYTES = 64 << 20
 RUN_GAP = 256 * 1024
 RUN_BYTES = 8 << 20
 RUN_BLOBS = 128
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def in_order(
+    fn: Callable[[T], R], items: Iterable[T], window: int, threads: int = THREADS
+) -> Generator[R, None, None]:
+    """fn(item) for each item, in order, up to `window` of them computed ahead by threads. An
+    exception of fn is raised when its item's turn comes. Closed early, it cancels what has
+    not started and waits for what has (no thread outlives it). With one thread it is a plain
+    loop: for small items in Python (a tree decode) a handoff costs more than it saves."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="read-ahead") as pool:
+        ahead: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                ahead.append(pool.submit(fn, item))
+                if len(ahead) > window:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            for future in ahead:
+                future.cancel()
 
 
 def _runs(repo: Repository, blob_ids: Iterable[bytes]) -> Iterator[list[tuple[bytes, Location]]]:
