@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dedupe.repo import indexcache
-from tests.support import PASSWORD, open_repo
+from tests.support import PASSWORD, digest_tree, open_repo
 
 ENTRY = str(Path(__file__).with_name("cli_entry.py"))
 # The CLI with test-only hooks for killing gc, repair or a snapshot at exact points.
@@ -148,3 +148,12 @@ def run_on_pty(cli: Cli, args: list[str], columns: int, rows: int) -> tuple[int,
     assert proc.stdout is not None
     out = proc.stdout.read().decode()
     return proc.wait(timeout=120), out, shown.decode("utf-8", "replace")
+
+
+def snapshot_restores_exactly(cli: Cli, src: str | Path, target: Path) -> dict:
+    """Snapshot `src` and restore it under `target`: every file comes back bit for bit. The
+    snapshot's JSON (for what a test asserts about it)."""
+    snap: dict = cli("snapshot", str(src), "--json").json()
+    cli("restore", snap["id"], "--target", str(target))
+    assert digest_tree(str(target) + str(src)) == digest_tree(str(src))
+    return snap

@@ -21,7 +21,7 @@ from dedupe.backup.offload import Offloader
 from dedupe.errors import DedupeError
 from dedupe.model.tree import decode_tree
 from dedupe.repo.writer import BlobWriter
-from tests.clitools import initialized_cli
+from tests.clitools import initialized_cli, snapshot_restores_exactly
 from tests.support import (
     digest_tree,
     files_under,
@@ -177,10 +177,7 @@ def test_sigkill_of_the_snapshot_kills_its_helper(tmp_path):
             proc.wait()
     # The repository is intact: the leftovers are gc's to clean, and a new snapshot works.
     assert cli("check", "--json").json()["ok"]
-    snap = cli("snapshot", str(src), "--json").json()
-    target = tmp_path / "restored"
-    cli("restore", snap["id"], "--target", str(target))
-    assert digest_tree(str(target) + str(src)) == digest_tree(str(src))
+    snapshot_restores_exactly(cli, src, tmp_path / "restored")
     cli("gc", "--max-unused", "0", "-q")
     assert cli("check", "--read-data", "--json").json()["ok"]
 

@@ -20,7 +20,7 @@ import pytest
 
 from dedupe.backup.offload import open_recipe, storage_recipe
 from dedupe.storage import Storage, open_storage
-from tests.clitools import Cli
+from tests.clitools import Cli, snapshot_restores_exactly
 from tests.servers import S3Server, SFTPServer
 from tests.support import digest_tree, helper_pids
 
@@ -83,14 +83,11 @@ def test_a_remote_snapshot_uses_the_helper_and_restores_exactly(remote: Cli, tmp
     _tree(src, bigs=2, big_size=6 << 20)
     storage = open_storage(remote.repo)
     before = _names(storage, "index/")
-    snap = remote("snapshot", str(src), "--json").json()
+    snap = snapshot_restores_exactly(remote, src, tmp_path / "restored")
     assert snap["files"] == 6 * 8 + 2 and not snap["errors"]
     # Two writers, one index file each (an index names up to 256 packs): the helper stored a
     # share through its own connection.
     assert len(_names(storage, "index/") - before) == 2
-    target = tmp_path / "restored"
-    remote("restore", snap["id"], "--target", str(target))
-    assert digest_tree(str(target) + str(src)) == digest_tree(str(src))
     assert remote("check", "--read-data", "--json").json()["ok"]
     storage.close()
 
@@ -123,10 +120,7 @@ def test_a_helper_killed_mid_snapshot_leaves_the_repository_consistent(remote: C
     assert remote("snapshots", "--json").json() == []
     assert remote("check", "--json").json()["ok"]
     # The next snapshot is whole, and gc leaves a repository whose data all reads back.
-    snap = remote("snapshot", str(src), "--json").json()
-    target = tmp_path / "restored"
-    remote("restore", snap["id"], "--target", str(target))
-    assert digest_tree(str(target) + str(src)) == digest_tree(str(src))
+    snapshot_restores_exactly(remote, src, tmp_path / "restored")
     remote("gc", "--max-unused", "0", "-q")
     assert remote("check", "--read-data", "--json").json()["ok"]
     storage.close()
