@@ -244,3 +244,22 @@ def helper_pids(pid: int) -> list[int]:
         if b"dedupe.backup.offload" in cmdline and ppid == pid:
             found.append(int(entry))
     return found
+
+
+def assert_stopped_restore_is_clean(src: Path, target: Path, scan: Path | None = None) -> dict:
+    """After a restore of `src` under `target` stopped part way (a full disk): no temporary
+    file is left under `scan` (default `target`), some but not all files are there, and every
+    file under a real name is complete. The restored files' digests."""
+    leftovers = [
+        os.path.join(folder, name)
+        for folder, _dirs, names in os.walk(scan or target)
+        for name in names
+        if name.startswith(".dedupe-restore-")
+    ]
+    assert leftovers == []
+    whole = digest_tree(str(src))
+    restored = digest_tree(str(target) + str(src))
+    assert len(restored) < len(whole)
+    for name, digest in restored.items():  # what is there under a real name is complete
+        assert whole[name] == digest
+    return restored

@@ -19,7 +19,7 @@ from dedupe.repo.manifests import load_all
 from dedupe.restore import pipeline
 from dedupe.restore.restorer import Restorer
 from tests.clitools import Cli
-from tests.support import assert_same_tree, digest_tree, open_repo
+from tests.support import assert_same_tree, assert_stopped_restore_is_clean, open_repo
 
 
 def _small_tree(src: Path, folders: int, files_per_folder: int, seed: int) -> None:
@@ -97,7 +97,7 @@ def test_a_full_disk_while_tasks_make_small_files_stops_cleanly(
     assert "out of disk space" in result.err
     assert "Traceback" not in result.err
 
-    _assert_complete_and_no_temp(src, small_disk / "cli")
+    assert assert_stopped_restore_is_clean(src, small_disk / "cli")
     subprocess.run(["rm", "-rf", str(small_disk / "cli")], check=True)
 
     # The same in-process: every descriptor the restore opened is closed again.
@@ -113,19 +113,4 @@ def test_a_full_disk_while_tasks_make_small_files_stops_cleanly(
     left = {fd: what for fd, what in _open_fds().items() if not what.startswith(cli.repo)}
     assert {fd: what for fd, what in left.items() if before.get(fd) != what} == {}
     assert not any(what.startswith(str(small_disk)) for what in left.values())
-    _assert_complete_and_no_temp(src, small_disk / "lib")
-
-
-def _assert_complete_and_no_temp(src: Path, target: Path) -> None:
-    leftovers = [
-        os.path.join(folder, name)
-        for folder, _dirs, names in os.walk(target)
-        for name in names
-        if name.startswith(".dedupe-restore-")
-    ]
-    assert leftovers == []
-    whole = digest_tree(str(src))
-    restored = digest_tree(str(target) + str(src))
-    assert 0 < len(restored) < len(whole)
-    for name, digest in restored.items():  # what is there under a real name is complete
-        assert whole[name] == digest
+    assert assert_stopped_restore_is_clean(src, small_disk / "lib")
