@@ -190,23 +190,26 @@ class LargeFiles:
         """On the helper's conversation thread: store a batch of small files in the helper
         process and settle each file's Future (all of them fail if the helper does)."""
         files = self._files
+        offload = self._offload
         try:
-            offload = self._offload
-            try:
-                if offload is None:  # it could not open the repository (HelperUnavailable)
-                    raise HelperUnavailable("the helper process is not available")
-                results = offload.store_batch(
-                    [(path, name, st) for path, name, st, _f in batch], files.report, files.warn
-                )
-            except HelperUnavailable as exc:  # it wrote nothing: the batch is stored here
-                if offload is not None:
+            if offload is not None:
+                try:
+                    results = offload.store_batch(
+                        [(path, name, st) for path, name, st, _f in batch], files.report, files.warn
+                    )
+                except HelperUnavailable as exc:  # it wrote nothing: the batch is stored here
                     self._helper_failed(exc)
-                results = [self._ahead_file(path, name, st) for path, name, st, _f in batch]
+                    offload = None
+            if offload is None:  # stored here: store_now counts and remembers each file itself
+                for path, name, st, future in batch:
+                    future.set_result(self._ahead_file(path, name, st))
+                return
             if len(results) != len(batch):
                 raise DedupeError("the helper process answered for the wrong number of files")
         except BaseException as exc:
             for *_file, future in batch:
-                future.set_exception(exc)
+                if not future.done():
+                    future.set_exception(exc)
             return
         finally:
             with self._queued_lock:
