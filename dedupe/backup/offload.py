@@ -111,7 +111,7 @@ def storage_recipe(storage: Storage) -> Recipe | None:
         return ("local", inner.root), retry
     sftp = sys.modules.get("dedupe.storage.sftp")
     if sftp is not None and isinstance(inner, sftp.SFTPStorage):
-        if getattr(inner, "_environ", None) is not None:  # its own environment for ssh
+        if inner.environ is not None:  # ssh with an environment of its own, not inherited
             return None
         opening = (inner.target, inner.url, inner.max_connections, inner.timeout)
         return ("sftp", *opening, inner.reconnect_attempts), retry

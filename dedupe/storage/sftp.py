@@ -146,7 +146,7 @@ class SFTPStorage:
         self.timeout = timeout
         self.reconnect_attempts = reconnect_attempts
         self._root = target.path or "."
-        self._environ = environ
+        self.environ = environ  # ssh's environment when not this process's (None)
         self._pool = _Pool(self._connect, connections)
         self._resolved: Resolved | None = None
         self._resolving = threading.Lock()
@@ -176,7 +176,7 @@ class SFTPStorage:
     # --- plumbing ------------------------------------------------------------------------------
 
     def _connect(self) -> Connection:
-        env = os.environ if self._environ is None else self._environ
+        env = os.environ if self.environ is None else self.environ
         with self._resolving:  # ssh -G once per storage: what the config says for this host
             if self._resolved is None:
                 self._resolved = resolve(self.target, env)
